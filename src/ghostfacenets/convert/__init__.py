@@ -1,0 +1,1 @@
+"""Converters from the official Keras files (and, later, to ONNX)."""

@@ -1,0 +1,95 @@
+"""Reading images from paths, bytes, numpy arrays or PIL images into uint8 RGB arrays."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from ..errors import GhostFaceNetsError
+
+MAX_PIXELS = 80_000_000  # larger images are refused before decoding (a 12000 x 6600 photo passes)
+ImageSource = str | Path | bytes | bytearray | memoryview | np.ndarray | Any  # Any: PIL.Image.Image
+
+
+class ImageError(GhostFaceNetsError):
+    """An input that is not a usable image."""
+
+
+def _check_size(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width * height > max_pixels:
+        raise ImageError(f"{name}: {width}x{height} pixels is larger than the limit of {max_pixels:,} pixels")
+
+
+def decode_image(data: bytes | bytearray | memoryview, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, BMP, PGM, WebP, ...) -> uint8 RGB (H, W, 3), whatever the source encoding."""
+    from PIL import Image
+
+    buffer = bytes(data)
+    if not buffer:
+        raise ImageError(f"{name}: empty file")
+    try:  # read the header only, to refuse huge images before decoding them
+        with Image.open(io.BytesIO(buffer)) as header:
+            _check_size(header.width, header.height, max_pixels, name)
+    except (OSError, Image.DecompressionBombError):
+        pass  # not a format Pillow knows; OpenCV may still decode it, and its result is checked below
+    array = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR)
+    if array is None:
+        raise ImageError(f"{name}: not an image (or an unsupported or damaged image file)")
+    _check_size(array.shape[1], array.shape[0], max_pixels, name)
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def as_rgb_array(array: np.ndarray, color_order: Literal["RGB", "BGR"] = "RGB", name: str = "array") -> np.ndarray:
+    """A uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) in ``color_order`` -> contiguous RGB (H, W, 3)."""
+    if array.dtype != np.uint8:
+        raise ImageError(f"{name}: expected uint8 pixels 0-255, got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        return np.ascontiguousarray(np.repeat(array[..., None], 3, axis=-1))
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ImageError(f"{name}: expected an image shaped (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    array = array[..., :3]
+    if color_order == "BGR":
+        array = array[..., ::-1]
+    elif color_order != "RGB":
+        raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
+    return np.ascontiguousarray(array)
+
+
+def load_image(
+    source: ImageSource, color_order: Literal["RGB", "BGR"] = "RGB", max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Any supported image source -> uint8 RGB (H, W, 3).
+
+    ``source``: a file path, encoded bytes, a PIL image, or a uint8 numpy array whose channel order is
+    ``color_order`` (RGB by default; pass "BGR" for arrays from OpenCV).
+    """
+    if isinstance(source, np.ndarray):
+        _check_size(source.shape[1] if source.ndim > 1 else 0, source.shape[0], max_pixels, "array")
+        return as_rgb_array(source, color_order)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_image(source, "bytes", max_pixels)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+        return decode_image(data, str(path), max_pixels)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+        Image = None
+    if Image is not None and isinstance(source, Image.Image):
+        _check_size(source.width, source.height, max_pixels, "PIL image")
+        return np.asarray(source.convert("RGB"), dtype=np.uint8).copy()
+    raise ImageError(f"unsupported image source of type {type(source).__name__}")

@@ -1,0 +1,31 @@
+"""Preprocessing shared by every entry point: the official normalisation and the ArcFace alignment template."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+INPUT_SIZE = 112
+PIXEL_MEAN = 127.5
+PIXEL_STD = 128.0
+# Five-point ArcFace template for 112x112 crops: left eye, right eye, nose, left and right mouth corners (x, y).
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+
+
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) or one (H, W, 3) -> float32 (N, 3, H, W), normalised as (x - 127.5) / 128."""
+    batch = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if batch.ndim == 3:
+        batch = batch.unsqueeze(0)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected RGB images shaped (N, H, W, 3), got {tuple(batch.shape)}")
+    return (batch.permute(0, 3, 1, 2).float() - PIXEL_MEAN) / PIXEL_STD

@@ -1,0 +1,130 @@
+"""The package's own model format (safetensors weights + JSON metadata in the header) and ``load_model``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_path
+from .errors import ModelFileError
+from .models.ghostfacenet import GhostFaceNet, GhostFaceNetConfig, build_model
+from .models.registry import ARCHITECTURES, PRETRAINED, architecture_name, default_preprocessing
+
+FORMAT = "ghostfacenets"
+FORMAT_VERSION = 1
+METADATA_KEY = "ghostfacenets"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def base_metadata(config: GhostFaceNetConfig) -> dict[str, Any]:
+    """Metadata every saved model carries, before source, training and licence details are added."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture_name(config.version, config.width, config.stem_stride),
+        "config": config.to_dict(),
+        "preprocessing": default_preprocessing(),
+    }
+
+
+def save_model(model: GhostFaceNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` atomically as safetensors with its metadata (merged over ``model.metadata``)."""
+    path = Path(path)
+    base = base_metadata(model.config)
+    meta = {**base, **model.metadata, **(metadata or {})}
+    meta.update({k: v for k, v in base.items() if k != "preprocessing"})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a model file in the package's own format."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    if raw is None:
+        raise ModelFileError(f"{path}: safetensors file without ghostfacenets metadata")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: unsupported model file format {meta.get('format')} v{meta.get('format_version')}")
+    return meta
+
+
+def _load_own(path: Path) -> GhostFaceNet:
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    try:
+        model = build_model(GhostFaceNetConfig(**meta["config"]))
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: weights do not fit the recorded architecture ({exc})") from None
+    model.metadata = meta
+    return model
+
+
+def _load_keras(path: Path) -> GhostFaceNet:
+    from .convert.keras_h5 import load_keras_h5
+
+    model, keras = load_keras_h5(path)
+    digest = sha256_file(path)
+    known = next((w for w in PRETRAINED.values() if w.sha256 == digest), None)
+    meta = known.metadata() if known else {}
+    meta.update(base_metadata(model.config))
+    meta["source"] = {**meta.get("source", {}), "path": str(path), "sha256": digest, "format": "keras-h5",
+                      "keras_version": keras.keras_version}
+    meta.setdefault("license", "unknown: check the terms of the file's source and of its training data")
+    model.metadata = meta
+    return model
+
+
+def convert_keras(h5_path: str | Path, out_path: str | Path) -> Path:
+    """Convert an official Keras ``.h5`` into the package's own format."""
+    return save_model(_load_keras(Path(h5_path)), out_path)
+
+
+def load_model(source: str | Path, device: str | torch.device = "cpu") -> GhostFaceNet:
+    """A ready model in eval mode from a Keras ``.h5``, an own-format ``.safetensors`` file or a pretrained name."""
+    text = str(source)
+    path = Path(source)
+    if text in PRETRAINED and not path.exists():
+        from .hub import pretrained_path
+
+        model = _load_own(pretrained_path(text))
+    elif path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(8)
+        model = _load_keras(path) if magic == _HDF5_MAGIC else _load_own(path)
+    elif path.is_dir():
+        raise ModelFileError(f"{path} is a folder; give a model file")
+    elif text in ARCHITECTURES:
+        raise ModelFileError(
+            f"{text!r} is an architecture without weights: use ghostfacenets.create_model({text!r}) for a "
+            f"fresh model, or one of the pretrained names {sorted(PRETRAINED)}"
+        )
+    else:
+        raise ModelFileError(
+            f"{text!r}: no such file and not a pretrained name (pretrained: {', '.join(sorted(PRETRAINED))})"
+        )
+    return model.to(device).eval()
+
