@@ -75,7 +75,7 @@ def _load_own(path: Path) -> GhostFaceNet:
 
     meta = read_metadata(path)
     try:
-        model = build_model(GhostFaceNetConfig(**meta["config"]))
+        model = build_model(GhostFaceNetConfig(**meta["config"]), initialise=False)
         model.load_state_dict(load_file(str(path)), strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the recorded architecture ({exc})") from None

@@ -67,6 +67,8 @@ def read_keras_h5(path: str | Path) -> KerasFile:
             raise ConversionError(f"{path}: no Keras 'layer_names' attribute; not a Keras 2 h5 model or weights file")
         weights: dict[str, dict[str, np.ndarray]] = {}
         for group_name in (_text(n) for n in root.attrs["layer_names"]):
+            if group_name not in root:
+                raise ConversionError(f"{path}: layer {group_name!r} is listed but absent (a damaged file?)")
             group = root[group_name]
             for weight_name in (_text(n) for n in group.attrs.get("weight_names", [])):
                 parts = weight_name.split("/")
@@ -271,7 +273,7 @@ def load_keras_h5(path: str | Path) -> tuple[GhostFaceNet, KerasFile]:
     """Build the GhostFaceNet a Keras h5 file describes and load its weights; returns (model in eval mode, file)."""
     keras = read_keras_h5(path)
     config = infer_config(keras)
-    model = build_model(config)
+    model = build_model(config, initialise=False)
     missing, unexpected = model.load_state_dict(_state_dict(model, keras), strict=False)
     if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
         raise ConversionError(f"internal error: unloaded weights {missing[:3]}, unexpected {unexpected[:3]}")

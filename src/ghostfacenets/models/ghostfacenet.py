@@ -181,9 +181,18 @@ class GhostFaceNetV2(GhostFaceNet):
         super().__init__(GhostFaceNetConfig(version=2, width=width, stem_stride=stem_stride, **kwargs))
 
 
-def build_model(config: GhostFaceNetConfig) -> GhostFaceNet:
-    """Instantiate the right class for a configuration."""
+def build_model(config: GhostFaceNetConfig, initialise: bool = True) -> GhostFaceNet:
+    """Instantiate the right class for a configuration; ``initialise=False`` skips the random initialisation
+    (uninitialised weights, for a model whose weights are loaded right after)."""
     cls = GhostFaceNetV1 if config.version == 1 else GhostFaceNetV2
     args = config.to_dict()
     del args["version"]
-    return cls(**args)
+    if initialise:
+        return cls(**args)
+    with torch.device("meta"):
+        model = cls(**args)
+    model = model.to_empty(device="cpu")
+    for name, buffer in model.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            buffer.zero_()
+    return model
