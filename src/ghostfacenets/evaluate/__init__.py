@@ -1,0 +1,29 @@
+"""Evaluation: embedding with flip TTA, verification metrics, ``.bin`` sets, identity folders, IJB-B/C.
+
+Public names are imported lazily (``from ghostfacenets.evaluate import evaluate_bin``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_embedder": "ghostfacenets.evaluate.embed",
+    "embed_images": "ghostfacenets.evaluate.embed",
+    "verification_metrics": "ghostfacenets.evaluate.metrics",
+    "roc_curve": "ghostfacenets.evaluate.metrics",
+    "threshold_at_far": "ghostfacenets.evaluate.metrics",
+    "evaluate_bin": "ghostfacenets.evaluate.verification",
+    "evaluate_folder": "ghostfacenets.evaluate.pairs",
+    "make_pairs": "ghostfacenets.evaluate.pairs",
+    "evaluate_ijb": "ghostfacenets.evaluate.ijb",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ghostfacenets.evaluate' has no attribute {name!r}")

@@ -1,0 +1,197 @@
+"""Batched embedding of aligned face crops with optional flip test-time augmentation, for PyTorch and ONNX models.
+
+Every embedder takes uint8 RGB crops (N, H, W, 3), normalises them as the official code does, (x - 127.5) / 128,
+in NCHW layout, and returns raw embeddings (N, D) as float32. With ``flip`` the result is
+embedding(x) + embedding(flip_lr(x)) (the paper's setting), not normalised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.transforms import PIXEL_MEAN, PIXEL_STD, to_tensor
+from ..errors import GhostFaceNetsError, ModelFileError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns a batch of uint8 RGB crops into float32 embeddings."""
+
+    name: str
+    input_size: tuple[int, int] | None  # (H, W) the model needs, None when any size is accepted
+    embedding_size: int | None
+
+    def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
+        """uint8 RGB (N, H, W, 3) -> float32 (N, D); with ``flip`` the sum over the image and its mirror."""
+        ...
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TorchEmbedder:
+    """An ``nn.Module`` mapping normalised (N, 3, H, W) to (N, D), run in eval mode without gradients."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None, name: str | None = None) -> None:
+        if device is not None:
+            model = model.to(device)
+        self.model = model
+        first = next(model.parameters(), None)
+        self.device = torch.device(device) if device is not None else (first.device if first is not None else
+                                                                       torch.device("cpu"))
+        self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        self.name = name or type(model).__name__
+        config = getattr(model, "config", None)
+        size = getattr(config, "input_size", None)
+        self.input_size = (size, size) if isinstance(size, int) else None
+        embedding_size = getattr(model, "embedding_size", None)
+        self.embedding_size = embedding_size if isinstance(embedding_size, int) else None
+
+    def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                pixels = torch.from_numpy(np.ascontiguousarray(images))
+                if self.device.type == "cuda":
+                    pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+                x = to_tensor(pixels).to(self.dtype)  # half-precision models get half-precision input
+                out = self.model(x)
+                if flip:
+                    out = out + self.model(torch.flip(x, dims=[3]))
+                return out.float().cpu().numpy()
+        finally:
+            self.model.train(was_training)
+
+
+class OnnxEmbedder:
+    """An ONNX model run with onnxruntime; input name, dtype and any fixed batch size are read from the session."""
+
+    def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.name = self.path.name
+        available = ort.get_available_providers()
+        want_cuda = torch.device(device).type == "cuda" if device is not None else True
+        providers = ["CPUExecutionProvider"]
+        if want_cuda and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device is not None and torch.device(device).type == "cuda":
+            raise GhostFaceNetsError(
+                f"{self.path}: CUDA requested but this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+            )
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise ModelFileError(f"{self.path}: not a usable ONNX model ({exc})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ModelFileError(f"{self.path}: expected one input shaped (N, 3, H, W), got "
+                                 f"{[(i.name, i.shape) for i in inputs]}")
+        self.input_name = inputs[0].name
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        batch, channels, height, width = inputs[0].shape
+        if isinstance(channels, int) and channels != 3:
+            raise ModelFileError(f"{self.path}: input has {channels} channels, expected 3 (RGB)")
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
+        outputs = self.session.get_outputs()
+        output = next((o for o in outputs if o.name == "embedding"), outputs[0])
+        self.output_name = output.name
+        last = output.shape[-1] if output.shape else None
+        self.embedding_size = last if isinstance(last, int) else None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if self.fixed_batch is None:
+            return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
+        parts = []
+        for start in range(0, n, self.fixed_batch):
+            chunk = x[start:start + self.fixed_batch]
+            pad = self.fixed_batch - chunk.shape[0]
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            out = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            parts.append(np.asarray(out, dtype=np.float32)[: self.fixed_batch - pad])
+        return np.concatenate(parts)
+
+    def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
+        x = ((images.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(0, 3, 1, 2)
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        out = self._run(x)
+        if flip:
+            out = out + self._run(np.ascontiguousarray(x[..., ::-1]))
+        return out.reshape(out.shape[0], -1)
+
+
+def load_embedder(source: Any, device: str | torch.device | None = None) -> Embedder:
+    """An embedder from an ``.onnx`` path, an ``nn.Module``, an embedder, or anything ``load_model`` accepts.
+
+    ``device``: "cpu", "cuda", ...; None picks CUDA when available (an ``nn.Module`` then stays where it is).
+    """
+    if isinstance(source, Embedder):
+        return source
+    if isinstance(source, nn.Module):
+        return TorchEmbedder(source, device)
+    if isinstance(source, (str, Path)) and str(source).lower().endswith(".onnx"):
+        if not Path(source).is_file():
+            raise ModelFileError(f"{source}: no such file")
+        return OnnxEmbedder(source, device)
+    if isinstance(source, (str, Path)):
+        from ..model_io import load_model
+
+        model = load_model(source)
+        return TorchEmbedder(model, device if device is not None else default_device(), name=str(source))
+    raise ModelFileError(f"cannot make an embedder from a {type(source).__name__}; give a model, a file or a name")
+
+
+def check_images(images: Any, name: str = "images") -> np.ndarray:
+    """Validate uint8 RGB crops shaped (N, H, W, 3) and return them as an array."""
+    array = np.asarray(images)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise GhostFaceNetsError(f"{name}: expected uint8 RGB crops shaped (N, H, W, 3), got {array.dtype} "
+                                 f"{array.shape}")
+    return array
+
+
+def embed_images(
+    embedder_or_model: Any,
+    images: np.ndarray,
+    batch_size: int = 128,
+    flip: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Embeddings float32 (N, D) of uint8 RGB crops (N, H, W, 3); with ``flip``, emb(x) + emb(flip_lr(x)).
+
+    ``embedder_or_model``: anything :func:`load_embedder` accepts. Not L2-normalised.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    embedder = load_embedder(embedder_or_model, device)
+    images = check_images(images)
+    if embedder.input_size is not None and tuple(images.shape[1:3]) != tuple(embedder.input_size):
+        h, w = embedder.input_size
+        raise GhostFaceNetsError(
+            f"crops are {images.shape[1]}x{images.shape[2]} (HxW) but {embedder.name} needs {h}x{w}: "
+            "align the faces to the ArcFace template first"
+        )
+    if len(images) == 0:
+        return np.zeros((0, embedder.embedding_size or 0), np.float32)
+    parts = []
+    with tqdm(total=len(images), desc="embedding", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            parts.append(embedder.embed_batch(batch, flip))
+            bar.update(len(batch))
+    return np.concatenate(parts).astype(np.float32, copy=False)

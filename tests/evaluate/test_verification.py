@@ -1,0 +1,95 @@
+"""evaluate_bin against an independent computation on the same images, with and without repeated images."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
+from ghostfacenets.evaluate.verification import evaluate_bin, evaluate_bin_detailed
+from tests.conftest import shared_path
+from tests.evaluate.test_metrics import _brute_best_threshold, _brute_tar, _insightface_evaluate
+from tests.evaluate.toy_models import pooled_colour_model
+
+
+def _independent_embeddings(images: np.ndarray, flip: bool) -> np.ndarray:
+    x = torch.from_numpy(((images.astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2).copy())
+    out = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+    if flip:
+        out = out + nn.functional.adaptive_avg_pool2d(x.flip(3), 4).flatten(1)
+    return out.numpy().astype(np.float64)
+
+
+def _check_against_definitions(metrics: dict, embeddings: np.ndarray, issame: np.ndarray, tol: float = 1e-9) -> None:
+    a, b = embeddings[0::2], embeddings[1::2]
+    scores = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    accuracy, threshold = _brute_best_threshold(scores, issame)
+    assert metrics["pairs"] == len(issame)
+    assert metrics["best_threshold_accuracy"] == pytest.approx(accuracy)
+    assert metrics["best_threshold"] == pytest.approx(threshold, abs=tol)
+    if len(issame) >= 10:
+        mean, std = _insightface_evaluate(embeddings, issame)
+        assert metrics["accuracy_10fold_mean"] == pytest.approx(mean)
+        assert metrics["accuracy_10fold_std"] == pytest.approx(std)
+    for key, value in metrics["tar_at_far"].items():
+        if value is not None:
+            assert value == pytest.approx(_brute_tar(scores, issame, float(key)))
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_evaluate_bin_on_the_genuine_sample(flip: bool) -> None:
+    path = shared_path("fixtures", "formats", "bin_sample", "sample_py2.bin")
+    metrics = evaluate_bin(pooled_colour_model(), path, flip=flip, progress=False)
+    images, issame = load_verification_bin(path)
+    _check_against_definitions(metrics, _independent_embeddings(images, flip), issame)
+    assert metrics["flip"] is flip and metrics["accuracy_10fold_mean"] is None  # 8 pairs: no 10 folds
+
+
+def test_repeated_images_are_embedded_once_with_the_same_result(tmp_path: Path) -> None:
+    raw = pickle.loads(shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin").read_bytes())[0]
+    rng = np.random.default_rng(0)
+    identity = np.arange(16) // 2  # rough labels: the sample's pairs; same pair -> same label
+    picks = rng.integers(0, 16, size=(60, 2))
+    issame = identity[picks[:, 0]] == identity[picks[:, 1]]
+    path = write_verification_bin(tmp_path / "repeats.bin", [raw[i] for i in picks.reshape(-1)], issame)
+    seen = []
+
+    class Counting(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(len(x))
+            return nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+    result = evaluate_bin_detailed(Counting(), path, flip=False, batch_size=256, progress=False)
+    assert sum(seen) == len(np.unique(picks))  # 120 images in the file, each distinct one embedded once
+    images, labels = load_verification_bin(path)
+    _check_against_definitions(result.metrics, _independent_embeddings(images, False), labels)
+    assert result.scores.shape == (60,) and result.name == "repeats"
+
+
+def test_evaluate_bin_with_a_real_ghostfacenet_and_jpeg_bin(tmp_path: Path) -> None:
+    """A GhostFaceNet (Keras reference weights) on ORL faces: the pipeline agrees with a direct forward pass."""
+    from ghostfacenets import load_model
+
+    model = load_model(shared_path("fixtures", "keras_reference", "v1_w1_s2", "model.h5"))
+    faces = shared_path("data", "att_faces")
+    crops = []
+    for subject in range(1, 7):
+        for k in (1, 2):
+            grey = cv2.imread(str(faces / f"s{subject}" / f"{k}.pgm"), cv2.IMREAD_GRAYSCALE)
+            crops.append(np.repeat(cv2.copyMakeBorder(grey, 0, 0, 10, 10, cv2.BORDER_CONSTANT)[..., None], 3, 2))
+    pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (0, 2), (1, 4), (3, 6), (5, 8), (7, 10), (9, 0)]
+    images = [crops[i] for p in pairs for i in p]
+    issame = [a // 2 == b // 2 for a, b in pairs]
+    path = write_verification_bin(tmp_path / "orl.bin", images, issame, image_format=".jpg")
+    metrics = evaluate_bin(model, path, progress=False)
+    decoded, labels = load_verification_bin(path)
+    with torch.no_grad():
+        x = torch.from_numpy(((decoded.astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2).copy())
+        embeddings = (model(x) + model(x.flip(3))).double().numpy()
+    _check_against_definitions(metrics, embeddings, labels, tol=1e-5)  # float32 forward passes
