@@ -1,0 +1,24 @@
+"""From photos to decisions: detect faces, align them to the ArcFace template, embed, verify and identify."""
+
+from .align import align_face, estimate_transform
+from .detect import DETECTORS, Face, FaceDetector, RetinaFaceDetector, create_detector
+from .gallery import Gallery, ModelId
+from .recognizer import FaceRecognizer, Identification, Match, NoFaceError, Threshold, Verification
+
+__all__ = [
+    "DETECTORS",
+    "Face",
+    "FaceDetector",
+    "FaceRecognizer",
+    "Gallery",
+    "Identification",
+    "Match",
+    "ModelId",
+    "NoFaceError",
+    "RetinaFaceDetector",
+    "Threshold",
+    "Verification",
+    "align_face",
+    "create_detector",
+    "estimate_transform",
+]

@@ -1,0 +1,438 @@
+"""``FaceRecognizer``: detect, align, embed, verify and identify faces in photos with a GhostFaceNet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..data.images import ImageSource, load_image
+from ..data.transforms import INPUT_SIZE
+from ..errors import GhostFaceNetsError
+from .align import align_face
+from .detect import Face, FaceDetector, create_detector
+from .gallery import Enrolment, Gallery, ModelId
+
+DEFAULT_MODEL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"
+DEFAULT_FAR = 1e-3
+# Used only when the model carries no calibrated thresholds (and none is given): the cosine threshold of the official
+# README's LFW example (GhostFaceNetV1-1.3-2, flip TTA, best accuracy on LFW). Not calibrated for any other model or
+# data; ``ghostfacenets calibrate`` measures the right one for a target false-accept rate.
+FALLBACK_THRESHOLD = 0.2235
+FALLBACK_NOTE = ("fallback: not calibrated for this model; the official README's LFW cosine threshold for "
+                 "GhostFaceNetV1-1.3-2 (run `ghostfacenets calibrate` on labelled pairs for a threshold at a "
+                 "known FAR)")
+ColorOrder = Literal["RGB", "BGR"]
+
+
+class NoFaceError(GhostFaceNetsError):
+    """No face was found where one was needed."""
+
+
+class ThresholdError(GhostFaceNetsError):
+    """No decision threshold matches the request."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A cosine-similarity decision threshold (same person iff similarity > threshold) and where it comes from
+    (``source``: "user", "calibrated" or "fallback")."""
+
+    value: float
+    source: str
+    far: float | None = None
+    set: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": round(self.value, 6), "threshold_source": self.source, "threshold_far": self.far,
+                "threshold_set": self.set, "threshold_note": self.note}
+
+
+@dataclass(frozen=True)
+class FaceEmbedding:
+    """A face found in an image, with its L2-normalised embedding."""
+
+    face: Face
+    embedding: np.ndarray
+    faces_in_image: int = 1
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Result of ``verify``: cosine ``similarity`` of the two faces, the ``threshold`` used and the decision."""
+
+    similarity: float
+    threshold: Threshold
+    is_same: bool
+    face_a: Face | None = None
+    face_b: Face | None = None
+    faces_in_a: int = 1
+    faces_in_b: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"similarity": round(self.similarity, 6), "is_same": self.is_same,
+                                  **self.threshold.to_dict()}
+        for key, face, count in (("a", self.face_a, self.faces_in_a), ("b", self.face_b, self.faces_in_b)):
+            record[f"face_{key}"] = face.to_dict() if face is not None else None
+            record[f"faces_in_{key}"] = count
+        return record
+
+
+@dataclass(frozen=True)
+class Match:
+    """A gallery identity, its best cosine similarity to the query and whether it passes the threshold."""
+
+    name: str
+    similarity: float
+    is_match: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "similarity": round(self.similarity, 6), "is_match": self.is_match}
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Result of ``identify`` for one face: the ``k`` best ``matches`` (best first) and the threshold used."""
+
+    face: Face | None
+    matches: list[Match]
+    threshold: Threshold
+    faces_in_image: int = 1
+
+    @property
+    def identity(self) -> str | None:
+        """The best match's name if it passes the threshold, else None (unknown person)."""
+        return self.matches[0].name if self.matches and self.matches[0].is_match else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identity": self.identity, "matches": [m.to_dict() for m in self.matches],
+                "face": self.face.to_dict() if self.face is not None else None,
+                "faces_in_image": self.faces_in_image, **self.threshold.to_dict()}
+
+
+@dataclass
+class _Loaded:
+    embedder: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model_name: str = "model"
+    fingerprint: str = ""
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes, values), leaving out BatchNorm's
+    ``num_batches_tracked`` counters, which do not change the output: equal iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.endswith("num_batches_tracked"):
+            continue
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def image_sha256(source: ImageSource) -> str:
+    """sha256 of an image file's bytes, of encoded bytes, or of a decoded array's pixels (with its shape)."""
+    if isinstance(source, (str, Path)):
+        from ..model_io import sha256_file
+
+        return sha256_file(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(bytes(source)).hexdigest()
+    array = np.ascontiguousarray(load_image(source))
+    return hashlib.sha256(f"{array.shape}".encode() + array.tobytes()).hexdigest()
+
+
+def _describe(source: Any, index: int | None = None) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return f"image {index} ({type(source).__name__})" if index is not None else f"<{type(source).__name__}>"
+
+
+def _as_list(images: Any) -> tuple[list[Any], bool]:
+    """(sources, was_a_batch): a list/tuple or a 4-D array is a batch; anything else one image."""
+    if isinstance(images, (list, tuple)):
+        return list(images), True
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images), True
+    return [images], False
+
+
+class FaceRecognizer:
+    """Face verification and identification with a GhostFaceNet, from photos to decisions.
+
+    ``model``: a pretrained name (default: the official GhostFaceNetV1-1.3-1 MS1MV3 weights, downloaded on first
+    use), a ``.h5`` / ``.safetensors`` / ``.onnx`` file, or an ``nn.Module``. ``detector``: "retinaface" or a
+    :class:`FaceDetector`. ``threshold``: fixed cosine threshold (else the model's calibrated one at ``far``, else a
+    labelled fallback). ``flip``: flip test-time augmentation as in the paper. ``device``: None picks CUDA when
+    available. ``detector_options`` go to the detector (``score_threshold``, ``max_size``, ...).
+
+    Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
+    lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
+    ``*_faces`` methods return every face.
+    """
+
+    def __init__(
+        self,
+        model: Any = DEFAULT_MODEL,
+        detector: str | FaceDetector = "retinaface",
+        *,
+        threshold: float | None = None,
+        far: float | None = None,
+        flip: bool = True,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        **detector_options: Any,
+    ) -> None:
+        self.detector = create_detector(detector, **detector_options)
+        self.flip = flip
+        self.batch_size = batch_size
+        self.device = device
+        self._fixed_threshold = threshold
+        self.far = far
+        self._loaded = self._load(model)
+        self._model_id: ModelId | None = None
+        if threshold is None:
+            self.threshold()  # fail now, not at the first comparison, if ``far`` has no calibration
+
+    # ---------------------------------------------------------------------------------------------- model
+    def _load(self, model: Any) -> _Loaded:
+        from ..evaluate.embed import OnnxEmbedder, TorchEmbedder, default_device, load_embedder
+
+        device = self.device if self.device is not None else default_device()
+        if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
+            embedder = load_embedder(model, self.device)
+            metadata = self._onnx_metadata(embedder) if isinstance(embedder, OnnxEmbedder) else {}
+            from ..model_io import sha256_file
+
+            return _Loaded(embedder, metadata, Path(model).name, sha256_file(model))
+        if isinstance(model, (str, Path)):
+            from ..model_io import load_model
+
+            module = load_model(model)
+            name = str(model) if not Path(model).exists() else Path(model).name
+        elif isinstance(model, torch.nn.Module):
+            module, name = model, type(model).__name__
+        else:
+            raise GhostFaceNetsError(f"cannot use a {type(model).__name__} as a model; give a name, a file or a module")
+        metadata = dict(getattr(module, "metadata", {}) or {})
+        name = metadata.get("source", {}).get("name") or name
+        return _Loaded(TorchEmbedder(module, device, name=name), metadata, name, weights_fingerprint(module))
+
+    @staticmethod
+    def _onnx_metadata(embedder: Any) -> dict[str, Any]:
+        from ..model_io import METADATA_KEY
+
+        props = embedder.session.get_modelmeta().custom_metadata_map
+        try:
+            return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
+        except json.JSONDecodeError:
+            return {}
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The model's metadata (source, licence, calibrated ``thresholds``, ...)."""
+        return self._loaded.metadata
+
+    @property
+    def model_id(self) -> ModelId:
+        """Identifies the embedding space (weights fingerprint, size, flip) for galleries."""
+        if self._model_id is None:
+            dim = self._loaded.embedder.embedding_size or self.embed_aligned(
+                np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)).shape[1]
+            self._model_id = ModelId(self._loaded.model_name, self._loaded.fingerprint, int(dim), self.flip)
+        return self._model_id
+
+    # ---------------------------------------------------------------------------------------------- thresholds
+    def threshold(self, threshold: float | None = None, far: float | None = None) -> Threshold:
+        """The decision threshold: ``threshold`` if given, else the recognizer's fixed one, else the model's
+        calibrated threshold at ``far`` (default: the recognizer's ``far``, else 1e-3 if calibrated, else the lowest
+        calibrated FAR), else the labelled fallback."""
+        if threshold is not None or self._fixed_threshold is not None:
+            value = threshold if threshold is not None else self._fixed_threshold
+            if not -1.0 <= float(value) <= 1.0:
+                raise ThresholdError(f"a cosine threshold lies in [-1, 1], got {value}")
+            return Threshold(float(value), "user", note="given by the user")
+        far = far if far is not None else self.far
+        calibrated = [t for t in self.metadata.get("thresholds") or [] if "far" in t and "threshold" in t]
+        if calibrated:
+            if far is None:
+                chosen = next((t for t in calibrated if math.isclose(t["far"], DEFAULT_FAR)), None)
+                chosen = chosen or min(calibrated, key=lambda t: t["far"])
+            else:
+                chosen = next((t for t in calibrated if math.isclose(t["far"], far, rel_tol=1e-6)), None)
+                if chosen is None:
+                    known = ", ".join(f"{t['far']:g}" for t in calibrated)
+                    raise ThresholdError(f"the model has calibrated thresholds at FAR {known}, not at {far:g}")
+            note = (f"calibrated at FAR {chosen['far']:g} on {chosen.get('set', 'unnamed set')}"
+                    f" ({chosen.get('pairs', '?')} pairs)")
+            return Threshold(float(chosen["threshold"]), "calibrated", float(chosen["far"]), chosen.get("set"), note)
+        if far is not None:
+            raise ThresholdError("the model carries no calibrated thresholds; run `ghostfacenets calibrate` on "
+                                 "labelled pairs, or give a threshold")
+        return Threshold(FALLBACK_THRESHOLD, "fallback", note=FALLBACK_NOTE)
+
+    # ---------------------------------------------------------------------------------------------- stages
+    def detect(self, image: ImageSource, color_order: ColorOrder = "RGB") -> list[Face]:
+        """Every face in one image, largest first."""
+        return self._detect(load_image(image, color_order))
+
+    def _detect(self, pixels: np.ndarray) -> list[Face]:
+        return sorted(self.detector.detect(pixels), key=lambda f: -f.area)
+
+    def align(self, image: ImageSource, face: Face, color_order: ColorOrder = "RGB") -> np.ndarray:
+        """The 112x112 RGB crop of ``face`` aligned to the ArcFace template."""
+        return align_face(load_image(image, color_order), face.landmarks)
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings (N, D) of aligned uint8 RGB crops (N, 112, 112, 3)."""
+        from ..evaluate.embed import embed_images
+
+        raw = embed_images(self._loaded.embedder, crops, batch_size=self.batch_size, flip=self.flip,
+                           device=self.device, progress=False)
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        if not np.all(np.isfinite(raw)) or np.any(norms == 0):
+            raise GhostFaceNetsError("the model produced a zero or non-finite embedding")
+        return (raw / norms).astype(np.float32)
+
+    def _faces(self, images: Sequence[Any], color_order: ColorOrder, all_faces: bool,
+               aligned: bool | None) -> list[list[tuple[Face | None, np.ndarray, int]]]:
+        """Per image: (face or None for an aligned crop, aligned crop, faces found) for the largest or every face."""
+        result = []
+        for index, source in enumerate(images):
+            pixels = load_image(source, color_order)
+            name = _describe(source, index if len(images) > 1 else None)
+            is_crop = aligned if aligned is not None else pixels.shape[:2] == (INPUT_SIZE, INPUT_SIZE)
+            if is_crop:
+                if pixels.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
+                    raise GhostFaceNetsError(f"{name}: an aligned crop must be {INPUT_SIZE}x{INPUT_SIZE}"
+                                             f", got {pixels.shape[1]}x{pixels.shape[0]}")
+                result.append([(None, pixels, 1)])
+                continue
+            faces = self._detect(pixels)
+            if not faces:
+                raise NoFaceError(f"{name}: no face found (detector score threshold "
+                                  f"{getattr(self.detector, 'score_threshold', '?')})")
+            chosen = faces if all_faces else faces[:1]
+            result.append([(f, align_face(pixels, f.landmarks), len(faces)) for f in chosen])
+        return result
+
+    def _embed_records(self, per_image: list[list[tuple[Face | None, np.ndarray, int]]]) -> list[list[FaceEmbedding]]:
+        flat = [item for items in per_image for item in items]
+        if not flat:
+            return [[] for _ in per_image]
+        embeddings = iter(self.embed_aligned(np.stack([crop for _, crop, _ in flat])))
+        return [[FaceEmbedding(face, next(embeddings), count) for face, _, count in items] for items in per_image]
+
+    # ---------------------------------------------------------------------------------------------- embeddings
+    def embed(self, images: Any, *, aligned: bool | None = None, color_order: ColorOrder = "RGB") -> np.ndarray:
+        """L2-normalised embedding (D,) of the largest face of one image, or (N, D) for a batch.
+
+        ``aligned``: True for 112x112 crops already aligned to the ArcFace template, False to always detect; None
+        treats exactly 112x112 inputs as aligned crops and detects in everything else.
+        """
+        sources, batch = _as_list(images)
+        records = self._embed_records(self._faces(sources, color_order, False, aligned))
+        embeddings = np.stack([r[0].embedding for r in records])
+        return embeddings if batch else embeddings[0]
+
+    def embed_faces(self, image: ImageSource, color_order: ColorOrder = "RGB") -> list[FaceEmbedding]:
+        """Every face of one image with its embedding, largest first; [] when there is none."""
+        pixels = load_image(image, color_order)
+        faces = self._detect(pixels)
+        if not faces:
+            return []
+        embeddings = self.embed_aligned(np.stack([align_face(pixels, f.landmarks) for f in faces]))
+        return [FaceEmbedding(f, e, len(faces)) for f, e in zip(faces, embeddings)]
+
+    # ---------------------------------------------------------------------------------------------- verification
+    def verify(
+        self, a: Any, b: Any, *, threshold: float | None = None, far: float | None = None,
+        color_order: ColorOrder = "RGB", aligned: bool | None = None,
+    ) -> Verification | list[Verification]:
+        """Are the largest faces of ``a`` and ``b`` the same person? Lists of equal length give a list of results."""
+        sources_a, batch_a = _as_list(a)
+        sources_b, batch_b = _as_list(b)
+        if batch_a != batch_b or len(sources_a) != len(sources_b):
+            raise GhostFaceNetsError("verify takes two images, or two batches of the same length")
+        chosen = self.threshold(threshold, far)
+        records = self._embed_records(self._faces(sources_a + sources_b, color_order, False, aligned))
+        n = len(sources_a)
+        results = []
+        for ra, rb in zip(records[:n], records[n:]):
+            similarity = float(np.clip(np.dot(ra[0].embedding, rb[0].embedding), -1.0, 1.0))
+            results.append(Verification(similarity, chosen, similarity > chosen.value, ra[0].face, rb[0].face,
+                                        ra[0].faces_in_image, rb[0].faces_in_image))
+        return results if batch_a else results[0]
+
+    # ---------------------------------------------------------------------------------------------- galleries
+    @staticmethod
+    def _gallery(gallery: Gallery | str | Path, create: bool) -> Gallery:
+        return gallery if isinstance(gallery, Gallery) else Gallery(gallery, create=create)
+
+    def enroll(self, gallery: Gallery | str | Path, name: str, images: Any,
+               color_order: ColorOrder = "RGB", aligned: bool | None = None) -> int:
+        """Add the largest face of each image to identity ``name`` in one transaction; returns how many faces were
+        added (images already enrolled for ``name`` are skipped). Every image must hold a face."""
+        sources, _ = _as_list(images)
+        store = self._gallery(gallery, create=True)
+        try:
+            store.check_model(self.model_id)
+            records = self._embed_records(self._faces(sources, color_order, False, aligned))
+            faces = [
+                Enrolment(r[0].embedding, image_sha256(source), _describe(source),
+                          {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None)
+                for source, r in zip(sources, records)
+            ]
+            return store.enroll(name, faces, self.model_id)
+        finally:
+            if store is not gallery:
+                store.close()
+
+    def _identify(self, store: Gallery, records: list[FaceEmbedding], k: int, chosen: Threshold,
+                  backend: str) -> list[Identification]:
+        if not records:
+            return []
+        found = store.search(np.stack([r.embedding for r in records]), self.model_id, k, backend)
+        return [
+            Identification(r.face, [Match(n, s, s > chosen.value) for n, s in matches], chosen, r.faces_in_image)
+            for r, matches in zip(records, found)
+        ]
+
+    def identify(
+        self, image: ImageSource, gallery: Gallery | str | Path, k: int = 5, *, threshold: float | None = None,
+        far: float | None = None, backend: str = "exact", color_order: ColorOrder = "RGB",
+        aligned: bool | None = None,
+    ) -> Identification:
+        """The ``k`` gallery identities most similar to the largest face in ``image``."""
+        chosen = self.threshold(threshold, far)
+        store = self._gallery(gallery, create=False)
+        try:
+            store.check_model(self.model_id)
+            (record,) = self._embed_records(self._faces([image], color_order, False, aligned))[0]
+            return self._identify(store, [record], k, chosen, backend)[0]
+        finally:
+            if store is not gallery:
+                store.close()
+
+    def identify_faces(
+        self, image: ImageSource, gallery: Gallery | str | Path, k: int = 5, *, threshold: float | None = None,
+        far: float | None = None, backend: str = "exact", color_order: ColorOrder = "RGB",
+    ) -> list[Identification]:
+        """``identify`` for every face in ``image``, largest first ([] when there is none)."""
+        chosen = self.threshold(threshold, far)
+        store = self._gallery(gallery, create=False)
+        try:
+            store.check_model(self.model_id)
+            return self._identify(store, self.embed_faces(image, color_order), k, chosen, backend)
+        finally:
+            if store is not gallery:
+                store.close()
