@@ -1,0 +1,219 @@
+"""Fast inference of a GhostFaceNet: fused channels-last PyTorch, onnxruntime on the CPU, torch.compile and CUDA graphs.
+
+``FastEmbedder(model, backend=...)`` wraps a model for one of four ways of running it:
+
+* ``"torch"``: BatchNorm folded (:func:`ghostfacenets.models.fuse.fuse_model`), channels-last, inference mode, any
+  batch size; the default on every device.
+* ``"onnxruntime"``: the fused model exported in memory and run by onnxruntime on the CPU, usually the fastest CPU
+  path at batch 1 (see docs/deployment.md).
+* ``"compile"``: ``torch.compile`` of the fused model, run at fixed batch sizes (``buckets``) so that it compiles once
+  per bucket and never again.
+* ``"cuda-graph"``: the fused model captured in one CUDA graph per bucket and replayed, which removes the per-kernel
+  launch cost that dominates at batch 1 on a GPU.
+
+With buckets, a batch of N rows runs as full chunks of the largest bucket plus the smallest bucket that holds the
+rest, padded with zeros; padding rows never reach the output. ``FastEmbedder`` also satisfies the embedder protocol of
+:mod:`ghostfacenets.evaluate.embed`, so ``embed_images(FastEmbedder(model), crops)`` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.transforms import to_tensor
+from .errors import GhostFaceNetsError
+from .models.fuse import fuse_model
+from .models.ghostfacenet import GhostFaceNet
+
+BACKENDS = ("torch", "onnxruntime", "compile", "cuda-graph")
+DEFAULT_BUCKETS = (1, 8, 32, 128)
+
+
+def bucket_plan(n: int, buckets: Sequence[int]) -> list[tuple[int, int]]:
+    """How to run ``n`` rows at fixed batch sizes: ``(rows, bucket)`` pieces, full pieces of the largest bucket first,
+    then the smallest bucket that holds what is left."""
+    sizes = sorted(set(buckets))
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"buckets must be positive batch sizes, got {list(buckets)}")
+    if n < 0:
+        raise ValueError(f"the number of rows must not be negative, got {n}")
+    largest = sizes[-1]
+    plan = [(largest, largest)] * (n // largest)
+    rest = n % largest
+    if rest:
+        plan.append((rest, next(s for s in sizes if s >= rest)))
+    return plan
+
+
+def optimize_for_inference(
+    model: GhostFaceNet,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = True,
+) -> GhostFaceNet:
+    """A fused copy of ``model`` on ``device`` in ``dtype``, channels-last by default (2x faster on CPUs with
+    oneDNN and what GPU tensor cores want)."""
+    fused = fuse_model(model).to(device=device, dtype=dtype)
+    return fused.to(memory_format=torch.channels_last) if channels_last else fused
+
+
+class _StaticBatches:
+    """Runs a function of fixed-shape batches with one persistent input buffer per bucket; with ``cuda_graphs`` each
+    bucket is captured once as a CUDA graph (with its output buffer) and replayed."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], buckets: Sequence[int], sample: torch.Tensor,
+                 memory_format: torch.memory_format, cuda_graphs: bool) -> None:
+        bucket_plan(0, buckets)  # validates the buckets
+        self.fn = fn
+        self.buckets = tuple(sorted(set(buckets)))
+        self.sample = sample  # one input row: shape, dtype and device of the buffers
+        self.memory_format = memory_format
+        self.cuda_graphs = cuda_graphs
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.graphs: dict[int, Any] = {}
+
+    def _prepare(self, bucket: int) -> None:
+        static = self.sample.new_zeros((bucket, *self.sample.shape[1:])).contiguous(memory_format=self.memory_format)
+        self.inputs[bucket] = static
+        if not self.cuda_graphs:
+            self.fn(static)  # torch.compile compiles this bucket's shape now
+            return
+        stream = torch.cuda.Stream(device=static.device)
+        stream.wait_stream(torch.cuda.current_stream(static.device))
+        with torch.cuda.stream(stream):  # warm up outside the graph (cuDNN algorithm choice, allocations)
+            for _ in range(3):
+                self.fn(static)
+        torch.cuda.current_stream(static.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.outputs[bucket] = self.fn(static)
+        self.graphs[bucket] = graph
+
+    def warm_up(self) -> None:
+        """Compile or capture every bucket now rather than at first use."""
+        for bucket in self.buckets:
+            if bucket not in self.inputs:
+                self._prepare(bucket)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        parts, start = [], 0
+        for rows, bucket in bucket_plan(x.shape[0], self.buckets):
+            if bucket not in self.inputs:
+                self._prepare(bucket)
+            static = self.inputs[bucket]
+            static[:rows].copy_(x[start:start + rows])
+            if rows < bucket:
+                static[rows:].zero_()
+            if self.cuda_graphs:
+                self.graphs[bucket].replay()
+                out = self.outputs[bucket]
+            else:
+                out = self.fn(static)
+            parts.append(out[:rows].clone())
+            start += rows
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+class FastEmbedder:
+    """A GhostFaceNet prepared for fast inference: ``embedder(x)`` maps normalised float (N, 3, H, W) to raw
+    embeddings (N, D); ``embed_batch`` takes uint8 RGB crops. See the module docstring for the backends.
+
+    ``dtype``: torch.float16 or torch.bfloat16 for GPUs (outputs are returned as float32). ``buckets``: the fixed batch
+    sizes of "compile" and "cuda-graph" (default 1, 8, 32, 128); also usable with "torch". ``compile_options``: passed
+    to ``torch.compile``. ``threads``: onnxruntime's intra-op threads (default: all cores).
+    """
+
+    def __init__(
+        self,
+        model: GhostFaceNet,
+        backend: str = "torch",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = True,
+        buckets: Sequence[int] | None = None,
+        compile_options: dict[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise GhostFaceNetsError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if not isinstance(model, GhostFaceNet):
+            raise GhostFaceNetsError(f"FastEmbedder needs a GhostFaceNet, got {type(model).__name__}")
+        self.backend = backend
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if backend == "cuda-graph" and self.device.type != "cuda":
+            raise GhostFaceNetsError("the cuda-graph backend needs a CUDA device (device='cuda')")
+        if backend == "onnxruntime" and (self.device.type != "cpu" or dtype != torch.float32):
+            raise GhostFaceNetsError("the onnxruntime backend runs float32 on the CPU; export an ONNX file "
+                                     "(ghostfacenets export) for other onnxruntime providers")
+        self.dtype = dtype
+        size = model.config.input_size
+        self.input_size = (size, size)
+        self.embedding_size = model.config.embedding_size
+        self.name = f"{model.metadata.get('architecture', type(model).__name__)} ({backend})"
+        self._runner: Callable[[torch.Tensor], torch.Tensor]
+        if backend == "onnxruntime":
+            self._runner = self._onnxruntime_runner(model, threads)
+            return
+        self.model = optimize_for_inference(model, self.device, dtype, channels_last)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        fn: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if backend == "compile":
+            fn = torch.compile(self.model, dynamic=False, **(compile_options or {}))
+        if backend in ("compile", "cuda-graph") and buckets is None:
+            buckets = DEFAULT_BUCKETS
+        if buckets is not None:
+            sample = torch.zeros(1, 3, size, size, device=self.device, dtype=dtype).contiguous(
+                memory_format=self.memory_format)
+            fn = _StaticBatches(fn, buckets, sample, self.memory_format, cuda_graphs=backend == "cuda-graph")
+        self._runner = fn
+
+    @staticmethod
+    def _onnxruntime_runner(model: GhostFaceNet, threads: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        import onnxruntime as ort
+
+        from .convert.onnx import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(onnx_bytes(model), options, providers=["CPUExecutionProvider"])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            feed = np.ascontiguousarray(x.detach().cpu().float().numpy())
+            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: feed})[0])
+
+        return run
+
+    def warm_up(self) -> FastEmbedder:
+        """Compile or capture every bucket now (the first call otherwise does it); returns self."""
+        if isinstance(self._runner, _StaticBatches):
+            with torch.inference_mode():
+                self._runner.warm_up()
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised float (N, 3, H, W) -> float32 embeddings (N, D), on this embedder's device."""
+        if x.shape[0] == 0:
+            return torch.zeros(0, self.embedding_size)
+        with torch.inference_mode():
+            if self.backend != "onnxruntime":
+                x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
+            return self._runner(x).float()
+
+    def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
+        """uint8 RGB crops (N, H, W, 3) -> float32 (N, D); with ``flip``, emb(x) + emb(flip_lr(x)) in one batch."""
+        pixels = torch.from_numpy(np.ascontiguousarray(images))
+        if self.backend != "onnxruntime" and self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        x = to_tensor(pixels)
+        if not flip:
+            return self(x).cpu().numpy()
+        out = self(torch.cat([x, torch.flip(x, dims=[3])]))
+        n = x.shape[0]
+        return (out[:n] + out[n:]).cpu().numpy()
+
