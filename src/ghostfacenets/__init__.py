@@ -23,6 +23,13 @@ _EXPORTS = {
     "convert_keras": "ghostfacenets.model_io",
     "count": "ghostfacenets.models.counting",
     "GhostFaceNetsError": "ghostfacenets.errors",
+    "FaceRecognizer": "ghostfacenets.pipeline.recognizer",
+    "evaluate_bin": "ghostfacenets.evaluate.verification",
+    "embed_images": "ghostfacenets.evaluate.embed",
+    "load_verification_bin": "ghostfacenets.data.verification_bin",
+    "fuse_model": "ghostfacenets.models.fuse",
+    "FastEmbedder": "ghostfacenets.inference",
+    "export_onnx": "ghostfacenets.convert.onnx",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,10 @@
+"""Training: typed YAML configs, the training loop (one process or torchrun), checkpoints, schedules and logs.
+
+    from ghostfacenets.train import load_config, train
+    result = train(load_config("configs/quickstart-cpu.yaml", ["train.epochs=10"]))
+"""
+
+from .config import TrainConfig, load_config
+from .loop import Trainer, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "load_config", "train"]

@@ -1,0 +1,454 @@
+"""The training loop: one process or many under ``torchrun``, CPU or CUDA, resumable exactly.
+
+One optimiser step consumes the global batch ``train.batch_size``, split over processes and ``train.accumulation``
+micro-batches; the loss of each micro-batch is divided by the accumulation count and the schedule advances once per
+optimiser step. The backbone is wrapped in DDP; the class centres are sharded by :class:`PartialFC` and have their own
+optimiser (so they can be saved per rank and re-sharded on resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data.datasets import Augmentation, FolderSource, TrainDataset, TrainSampler, collate, open_source
+from ..errors import GhostFaceNetsError
+from ..losses import PartialFC, ScaleSchedule, margin_from_name
+from ..models.ghostfacenet import GhostFaceNet
+from .checkpoint import (
+    CentreShard,
+    CheckpointError,
+    find_checkpoint,
+    load_centre_shard,
+    load_rng_state,
+    load_trainer_state,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .distributed import DistributedContext, init_distributed
+from .logging import MetricsLog, console
+from .schedule import LRSchedule
+
+LICENSE_NOTE = "Weights trained with ghostfacenets; the terms of the training data bind them."
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or already finished) run produced."""
+
+    output: Path
+    final: Path
+    steps: int
+    epochs: float
+    best: Path | None = None
+    best_value: float | None = None
+    validation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    damaged: list[str] = field(default_factory=list)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on convolution and linear weights only, not on BN, PReLU or biases (the official recipe)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            is_kernel = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+            (decay if is_kernel else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def clip_gradients(parameters: list[nn.Parameter], centres: nn.Parameter, max_norm: float,
+                   context: DistributedContext) -> torch.Tensor:
+    """Scale all gradients so that their global norm (backbone plus every rank's centre shard) is at most
+    ``max_norm``; returns the norm before clipping."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    squared = sum((g.float().pow(2).sum() for g in grads), torch.zeros((), device=centres.device))
+    shard = context.sum(centres.grad.float().pow(2).sum()) if centres.grad is not None else 0.0
+    total = torch.sqrt(squared + shard)
+    factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for grad in grads + ([centres.grad] if centres.grad is not None else []):
+        grad.mul_(factor.to(grad.dtype))
+    return total
+
+
+def normalise(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 (N, H, W, 3) RGB on the device -> float (N, 3, H, W), (x - 127.5) / 128 as the official code."""
+    x = (images.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def build_model(config: TrainConfig) -> GhostFaceNet:
+    """A fresh model of ``model.architecture`` (seeded by ``train.seed``), or initialised from ``model.init``."""
+    from ..model_io import load_model
+    from ..models.registry import create_model
+
+    section = config.model
+    torch.manual_seed(config.train.seed)
+    model = create_model(section.architecture, embedding_size=section.embedding_size, gdc_bias=section.gdc_bias,
+                         dropout=section.dropout, input_size=section.input_size)
+    if section.init:
+        source = load_model(section.init)
+        fixed = ("version", "width", "stem_stride", "embedding_size", "gdc_bias", "input_size")
+        if any(getattr(source.config, key) != getattr(model.config, key) for key in fixed):
+            raise GhostFaceNetsError(f"model.init {section.init}: its architecture {source.config} differs from "
+                                     f"the configured {model.config}")
+        model.load_state_dict(source.state_dict())
+    return model
+
+
+def loss_description(config: TrainConfig) -> str:
+    loss = config.loss
+    margin = margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
+    scales = ", ".join(f"{s:g} from epoch {e:g}" for e, s in loss.scale)
+    subcenters = f", {loss.subcenters or 3} sub-centres" if loss.type == "subcenter" else ""
+    return f"{loss.type} (m1={margin.m1:g}, m2={margin.m2:g}, m3={margin.m3:g}{subcenters}; scale {scales})"
+
+
+def prepare_validation(config: TrainConfig, output: Path, context: DistributedContext) -> list[Path]:
+    """``.bin`` files to validate on; identity folders are turned into a ``.bin`` of seeded pairs under
+    ``output/val`` (by rank 0, once)."""
+    paths = []
+    for entry in config.data.val:
+        path = Path(entry)
+        if path.is_file():
+            paths.append(path)
+            continue
+        if not path.is_dir():
+            raise GhostFaceNetsError(f"data.val: {path} is neither a .bin file nor an identity folder")
+        target = output / "val" / f"{path.name}.bin"
+        if context.is_main and not target.exists():
+            write_pairs_bin(path, target, config.data.val_identities, config.data.val_pairs, config.model.input_size,
+                            config.data.resize)  # pairs of seed 0 whatever train.seed: comparable runs
+        paths.append(target)
+    context.barrier()
+    return paths
+
+
+def write_pairs_bin(folder: str | Path, target: str | Path, identities: list[str] | None, pairs: int | None,
+                    size: int, resize: str, seed: int = 0) -> tuple[int, int]:
+    """A verification ``.bin`` of pairs of an identity folder's images (fitted to ``size``); (pairs, same pairs)."""
+    from ..data.verification_bin import write_verification_bin
+    from ..evaluate.pairs import make_pairs
+
+    source = FolderSource(folder, identities, size, resize)
+    images = [source.load(i)[0] for i in range(len(source))]
+    index, issame = make_pairs(np.asarray(source.labels), pairs, seed)
+    write_verification_bin(target, [images[i] for i in index.reshape(-1)], issame)
+    return len(issame), int(np.sum(issame))
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _rng_state(head: PartialFC, device: torch.device) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "negatives": head.negative_generator.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs it; ``Trainer(config).run()``."""
+
+    def __init__(self, config: TrainConfig, context: DistributedContext | None = None) -> None:
+        self.config = cfg = config
+        self.context = ctx = context or init_distributed(cfg.train.device)
+        self.device = ctx.device
+        self.output = Path(cfg.output)
+        if ctx.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        self.source = open_source(cfg.data.train, cfg.data.train_identities, cfg.model.input_size,
+                                  cfg.data.resize, cfg.data.num_classes)
+        self.num_classes = int(self.source.num_classes)
+        self.steps_per_epoch = len(self.source) // cfg.train.batch_size
+        if self.steps_per_epoch == 0:
+            raise GhostFaceNetsError(f"{len(self.source)} training images are fewer than one batch of "
+                                     f"{cfg.train.batch_size}; lower train.batch_size")
+        self.total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, cfg.train.max_steps or self.total_steps)
+        self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch, self.total_steps)
+        self.scale = ScaleSchedule.from_pairs(cfg.loss.scale)
+
+        self.model = build_model(cfg).to(self.device)
+        loss = cfg.loss
+        margin = margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
+        subcenters = loss.subcenters or (3 if loss.type == "subcenter" else 1)
+        self.head = PartialFC(cfg.model.embedding_size, self.num_classes, margin, subcenters, loss.sample_rate,
+                              ctx.group, cfg.train.seed).to(self.device)
+        torch.manual_seed(cfg.train.seed * 1000 + ctx.rank)
+        self.channels_last = cfg.train.channels_last
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        optim = cfg.optim
+        self.optimizer = torch.optim.SGD(parameter_groups(self.model, optim.weight_decay), lr=optim.lr,
+                                         momentum=optim.momentum, nesterov=optim.nesterov)
+        self.centre_optimizer = torch.optim.SGD([self.head.weight], lr=optim.lr, momentum=optim.momentum,
+                                                nesterov=optim.nesterov, weight_decay=optim.weight_decay)
+        self.amp = self._amp_mode(cfg.train.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        self.step = 0
+        self.best_value: float | None = None
+        self.damaged: dict[str, None] = {}
+        self._resume()
+
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        self.forward_model: nn.Module = self.model
+        if ctx.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.forward_model = self.ddp
+        if cfg.train.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+    def _amp_mode(self, mode: str) -> str:
+        if mode == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            return "bf16" if cuda_bf16 else ("fp16" if self.device.type == "cuda" else "none")
+        if mode == "fp16" and self.device.type != "cuda":
+            raise GhostFaceNetsError("train.amp=fp16 needs CUDA; use train.amp=none (or bf16) on CPU")
+        return mode
+
+    # ------------------------------------------------------------------------------------------------- checkpoints
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "best_value": self.best_value, "config": self.config.to_dict(), "num_classes": self.num_classes,
+                "num_images": len(self.source), "global_batch": self.config.train.batch_size}
+
+    def save_checkpoint(self) -> Path:
+        momentum = self.centre_optimizer.state.get(self.head.weight, {}).get("momentum_buffer")
+        shard = CentreShard(self.head.class_start, self.head.class_end, self.head.weight, momentum)
+        path = save_checkpoint(self.context, self.output, self.step, self._trainer_state(), shard,
+                               _rng_state(self.head, self.device), self.config.train.keep_checkpoints)
+        self._write_damaged()
+        return path
+
+    def _resume(self) -> None:
+        path = find_checkpoint(self.output, self.config.train.resume)
+        if path is None:
+            return
+        state = load_trainer_state(path)
+        expected = {"num_classes": self.num_classes, "num_images": len(self.source),
+                    "global_batch": self.config.train.batch_size}
+        for key, value in expected.items():
+            if state.get(key) != value:
+                raise CheckpointError(f"{path}: saved with {key}={state.get(key)}, this run has {value}; resume with "
+                                      "the same data and train.batch_size, or start anew with train.resume=none")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best_value = int(state["step"]), state["best_value"]
+        shard = load_centre_shard(path, self.head.class_start, self.head.class_end, int(state["world_size"]))
+        with torch.no_grad():
+            self.head.weight.copy_(shard.weight)
+        if shard.momentum is not None:
+            self.centre_optimizer.state[self.head.weight]["momentum_buffer"] = shard.momentum.to(self.device)
+        if state["world_size"] == self.context.world_size:
+            rng = load_rng_state(path, self.context.rank)
+            torch.set_rng_state(rng["torch"])
+            self.head.negative_generator.set_state(rng["negatives"])
+            if rng["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        else:  # new ranks: fresh streams, still a function of (seed, step, rank)
+            seed = (self.config.train.seed * 1_000_003 + self.step) * 1000 + self.context.rank
+            torch.manual_seed(seed)
+            self.head.negative_generator.manual_seed(seed + 1)
+        if self.context.is_main:
+            console(f"resumed from {path} at step {self.step} ({self.step / self.steps_per_epoch:.2f} epochs, "
+                    f"saved by {state['world_size']} process(es))")
+
+    def _write_damaged(self) -> None:
+        from ..atomic import atomic_write
+
+        reports = sorted({d for part in self.context.all_gather_object(list(self.damaged)) for d in part})
+        if self.context.is_main and reports:
+            import json
+
+            with atomic_write(self.output / "damaged_images.json", "w") as f:
+                json.dump(reports, f, indent=1)
+
+    # -------------------------------------------------------------------------------------------------- validation
+    def validate(self, val_paths: list[Path], log: MetricsLog | None) -> dict[str, dict[str, Any]]:
+        """Evaluate every set on rank 0 (the others wait); keep ``best.safetensors`` by ``train.best_metric``."""
+        results: dict[str, dict[str, Any]] = {}
+        if self.context.is_main and val_paths:
+            from ..evaluate.verification import evaluate_bin
+
+            for path in val_paths:
+                results[path.stem] = evaluate_bin(self.model, path, flip=self.config.data.val_flip,
+                                                  batch_size=256, device=self.device, progress=False)
+            key = self.config.train.best_key
+            value = self._selection_value(results, key)
+            improved = value is not None and (self.best_value is None or value > self.best_value)
+            if improved:
+                self.best_value = value
+                self.save_model(self.output / "best.safetensors", results)
+            summary = ", ".join(f"{name} {_format(r.get(key))}" for name, r in results.items())
+            console(f"step {self.step} epoch {self.step / self.steps_per_epoch:.2f}: {key} {summary}"
+                    f"{' (best)' if improved else ''}")
+            if log is not None:
+                log.write({"step": self.step, "epoch": self.step / self.steps_per_epoch, "val": results,
+                           "best_value": self.best_value})
+        self.best_value = self.context.broadcast_object(self.best_value)
+        self.context.barrier()
+        return results
+
+    def _selection_value(self, results: dict[str, dict[str, Any]], key: str) -> float | None:
+        """The number ``best.safetensors`` is chosen by; None when the sets do not provide it (too few pairs)."""
+        metric = self.config.train.best_metric
+        if metric == "mean":
+            values = [r[key] for r in results.values() if r.get(key) is not None]
+            return float(np.mean(values)) if values else None
+        if metric not in results:
+            raise GhostFaceNetsError(f"train.best_metric {metric!r} is neither a validation set ({sorted(results)}) "
+                                     "nor 'mean'")
+        value = results[metric].get(key)
+        return None if value is None else float(value)
+
+    def save_model(self, path: Path, validation: dict[str, Any] | None = None) -> Path:
+        from ..model_io import save_model
+
+        cfg = self.config
+        identities = f" (identities {', '.join(cfg.data.train_identities)})" if cfg.data.train_identities else ""
+        training = {"data": cfg.data.train + identities, "images": len(self.source), "identities": self.num_classes,
+                    "steps": self.step, "epochs": self.step / self.steps_per_epoch, "config": cfg.to_dict(),
+                    "validation": validation or {}}
+        return save_model(self.model, path, {"training_data": cfg.data.train + identities,
+                                             "loss": loss_description(cfg), "training": training,
+                                             "license": LICENSE_NOTE})
+
+    # -------------------------------------------------------------------------------------------------------- run
+    def _loader(self) -> DataLoader:
+        cfg, ctx = self.config, self.context
+        aug = cfg.data.augment
+        augmentation = Augmentation(aug.flip, aug.rotation, aug.scale, aug.shift, aug.brightness, aug.contrast,
+                                    aug.grayscale, aug.erase)
+        sampler = TrainSampler(len(self.source), cfg.train.batch_size, ctx.rank, ctx.world_size,
+                               cfg.train.accumulation, cfg.train.seed, self.step, self.stop_step)
+        workers = cfg.data.workers
+        return DataLoader(TrainDataset(self.source, augmentation, cfg.train.seed), batch_size=sampler.micro_batch,
+                          sampler=sampler, num_workers=workers, collate_fn=collate,
+                          pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
+                          prefetch_factor=4 if workers else None, persistent_workers=False)
+
+    def forward_backward(self, images: torch.Tensor, labels: torch.Tensor, last_micro: bool = True) -> torch.Tensor:
+        """One micro-batch on the device (uint8 (N, H, W, 3) RGB, labels (N,)): forward, loss divided by the
+        accumulation count, backward (DDP synchronises gradients only on the ``last_micro``). Returns the loss."""
+        x = normalise(images, self.channels_last)
+        scale = self.scale(self.step // self.steps_per_epoch)
+        sync = self.ddp.no_sync() if self.ddp is not None and not last_micro else contextlib.nullcontext()
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+                    if self.amp != "none" else contextlib.nullcontext())
+        with sync:
+            with autocast:
+                embeddings = self.forward_model(x)
+            loss = self.head(embeddings.float(), labels, scale) / self.config.train.accumulation
+            self.scaler.scale(loss).backward()
+        return loss.detach()
+
+    def optimiser_step(self) -> None:
+        """Learning rate of this step, optional clipping, SGD on backbone and centres, then the step counter."""
+        lr = self.schedule(self.step)
+        for optimizer in (self.optimizer, self.centre_optimizer):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        if self.config.train.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            self.scaler.unscale_(self.centre_optimizer)
+            clip_gradients(list(self.model.parameters()), self.head.weight, self.config.train.clip_grad_norm,
+                           self.context)
+        # fp16 overflow shows in the backbone gradients, which DDP makes equal on every rank, so every rank skips
+        # the same steps (the class-centre gradients are computed in float32).
+        self.scaler.step(self.optimizer)
+        self.scaler.step(self.centre_optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.centre_optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg, ctx = self.config, self.context
+        val_paths = prepare_validation(cfg, self.output, ctx)
+        log = MetricsLog(self.output, cfg.train.tensorboard, self.step) if ctx.is_main else None
+        accumulation = cfg.train.accumulation
+        val_every = cfg.train.val_every or self.steps_per_epoch
+        checkpoint_every = cfg.train.checkpoint_every or self.steps_per_epoch
+        results: dict[str, dict[str, Any]] = {}
+        bar = tqdm(total=self.stop_step, initial=self.step, unit="step", desc="train", dynamic_ncols=True,
+                   disable=not (ctx.is_main and cfg.train.progress))
+        window_loss, window_steps, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
+        micro = 0
+        self.model.train()
+        try:
+            for images, labels, damaged in self._loader():
+                for report in damaged:
+                    if report not in self.damaged:
+                        self.damaged[report] = None
+                        console(f"damaged image skipped (replaced by the next readable one): {report}")
+                last_micro = micro == accumulation - 1
+                window_loss += self.forward_backward(images.to(self.device, non_blocking=True),
+                                                     labels.to(self.device, non_blocking=True), last_micro)
+                micro += 1
+                if not last_micro:
+                    continue
+                micro = 0
+                lr, scale = self.schedule(self.step), self.scale(self.step // self.steps_per_epoch)
+                self.optimiser_step()
+                window_steps += 1
+                bar.update(1)
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if self.step % cfg.train.log_every == 0 or epoch_end or self.step == self.stop_step:
+                    mean_loss = float(window_loss) / window_steps
+                    if not math.isfinite(mean_loss):
+                        raise GhostFaceNetsError(f"the loss is {mean_loss} at step {self.step}: lower optim.lr or "
+                                                 "use train.clip_grad_norm")
+                    speed = window_steps * cfg.train.batch_size / (time.perf_counter() - window_start)
+                    record = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": mean_loss,
+                              "lr": lr, "scale": scale, "img_per_s": speed, "damaged": len(self.damaged)}
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}", refresh=False)
+                    if log is not None:
+                        log.write(record)
+                    window_loss.zero_()
+                    window_steps, window_start = 0, time.perf_counter()
+                if self.step % val_every == 0 or self.step == self.stop_step:
+                    results = self.validate(val_paths, log) or results
+                    window_start = time.perf_counter()
+                if self.step % checkpoint_every == 0 or self.step == self.stop_step:
+                    self.save_checkpoint()
+                    window_start = time.perf_counter()
+                if self.step >= self.stop_step:
+                    break
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        if not results and val_paths:  # resumed at the end: report the final weights anyway
+            results = self.validate(val_paths, None)
+        final = self.output / "final.safetensors"
+        if ctx.is_main:
+            self.save_model(final, results)
+        ctx.barrier()
+        best = self.output / "best.safetensors"
+        return TrainResult(self.output, final, self.step, self.step / self.steps_per_epoch,
+                           best if best.exists() else None, self.best_value, results, list(self.damaged))
+
+
+def train(config: TrainConfig, context: DistributedContext | None = None) -> TrainResult:
+    """Train as ``config`` says (resuming when ``train.resume`` finds a checkpoint); see :class:`Trainer`."""
+    return Trainer(config, context).run()
