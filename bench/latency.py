@@ -36,6 +36,8 @@ from ghostfacenets.models.registry import create_model
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MODELS = ["ghostfacenetv1-1.3-1", "ghostfacenetv1-1.3-2", "ghostfacenetv2-1.3-2"]
+KERAS_CALL = "keras model(x) (tensorflow)"
+KERAS_GRAPH = "keras tf.function (tensorflow)"
 
 
 def faces(count: int) -> np.ndarray:
@@ -64,12 +66,14 @@ def calibrated(name: str, crops: np.ndarray) -> torch.nn.Module:
     return model.eval()
 
 
-def keras_runner(h5: Path, threads: int) -> Callable[[np.ndarray], object] | None:
-    """The official Keras model as a function of NCHW float32 input, or None without TensorFlow."""
+def keras_runners(h5: Path, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """The official Keras model as functions of NCHW float32 input: a plain call, as the official code runs it, and
+    the same call compiled into a graph with ``tf.function`` (the faster; it is the baseline of the ratios).
+    Empty without TensorFlow."""
     try:
         import tensorflow as tf
     except ImportError:
-        return None
+        return {}
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     try:
@@ -77,7 +81,12 @@ def keras_runner(h5: Path, threads: int) -> Callable[[np.ndarray], object] | Non
     except ImportError:
         keras = tf.keras
     model = keras.models.load_model(str(h5), compile=False)
-    return lambda x: model(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), training=False)
+    graph = tf.function(lambda x: model(x, training=False))
+
+    def nhwc(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+    return {KERAS_CALL: lambda x: model(nhwc(x), training=False), KERAS_GRAPH: lambda x: graph(tf.constant(nhwc(x)))}
 
 
 def measure(variants: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None],
@@ -98,7 +107,7 @@ def measure(variants: dict[str, Callable[[], object]], repeats: int, sync: Calla
 
 
 def cpu_variants(name: str, crops: np.ndarray, threads: int, workdir: Path,
-                 keras: Callable | None) -> dict[str, Callable[[np.ndarray], object]]:
+                 keras: dict[str, Callable[[np.ndarray], object]]) -> dict[str, Callable[[np.ndarray], object]]:
     model = calibrated(name, crops)
     fp32 = export_onnx(model, workdir / f"{name}.onnx")
     int8 = quantize_int8(fp32, workdir / f"{name}.int8.onnx", crops[:64], method="minmax")
@@ -110,9 +119,7 @@ def cpu_variants(name: str, crops: np.ndarray, threads: int, workdir: Path,
         with torch.inference_mode():
             return model(x_cache.setdefault(x.shape[0], torch.from_numpy(x)))
 
-    variants: dict[str, Callable[[np.ndarray], object]] = {}
-    if keras is not None:
-        variants["keras (tensorflow)"] = keras
+    variants: dict[str, Callable[[np.ndarray], object]] = dict(keras)
     variants["pytorch eager"] = eager
     variants["pytorch fused"] = lambda x: fused(x_cache.setdefault(x.shape[0], torch.from_numpy(x)))
     for label, session in sessions.items():
@@ -187,15 +194,15 @@ def main() -> None:
 
         machine["onnxruntime"] = onnxruntime.__version__
         big = args.batch
-        keras = keras_runner(args.keras_h5, args.threads) if args.keras_h5.is_file() else None
+        keras = keras_runners(args.keras_h5, args.threads) if args.keras_h5.is_file() else {}
         with tempfile.TemporaryDirectory() as tmp:
             for name in args.models:
                 print(f"{name}: exporting and quantising", file=sys.stderr)
-                with_keras = keras if name == "ghostfacenetv1-1.3-1" else None
+                with_keras = keras if name == "ghostfacenetv1-1.3-1" else {}
                 variants = cpu_variants(name, crops, args.threads, Path(tmp), with_keras)
                 one = np.random.default_rng(1).standard_normal((1, 3, 112, 112), dtype=np.float32)
                 many = np.random.default_rng(2).standard_normal((big, 3, 112, 112), dtype=np.float32)
-                baseline = "keras (tensorflow)" if with_keras else "pytorch eager"
+                baseline = KERAS_GRAPH if with_keras else "pytorch eager"
                 rows += summarise(name, variants, one, many, args, lambda: None, baseline)
     machine["loadavg_after"] = os.getloadavg()
     print(f"\n{machine}\n")

@@ -161,8 +161,14 @@ def _add_recognizer_options(p: argparse.ArgumentParser, thresholds: bool = True)
 
 
 def _recognizer(args: argparse.Namespace) -> Any:
+    """The recognizer the options describe, after checking the image paths exist (before any model download)."""
+    from .data.images import ImageError
     from .pipeline.recognizer import FaceRecognizer
 
+    paths = [*getattr(args, "images", []), *(getattr(args, k, None) for k in ("image", "image_a", "image_b"))]
+    for path in (Path(p) for p in paths if p is not None):
+        if not path.is_file():
+            raise ImageError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     return FaceRecognizer(args.model, flip=not args.no_flip, device=args.device,
                           threshold=getattr(args, "threshold", None), far=getattr(args, "far", None),
                           score_threshold=args.det_threshold, max_size=args.det_size)

@@ -1,0 +1,34 @@
+"""Atomic writes: the old file survives a failed write, nothing temporary is left, permissions are ordinary."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from ghostfacenets.atomic import atomic_path, atomic_write
+
+
+def test_failed_write_keeps_the_old_content(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as f:
+            f.write("half of the new")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_successful_writes_replace_and_are_world_readable(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "model.bin"
+    with atomic_write(target) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    with atomic_path(tmp_path / "other.txt") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".txt")
+        tmp.write_text("by a library")
+    assert (tmp_path / "other.txt").read_text() == "by a library"
+    assert stat.S_IMODE((tmp_path / "other.txt").stat().st_mode) == 0o644
