@@ -16,6 +16,7 @@ from torch import nn
 
 from .ghost import DFCAttention, GhostBottleneck, GhostModuleDFC, SqueezeExcite
 from .ghostfacenet import GhostFaceNet
+from .layers import HardSigmoidKeras2
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _tf_float_ops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: t
         return 2.0 * output.numel() + 5.0 * module.num_features, 0.0
     if isinstance(module, SqueezeExcite):  # Mean over the input, gate arithmetic, the final Mul
         channels = module.expand.out_channels * inputs[0].shape[0]
-        gate = 4 if module.gate.__class__.__name__ == "HardSigmoidKeras2" else 2
+        gate = 4 if isinstance(module.gate, HardSigmoidKeras2) else 2  # mul, add, min, max / add, div
         return float(inputs[0].numel() + gate * channels + output.numel()), 0.0
     if isinstance(module, GhostBottleneck):  # the residual Add
         return float(output.numel()), 0.0
