@@ -75,19 +75,43 @@ def test_load_embedder_sources(tmp_path: Path) -> None:
     assert isinstance(embedder, TorchEmbedder) and embedder.input_size == (112, 112)
     assert embedder.embedding_size == 64 and embedder.device == torch.device("cpu")
     assert load_embedder(embedder) is embedder
-    from ghostfacenets import save_model
-
-    path = save_model(model, tmp_path / "m.safetensors")
-    loaded = load_embedder(path, device="cpu")
-    crops = np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
-    np.testing.assert_allclose(embed_images(loaded, crops, progress=False),
-                               embed_images(model, crops, progress=False), rtol=1e-4, atol=1e-4)
     with pytest.raises(ModelFileError, match="no such file"):
         load_embedder(tmp_path / "absent.onnx")
     with pytest.raises(ModelFileError):
         load_embedder(tmp_path / "absent.safetensors")
     with pytest.raises(ModelFileError):
         load_embedder(3.5)
+
+
+@pytest.mark.parametrize("with_onnx", [True, False])
+def test_models_loaded_for_the_cpu_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      with_onnx: bool) -> None:
+    """A GhostFaceNet loaded from a file runs with onnxruntime on the CPU (BN-fused PyTorch without the onnx extra),
+    and embeds as the plain PyTorch model does."""
+    from ghostfacenets import save_model
+    from ghostfacenets.convert import onnx as onnx_module
+    from ghostfacenets.inference import FastEmbedder
+
+    if with_onnx:
+        pytest.importorskip("onnx")
+    else:
+        def missing() -> None:
+            raise onnx_module.OnnxError("no onnx here")
+        monkeypatch.setattr(onnx_module, "_require_onnx", missing)
+    model = create_model("ghostfacenetv2-0.5-2", embedding_size=64)
+    with torch.no_grad():  # non-trivial BN statistics, so that folding them is tested
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    loaded = load_embedder(save_model(model, tmp_path / "m.safetensors"), device="cpu")
+    assert isinstance(loaded, FastEmbedder) and loaded.backend == ("onnxruntime" if with_onnx else "torch")
+    assert loaded.name.endswith(f"({loaded.backend})")
+    crops = np.random.default_rng(2).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)  # more than one ONNX chunk
+    fast = embed_images(loaded, crops, batch_size=40, progress=False).astype(np.float64)
+    plain = embed_images(TorchEmbedder(model), crops, batch_size=40, progress=False).astype(np.float64)
+    cosine = np.sum(fast * plain, 1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(plain, axis=1)
+    assert cosine.min() > 0.99999
 
 
 def test_keras_reference_embeddings_end_to_end() -> None:

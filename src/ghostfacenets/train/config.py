@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ..data.datasets import Augmentation
 from ..errors import GhostFaceNetsError
 
 
@@ -35,18 +36,6 @@ class ModelSection:
 
 
 @dataclass
-class AugmentSection:
-    flip: bool = True
-    rotation: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
-    shift: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    grayscale: float = 0.0
-    erase: float = 0.0
-
-
-@dataclass
 class DataSection:
     """Where the images come from. ``train``: identity folder, RecordIO folder / ``.rec``, or ``synthetic:N:C``."""
 
@@ -59,7 +48,7 @@ class DataSection:
     val_flip: bool = True
     resize: str = "pad"  # images not at the input size: pad (keep aspect, black borders) or resize (stretch)
     workers: int = 4
-    augment: AugmentSection = field(default_factory=AugmentSection)
+    augment: Augmentation = field(default_factory=Augmentation)
 
 
 @dataclass

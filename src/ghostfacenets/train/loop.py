@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import Augmentation, FolderSource, TrainDataset, TrainSampler, collate, open_source
+from ..data.datasets import FolderSource, TrainDataset, TrainSampler, collate, open_source
 from ..errors import GhostFaceNetsError
 from ..losses import PartialFC, ScaleSchedule, margin_from_name
 from ..models.ghostfacenet import GhostFaceNet
@@ -334,13 +334,10 @@ class Trainer:
     # -------------------------------------------------------------------------------------------------------- run
     def _loader(self) -> DataLoader:
         cfg, ctx = self.config, self.context
-        aug = cfg.data.augment
-        augmentation = Augmentation(aug.flip, aug.rotation, aug.scale, aug.shift, aug.brightness, aug.contrast,
-                                    aug.grayscale, aug.erase)
         sampler = TrainSampler(len(self.source), cfg.train.batch_size, ctx.rank, ctx.world_size,
                                cfg.train.accumulation, cfg.train.seed, self.step, self.stop_step)
         workers = cfg.data.workers
-        return DataLoader(TrainDataset(self.source, augmentation, cfg.train.seed), batch_size=sampler.micro_batch,
+        return DataLoader(TrainDataset(self.source, cfg.data.augment, cfg.train.seed), batch_size=sampler.micro_batch,
                           sampler=sampler, num_workers=workers, collate_fn=collate,
                           pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                           prefetch_factor=4 if workers else None, persistent_workers=False)
