@@ -199,20 +199,32 @@ def _run_detect(args: argparse.Namespace) -> int:
 
     detector = RetinaFaceDetector(score_threshold=args.det_threshold, max_size=args.det_size)
     records = []
+    crop_stems: set[str] = set()  # a/x.jpg and b/x.jpg: crops x_face0.png and x-2_face0.png
     for image in _progress(args.images, "detecting"):
         pixels = load_image(image)
         faces = sorted(detector.detect(pixels), key=lambda f: -f.area)
         if not faces:
             print(f"note: {image}: no face found", file=sys.stderr)
+        record = {"image": image, "width": pixels.shape[1], "height": pixels.shape[0],
+                  "faces": [f.to_dict() for f in faces]}
         if args.crops:
             import cv2
 
+            stem, repeat = Path(image).stem, 1
+            while stem in crop_stems:
+                repeat += 1
+                stem = f"{Path(image).stem}-{repeat}"
+            crop_stems.add(stem)
+            record["crops"] = []
             for i, face in enumerate(faces):
                 ok, data = cv2.imencode(".png", align_face(pixels, face.landmarks)[..., ::-1])
-                with atomic_write(Path(args.crops) / f"{Path(image).stem}_face{i}.png") as f:
+                if not ok:
+                    raise GhostFaceNetsError(f"{image}: OpenCV could not encode face {i}'s crop as PNG")
+                path = Path(args.crops) / f"{stem}_face{i}.png"
+                with atomic_write(path) as f:
                     f.write(data.tobytes())
-        records.append({"image": image, "width": pixels.shape[1], "height": pixels.shape[0],
-                        "faces": [f.to_dict() for f in faces]})
+                record["crops"].append(str(path))
+        records.append(record)
     if args.json:
         _print_json(records)
     else:
@@ -224,7 +236,8 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 def _add_detect(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMG", help="image files")
-    p.add_argument("--crops", metavar="DIR", help="also save each face's aligned 112x112 crop here as PNG")
+    p.add_argument("--crops", metavar="DIR", help="also save each face's aligned 112x112 crop here as PNG "
+                   "(STEM_faceI.png; a repeated file name gets STEM-2, STEM-3, ...)")
     p.add_argument("--json", action="store_true", help="print JSON (boxes, scores, five landmarks)")
     _add_detector_options(p)
 
@@ -329,16 +342,17 @@ def _run_enroll(args: argparse.Namespace) -> int:
     from .pipeline.gallery import Gallery
 
     recognizer = _recognizer(args)
-    with Gallery(args.db) as gallery:
-        added = recognizer.enroll(gallery, args.name, args.images)
-        total = next((r.embeddings for r in gallery.identities() if r.name == args.name.strip()), added)
+    added = recognizer.enroll(args.db, args.name, args.images)  # embeds first: a failed enrolment creates no file
+    name = args.name.strip()
+    with Gallery(args.db, create=False) as gallery:
+        total = next((r.embeddings for r in gallery.identities() if r.name == name), added)
     skipped = len(args.images) - added
     if args.json:
-        _print_json({"name": args.name, "added": added, "already_enrolled": skipped, "embeddings": total,
+        _print_json({"name": name, "added": added, "already_enrolled": skipped, "embeddings": total,
                      "db": args.db})
     else:
         extra = f", {skipped} already there" if skipped else ""
-        print(f"enrolled {added} face(s) of {args.name} into {args.db}{extra}; {total} in all")
+        print(f"enrolled {added} face(s) of {name} into {args.db}{extra}; {total} in all")
     return 0
 
 
@@ -400,7 +414,7 @@ def _run_gallery(args: argparse.Namespace) -> int:
     with Gallery(args.db, create=False) as gallery:
         if args.action == "remove":
             count = gallery.remove(args.name)
-            print(f"removed {args.name} ({count} embeddings) from {args.db}")
+            print(f"removed {args.name.strip()} ({count} embeddings) from {args.db}")
             return 0
         identities, model = gallery.identities(), gallery.model
     if args.json:
@@ -471,7 +485,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                    help="flip test-time augmentation: emb(x) + emb(mirror x), the paper's setting (default: on)")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT ('-': print JSON, no table)")
-    p.add_argument("--plot", metavar="ROC.png", help="write one ROC figure with every verification set")
+    p.add_argument("--plot", metavar="ROC.png", help="write one ROC figure with every --bin and --folder set "
+                   "(format from the suffix: .png, .svg, .pdf, ...)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (128)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -492,7 +507,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.embed import load_embedder
     from .evaluate.ijb import evaluate_ijb
     from .evaluate.pairs import evaluate_folder
-    from .evaluate.plots import plot_roc
+    from .evaluate.plots import check_plot_path, plot_roc
     from .evaluate.verification import evaluate_bin_detailed
 
     if not (args.bin or args.folder or args.ijb):
@@ -505,6 +520,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             raise GhostFaceNetsError(f"{path}: not a folder")
     if args.batch_size < 1:
         raise GhostFaceNetsError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.plot:  # checked before any work: a wrong figure name must not cost a whole evaluation
+        if not (args.bin or args.folder):
+            raise GhostFaceNetsError("--plot draws the ROC curves of --bin and --folder sets, not of IJB; add a "
+                                     "--bin or --folder, or leave out --plot")
+        check_plot_path(args.plot)
     progress = not args.quiet and sys.stderr.isatty()
     embedder = load_embedder(args.model, args.device)
     results: dict[str, Any] = {}
@@ -522,12 +542,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                               args.batch_size, progress=progress)
         key = _unique_key(Path(path), report["target"], results)
         results[key] = ijb[key] = report
-    if args.plot:
-        plot_roc(sets, args.plot, title=f"ROC of {embedder.name}")
     if args.json and args.json != "-":
         with atomic_write(args.json, "w") as f:
             json.dump(results, f, indent=2)
             f.write("\n")
+    if args.plot:
+        plot_roc(sets, args.plot, title=f"ROC of {embedder.name}")
     if args.json == "-":
         _print_json(results)
         return 0
@@ -580,7 +600,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON at the end")
     p.epilog = ("Several GPUs or nodes: torchrun --nproc-per-node=N -m ghostfacenets.cli train -c CONFIG ... "
-                "(see docs/training.md). Re-running the same command resumes from the newest checkpoint.")
+                "(see docs/training.md). Re-running the same command resumes from the newest checkpoint; a fresh "
+                "start (train.resume=none) in an output folder that already holds a run is refused.")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -618,7 +639,7 @@ def _run_train(args: argparse.Namespace) -> int:
               f"{number(metrics['best_threshold_accuracy'])}, flip {'on' if metrics['flip'] else 'off'} "
               f"({metrics['pairs']} pairs)")
     if result.best:
-        print(f"  best: {result.best} ({config.train.best_key} {result.best_value:.4f})")
+        print(f"  best: {result.best} ({config.train.best_key} {number(result.best_value)})")
     if result.damaged:
         print(f"  {len(result.damaged)} damaged image(s) skipped: see {result.output / 'damaged_images.json'}")
     return 0
@@ -663,8 +684,9 @@ def _run_dataset(args: argparse.Namespace) -> int:
                   f"identities, {len(report['corrupt'])} corrupt")
             if report.get("declared_identities") not in (None, report["identities"]):
                 print(f"  the set declares {report['declared_identities']} identities")
-            for problem in report["corrupt"]:
-                print(f"  corrupt: {problem}")
+            for where in report["corrupt"]:
+                record = "record " if isinstance(where, int) else ""
+                print(f"  corrupt: {record}{where}: {report['corrupt_reasons'][str(where)]}")
         return 1 if report["corrupt"] else 0
     if args.dataset_action == "build-rec":
         report = build_records(args.folder, args.output, args.identities, args.size, args.resize, args.quality,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from ghostfacenets.data import datasets
 from ghostfacenets.data.datasets import (
     Augmentation,
     FolderSource,
@@ -68,6 +69,20 @@ def test_open_source_kinds(tmp_path: Path) -> None:
     np.testing.assert_array_equal(synthetic.load(7)[0], synthetic.load(7)[0])
     assert synthetic.load(7)[1] == 2
     assert isinstance(open_source(shared_path("fixtures", "formats", "rec_sample")), RecordSource)
+
+
+def test_synthetic_specs_and_folders_named_synthetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (len(open_source("synthetic")), open_source("synthetic").num_classes) == (100_000, 1000)
+    assert (len(open_source("synthetic:50")), open_source("synthetic:50").num_classes) == (50, 1000)
+    for bad in ("synthetic:10:2:3", "synthetic:0:2", "synthetic:10:-1", "synthetic:x", "synthetic:", "synthetic:5:"):
+        with pytest.raises(GhostFaceNetsError, match=r"synthetic\[:IMAGES\[:CLASSES\]\] with positive"):
+            open_source(bad)
+    monkeypatch.chdir(tmp_path)
+    _write_folder(tmp_path / "synthetic_faces", {"a": 2, "b": 1})
+    folder = open_source("synthetic_faces")
+    assert isinstance(folder, FolderSource) and len(folder) == 3
+    with pytest.raises(GhostFaceNetsError, match="synthetic_faces/ms1m"):
+        open_source("synthetic_faces/ms1m")
 
 
 class _FixedDraws:
@@ -177,7 +192,53 @@ def test_damaged_images_are_replaced_and_reported(tmp_path: Path) -> None:
     assert images.shape == (2, 112, 112, 3) and labels.tolist() == [0, 0] and len(reports) == 1
     report = inspect_dataset(root, progress=False)
     assert report["images"] == 6 and report["identities"] == 2
-    assert report["corrupt"][0].startswith(str(root / "a" / "1.png"))
+    assert report["corrupt"] == [str(root / "a" / "1.png")]
+    assert report["corrupt_reasons"] == {str(root / "a" / "1.png"): "not an image (or an unsupported or damaged "
+                                         "image file)"}
+
+
+class _CountingPool:
+    """A stand-in thread pool that runs each task when it is submitted and records how many wait to be taken."""
+
+    def __init__(self, _: int) -> None:
+        self.waiting = self.most_waiting = 0
+
+    def __enter__(self) -> _CountingPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def submit(self, fn, *args):  # noqa: ANN001, ANN201
+        from concurrent.futures import Future
+
+        pool, future = self, Future()
+        future.set_result(fn(*args))
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        result = future.result
+
+        def taken(timeout: float | None = None):  # noqa: ANN202
+            pool.waiting -= 1
+            return result(timeout)
+
+        future.result = taken
+        return future
+
+    def map(self, fn, items):  # noqa: ANN001, ANN201
+        return (f.result() for f in [self.submit(fn, i) for i in items])
+
+
+def test_inspection_and_building_keep_few_tasks_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pools: list[_CountingPool] = []
+    monkeypatch.setattr(datasets, "ThreadPoolExecutor", lambda n: pools.append(_CountingPool(n)) or pools[-1])
+    monkeypatch.setattr(datasets, "MAX_PENDING", 3)
+    root = _write_folder(tmp_path / "f", {"a": 6, "b": 5}, size=(112, 112))
+    assert inspect_dataset(root, progress=False)["images"] == 11
+    assert build_records(root, tmp_path / "rec", progress=False)["images"] == 11
+    assert [p.most_waiting for p in pools] == [3, 3]
+    assert [source_label for _, source_label in (RecordSource(tmp_path / "rec").load(i) for i in range(11))] == [
+        0] * 6 + [1] * 5
 
 
 def test_build_records_round_trip(tmp_path: Path) -> None:
@@ -202,7 +263,7 @@ def test_build_records_round_trip(tmp_path: Path) -> None:
 
 def test_att_faces_inspection() -> None:
     report = inspect_dataset(shared_path("data", "att_faces"), progress=False)
-    assert (report["images"], report["identities"], report["corrupt"]) == (400, 40, [])
+    assert (report["images"], report["identities"], report["corrupt"], report["corrupt_reasons"]) == (400, 40, [], {})
 
 
 def test_record_source_refuses_labels_outside_the_declared_classes(tmp_path: Path) -> None:
@@ -213,6 +274,22 @@ def test_record_source_refuses_labels_outside_the_declared_classes(tmp_path: Pat
     assert source.load(0)[1] == 0
     with pytest.raises(Exception, match="label 5"):
         source.load(29)
+
+
+def test_num_classes_is_only_a_fallback(tmp_path: Path) -> None:
+    shutil.copytree(shared_path("fixtures", "formats", "rec_sample"), tmp_path / "s")
+    assert RecordSource(tmp_path / "s", num_classes=6).num_classes == 6
+    with pytest.raises(GhostFaceNetsError, match="declares 6 identities"):
+        RecordSource(tmp_path / "s", num_classes=3)
+    # Without property file and header record the configured count is used.
+    from ghostfacenets.data.recordio import IRHeader, RecordWriter, pack
+
+    jpeg = cv2.imencode(".jpg", np.zeros((112, 112, 3), np.uint8))[1].tobytes()
+    with RecordWriter(tmp_path / "plain" / "train.rec", tmp_path / "plain" / "train.idx") as writer:
+        for key in range(4):
+            writer.write(key, pack(IRHeader(0, float(key % 2), key), jpeg))
+    assert RecordSource(tmp_path / "plain").num_classes is None
+    assert RecordSource(tmp_path / "plain", num_classes=2).num_classes == 2
 
 
 def test_cli_dataset_build_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,9 +303,13 @@ def test_cli_dataset_build_and_inspect(tmp_path: Path, capsys: pytest.CaptureFix
     assert (built["images"], built["identities"], built["skipped"]) == (4, 2, [])
     assert main(["dataset", "inspect", str(tmp_path / "rec"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["images"], report["identities"], report["corrupt"]) == (4, 2, [])
+    assert (report["images"], report["identities"], report["corrupt"], report["corrupt_reasons"]) == (4, 2, [], {})
     (root / "c" / "0.png").write_bytes(b"junk")
     assert main(["dataset", "inspect", str(root)]) == 1  # something damaged: exit status 1
     out = capsys.readouterr().out
-    assert "5 images, 2 identities, 1 corrupt" in out and "0.png" in out
+    assert "5 images, 2 identities, 1 corrupt" in out
+    assert f"corrupt: {root / 'c' / '0.png'}: not an image" in out
+    assert main(["dataset", "inspect", str(root), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["corrupt"] == [str(root / "c" / "0.png")] and list(report["corrupt_reasons"]) == report["corrupt"]
     assert main(["dataset", "inspect", str(tmp_path / "nothing")]) == 2

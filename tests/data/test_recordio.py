@@ -134,12 +134,60 @@ def _corrupt_copy(sample: Path, tmp_path: Path) -> Path:
 
 
 def test_inspect_reports_damaged_records(sample: Path, tmp_path: Path) -> None:
-    report = inspect_dataset(_corrupt_copy(sample, tmp_path), progress=False)
+    damaged = _corrupt_copy(sample, tmp_path)
+    report = inspect_dataset(damaged, progress=False)
     assert report["images"] == 30 and report["readable"] == 28 and report["identities"] == 6
-    assert len(report["corrupt"]) == 3
-    assert "line 38" in report["corrupt"][0]
-    assert "record 5:" in report["corrupt"][1] and "magic" in report["corrupt"][1]
-    assert "record 12:" in report["corrupt"][2]
+    assert report["corrupt"] == [str(damaged / "train.idx"), 5, 12]
+    reasons = report["corrupt_reasons"]
+    assert list(reasons) == [str(damaged / "train.idx"), "5", "12"]
+    assert reasons[str(damaged / "train.idx")] == "line 38: cannot parse 'garbage line'"
+    assert reasons["5"].startswith("no RecordIO magic at byte")
+    assert reasons["12"].startswith("not an image")
+
+
+def test_scanning_without_index_skips_damaged_records(sample: Path, tmp_path: Path) -> None:
+    damaged = _corrupt_copy(sample, tmp_path)
+    (damaged / "train.idx").unlink()
+    offsets = RecordFile(sample / "train.rec").offsets
+    rec = bytearray((damaged / "train.rec").read_bytes())
+    struct.pack_into("<I", rec, offsets[20] + 4, offsets[21] - offsets[20] + 92)  # record 20 ends inside 21
+    (damaged / "train.rec").write_bytes(bytes(rec))
+    scanned = RecordFile(damaged / "train.rec")
+    assert scanned.offsets == offsets  # every damaged record keeps its key: the layout stays aligned
+    for key in (5, 20):
+        with pytest.raises(RecordError, match=f"record {key}"):
+            scanned.read(key)
+    report = inspect_dataset(damaged, progress=False)
+    assert report["corrupt"] == [5, 12, 20] and report["readable"] == 27
+    assert "its length runs past the record that starts at byte" in report["corrupt_reasons"]["20"]
+
+
+def test_scanning_a_truncated_file(sample: Path, tmp_path: Path) -> None:
+    rec = tmp_path / "train.rec"
+    rec.write_bytes((sample / "train.rec").read_bytes()[:100_000] + b"\x00" * 7)
+    scanned = RecordFile(rec)
+    last = max(scanned.keys())
+    assert scanned.offsets == {k: v for k, v in RecordFile(sample / "train.rec").offsets.items() if k <= last}
+    scanned.read(last - 1)
+    with pytest.raises(RecordError, match="past the end|truncated"):
+        scanned.read(last)
+
+
+@pytest.mark.parametrize("first,end", [(float("inf"), 37.0), (float("nan"), 37.0), (1e30, 2e30), (31.0, 1e30),
+                                       (31.5, 37.0), (37.0, 31.0)])
+def test_damaged_header_record_is_reported_not_fatal(sample: Path, tmp_path: Path, first: float, end: float) -> None:
+    shutil.copytree(sample, tmp_path / "s")
+    (tmp_path / "s" / "property").unlink()
+    records = RecordFile(sample / "train.rec")
+    with RecordWriter(tmp_path / "s" / "train.rec", tmp_path / "s" / "train.idx") as writer:
+        for key in records.keys():
+            writer.write(key, pack(IRHeader(2, (first, end), 0, 0)) if key == 0 else records.read(key))
+    damaged = InsightFaceRecords(tmp_path / "s")
+    assert damaged.header is None and damaged.num_classes is None
+    assert damaged.image_keys == list(range(1, 37))  # without a usable header every other record is an image
+    assert "header" in damaged.header_problem
+    report = inspect_dataset(tmp_path / "s", progress=False)
+    assert report["corrupt"][0] == 0 and "header" in report["corrupt_reasons"]["0"]
 
 
 def test_truncated_file_is_a_record_error(sample: Path, tmp_path: Path) -> None:

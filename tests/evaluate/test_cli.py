@@ -100,7 +100,26 @@ def test_make_bin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "66 pairs (12 same person, 54 different)" in capsys.readouterr().out
     assert main(["make-bin", str(tmp_path / "nowhere"), str(out)]) == 2
     assert "not a folder" in capsys.readouterr().err
-    assert np.array_equal(load_verification_bin(out)[1], issame)  # a failed run left the earlier file intact
+
+
+def test_make_bin_failing_mid_write_keeps_the_earlier_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    folder = _orl_folder(tmp_path / "orl", subjects=4, per_subject=3)
+    out = tmp_path / "out" / "orl.bin"
+    assert main(["make-bin", str(folder), str(out), "--pairs", "20"]) == 0
+    before = out.read_bytes()
+
+    def half_written(obj: object, f, protocol: int) -> None:  # the disk fills up in the middle of the file
+        f.write(pickle.dumps(obj, protocol=protocol)[:1000])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ghostfacenets.data.verification_bin.pickle.dump", half_written)
+    capsys.readouterr()
+    assert main(["make-bin", str(folder), str(out), "--pairs", "10", "--seed", "5"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["orl.bin"]  # no temp left
 
 
 @pytest.mark.parametrize("command", ["evaluate", "make-bin"])
@@ -108,3 +127,51 @@ def test_help(command: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and "usage: ghostfacenets " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'"), ("cuda", "CUDA is not available")])
+def test_evaluate_bad_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, device: str,
+                                         message: str) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    model = save_model(create_model("ghostfacenetv1-0.5-2", embedding_size=32), tmp_path / "m.safetensors")
+    py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
+    assert main(["evaluate", "--model", str(model), "--bin", str(py3), "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("ghostfacenets evaluate: error:")
+
+
+def test_plot_format_is_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
+    # the model does not exist: the plot's suffix must be refused before the model is even looked at
+    assert main(["evaluate", "--model", str(tmp_path / "absent.onnx"), "--bin", str(py3),
+                 "--plot", str(tmp_path / "roc.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "roc.txt" in err[0] and ".png" in err[0] and ".svg" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_with_only_ijb_is_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "IJBC").mkdir()
+    assert main(["evaluate", "--model", str(tmp_path / "absent.onnx"), "--ijb", str(tmp_path / "IJBC"),
+                 "--plot", str(tmp_path / "roc.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--plot" in err[0] and "--bin" in err[0]
+    assert not (tmp_path / "roc.png").exists()
+
+
+def test_plot_of_sets_without_a_roc_is_an_error_not_an_empty_figure(tmp_path: Path) -> None:
+    import warnings
+
+    from ghostfacenets.errors import GhostFaceNetsError
+    from ghostfacenets.evaluate.plots import plot_roc
+    from ghostfacenets.evaluate.verification import SetEvaluation
+
+    only_same = SetEvaluation("same", {"auc": None}, np.array([0.1, 0.5, 0.9]), np.ones(3, bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(GhostFaceNetsError, match="nothing to plot"):
+            plot_roc([only_same], tmp_path / "roc.png")
+    assert not (tmp_path / "roc.png").exists()

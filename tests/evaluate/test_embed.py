@@ -191,3 +191,26 @@ def test_reduced_precision_model_gets_matching_input(images: np.ndarray) -> None
     out = embed_images(model.to(torch.bfloat16), images, progress=False)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, _reference(model.float(), images, True), rtol=0.05, atol=0.1)
+
+
+def test_device_names_are_checked_with_one_clear_error(tmp_path: Path) -> None:
+    from ghostfacenets.evaluate.embed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None).type in ("cpu", "cuda")
+    for bad in ("gpu", "cuda:x", "", 3.5):
+        with pytest.raises(GhostFaceNetsError, match="unknown device"):
+            resolve_device(bad)
+    with pytest.raises(GhostFaceNetsError, match="unknown device"):
+        load_embedder(_linear_model(), "gpu")
+    onnx_path = pytest.importorskip("tests.evaluate.toy_models").pooled_colour_onnx(tmp_path / "m.onnx")
+    with pytest.raises(GhostFaceNetsError, match="unknown device"):
+        load_embedder(onnx_path, "gpu")
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(GhostFaceNetsError, match="CUDA is not available"):
+                resolve_device(name)
+        with pytest.raises(GhostFaceNetsError, match="CUDA is not available"):
+            TorchEmbedder(_linear_model(), "cuda")
+    elif torch.cuda.device_count() < 8:
+        with pytest.raises(GhostFaceNetsError, match="no GPU cuda:7"):
+            resolve_device("cuda:7")

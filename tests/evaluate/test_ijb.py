@@ -282,9 +282,74 @@ def test_wrong_labels_subjects_and_crop_size(tmp_path: Path) -> None:
     gallery.write_text("\n".join(lines + [f"{template},999,img/x.jpg"]) + "\n")
     with pytest.raises(IJBError, match=f"template {template} listed with two subjects"):
         evaluate_ijb(pooled_colour_model(), root, progress=False)
+    gallery.write_text("\n".join(lines) + "\n")
     with pytest.raises(IJBError, match="needs"):
         evaluate_ijb(pooled_colour_onnx(tmp_path / "m96.onnx", size=96), root, progress=False)
     pairs = meta / "ijbc_template_pair_label.txt"
     pairs.write_text(pairs.read_text() + "3 13 2\n")
     with pytest.raises(IJBError, match="labels must be 1"):
         read_meta(find_layout(root))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda lines: lines + ["x,1,img/x.jpg"], "TEMPLATE_ID,SUBJECT_ID"),
+        (lambda lines: lines + [f"{lines[1].split(',')[0]},999,img/x.jpg"], "listed with two subjects"),
+        (lambda lines: lines + ["777,1,img/x.jpg"], "template 777 has no faces"),
+        (lambda lines: lines[:1], "at least one row"),
+    ],
+)
+def test_malformed_1toN_lists_fail_before_any_embedding(tmp_path: Path, edit, message: str) -> None:
+    root = write_ijb(tmp_path / "IJBC", seed=7)
+    gallery = root / "meta" / "ijbc_1N_gallery_G2.csv"
+    gallery.write_text("\n".join(edit(gallery.read_text().splitlines())) + "\n")
+    forwards = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            forwards.append(len(x))
+            return nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+    with pytest.raises(IJBError, match=message):
+        evaluate_ijb(Counting(), root, progress=False)
+    assert forwards == []
+
+
+def test_combined_tpir_is_the_mean_over_galleries(tmp_path: Path) -> None:
+    """With enough non-mated probes in each gallery (10 of 12 probe templates: FPIR 0.1 allows one false alarm)
+    the combined TPIR has a value: the mean of the per-gallery TPIRs, each computed here by brute force."""
+    root = write_ijb(tmp_path / "IJBC", seed=8)
+    meta_dir = root / "meta"
+    probes = meta_dir / "ijbc_1N_probe_mixed.csv"
+    g1, g2 = meta_dir / "ijbc_1N_gallery_G1.csv", meta_dir / "ijbc_1N_gallery_G2.csv"
+    # each gallery keeps one subject: per gallery 2 mated and 10 non-mated probe templates
+    for gallery, subject in ((g1, "0"), (g2, "4")):
+        lines = gallery.read_text().splitlines()
+        gallery.write_text("\n".join(lines[:1] + [r for r in lines[1:] if r.split(",")[1] == subject]) + "\n")
+    meta = read_meta(find_layout(root))
+    rng = np.random.default_rng(10)
+    centres = rng.normal(size=(SUBJECTS, 8))
+    feats = (centres[meta.templates // 10] + 1.2 * rng.normal(size=(len(meta.names), 8))).astype(np.float32)
+    report = evaluate_ijb(None, root, features=feats)
+    unique, pooled = template_features(feats, meta.templates, meta.medias, meta.detector_scores)
+    row = {t: k for k, t in enumerate(unique)}
+
+    def templates_subjects(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        pairs = dict((int(r.split(",")[0]), int(r.split(",")[1])) for r in path.read_text().splitlines()[1:])
+        return np.array(list(pairs)), np.array(list(pairs.values()))
+
+    probe_t, probe_s = templates_subjects(probes)
+    expected = []
+    for gallery in (g1, g2):
+        gallery_t, gallery_s = templates_subjects(gallery)
+        _, tpir = _brute_search(pooled[[row[t] for t in probe_t]], probe_s, pooled[[row[t] for t in gallery_t]],
+                                gallery_s, 0.1)
+        expected.append(tpir)
+        result = report["identification"]["galleries"][gallery.stem[-2:]]
+        assert (result["mated_probes"], result["non_mated_probes"]) == (2, 10)
+        assert result["tpir_at_fpir"]["1e-1"] == pytest.approx(tpir)
+    assert len(set(expected)) == 2  # the galleries differ (1.0 and 0.5), so the combination is not trivial
+    combined = report["identification"]["tpir_at_fpir"]["1e-1"]
+    assert combined is not None and combined == pytest.approx(np.mean(expected))
+    assert report["identification"]["tpir_at_fpir"]["1e-2"] is None  # 10 non-mated searches: 1e-2 unmeasurable

@@ -106,3 +106,11 @@ def test_folders_with_unaligned_or_mixed_sizes_are_refused(tmp_path: Path) -> No
         make_bin(folder, tmp_path / "y.bin", size=None)
     with pytest.raises(ImageError, match="112x112"):
         evaluate_folder(create_model("ghostfacenetv1-0.5-2", embedding_size=32), folder, progress=False)
+
+
+def test_folder_given_as_dot_is_named_after_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _orl_folder(tmp_path / "faces", subjects=3, per_subject=2)
+    monkeypatch.chdir(folder)
+    assert evaluate_folder(pooled_colour_model(), ".", progress=False).name == "faces"
+    monkeypatch.chdir(folder / "person01")
+    assert evaluate_folder(pooled_colour_model(), "..", progress=False).name == "faces"

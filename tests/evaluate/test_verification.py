@@ -93,3 +93,50 @@ def test_evaluate_bin_with_a_real_ghostfacenet_and_jpeg_bin(tmp_path: Path) -> N
         x = torch.from_numpy(((decoded.astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2).copy())
         embeddings = (model(x) + model(x.flip(3))).double().numpy()
     _check_against_definitions(metrics, embeddings, labels, tol=1e-5)  # float32 forward passes
+
+
+def _clustered_embeddings(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, max(n // 5, 2), n)
+    centres = rng.normal(size=(labels.max() + 1, dim))
+    return (centres[labels] + 1.3 * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def test_pairs_of_row_indices_give_the_metrics_of_the_gathered_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ghostfacenets.evaluate import metrics as metrics_module
+    from ghostfacenets.evaluate.metrics import cosine_scores, verification_metrics
+    from ghostfacenets.evaluate.pairs import make_pairs
+    from ghostfacenets.evaluate.verification import evaluate_embedded_pairs
+
+    embeddings, labels = _clustered_embeddings(90, 12, 0)
+    embeddings[7] = 0  # an all-zero embedding stays zero (cosine 0 to everything)
+    pairs, issame = make_pairs(labels, seed=4)
+    monkeypatch.setattr(metrics_module, "PAIR_CHUNK_ELEMENTS", 12 * 37)  # 37 pairs a chunk: many boundaries
+    result = evaluate_embedded_pairs("set", embeddings, pairs, issame, flip=False)
+    a, b = embeddings[pairs[:, 0]], embeddings[pairs[:, 1]]
+    expected = verification_metrics(a, b, issame) | {"flip": False}
+    assert result.metrics.pop("tar_at_far") == pytest.approx(expected.pop("tar_at_far"))
+    assert result.metrics == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(result.scores, cosine_scores(a, b), atol=1e-12)
+    assert 0.6 < expected["accuracy_10fold_mean"] < 0.99
+
+
+def test_pair_memory_does_not_grow_with_the_embedding_size() -> None:
+    """Scores come from the N embeddings by row index, a chunk at a time: no (P, D) pair arrays (16 KB a pair at
+    D = 512 before), so millions of exhaustive folder pairs fit in memory."""
+    import tracemalloc
+
+    from ghostfacenets.evaluate.pairs import make_pairs
+    from ghostfacenets.evaluate.verification import evaluate_embedded_pairs
+
+    embeddings, labels = _clustered_embeddings(400, 512, 1)
+    pairs, issame = make_pairs(labels)  # 79,800 pairs
+    tracemalloc.start()
+    try:
+        result = evaluate_embedded_pairs("set", embeddings, pairs, issame, flip=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.metrics["pairs"] == len(pairs) == 79_800
+    fixed = 48 * 2**20 + 8 * embeddings.size  # chunk buffers (5 x 8 MiB) and one float64 copy of the embeddings
+    assert peak < fixed + 200 * len(pairs), f"{peak / 2**20:.0f} MiB"  # before: 1.2 GiB

@@ -33,6 +33,14 @@ def test_presets_are_the_papers_margins(name: str, expected: tuple[float, float,
     assert (head.m1, head.m2, head.m3) == expected
 
 
+def test_values_that_do_not_apply_are_refused() -> None:
+    assert margin_from_name("cosface", margin=0.4).m3 == 0.4 and margin_from_name("combined", m2=0.3).m2 == 0.3
+    with pytest.raises(ValueError, match="combined margin only"):
+        margin_from_name("arcface", m2=0.3)
+    with pytest.raises(ValueError, match="not margin"):
+        margin_from_name("combined", margin=0.3)
+
+
 def test_arcface_hand_worked_values() -> None:
     head = CombinedMargin(1.0, 0.5, 0.0)
     # theta = 60 deg: cos(60 deg + 0.5 rad)

@@ -122,3 +122,18 @@ def test_unusable_photos_are_reported_or_skipped(recognizer: FaceRecognizer, bla
     (tmp_path / "same_only.txt").write_text(f"{photo('img1.jpg')} {photo('img2.jpg')} 1\n")
     with pytest.raises(CalibrationError, match="both same and different"):
         calibrate(recognizer, tmp_path / "same_only.txt", progress=False)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_far_at_the_stored_threshold_never_exceeds_the_target(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    different = rng.uniform(-0.3, 0.3, 100)
+    different[:2] = [0.9, 0.1234564]  # FAR 0.01 allows one false accept: the threshold is 0.1234564 itself
+    scores = np.concatenate([different, rng.uniform(0.0, 1.0, 50)])
+    issame = np.r_[np.zeros(100, bool), np.ones(50, bool)]
+    for record in thresholds_at(scores, issame, [0.01, 0.05, 0.1]):
+        stored = record["threshold"]
+        far = np.mean(different > stored)
+        assert far <= record["far"] and record["measured_far"] == pytest.approx(far)
+        assert record["frr"] == pytest.approx(np.mean(scores[issame] <= stored), abs=1e-6)
+    assert thresholds_at(scores, issame, [0.01])[0]["threshold"] >= 0.1234564

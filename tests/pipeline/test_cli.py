@@ -149,3 +149,64 @@ def test_several_faces_note(capsys: pytest.CaptureFixture[str], model_file: Path
     code, out, _ = run(capsys, "embed", group, "--out", tmp_path / "all.npy", "--all", "--model", model_file, "--json")
     assert code == 0 and [r["face"] for r in json.loads(out)["rows"]] == [0, 1]
     assert np.load(tmp_path / "all.npy").shape == (2, 512)
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'"), ("cuda", "CUDA is not available")])
+def test_bad_device_is_one_line(capsys: pytest.CaptureFixture[str], model_file: Path, device: str,
+                                message: str) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    good = photo("img1.jpg")
+    code, _, err = run(capsys, "verify", good, good, "--model", model_file, "--device", device)
+    assert_one_line_error(code, err, message)
+
+
+def test_detect_crops_of_images_with_the_same_name_do_not_overwrite(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+    import cv2
+
+    for folder, source in (("a", "img5.jpg"), ("b", "img10.jpg"), ("c", "img16.jpg")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jpg").write_bytes(photo(source).read_bytes())
+    crops = tmp_path / "crops"
+    code, out, _ = run(capsys, "detect", tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "c" / "x.jpg",
+                       "--crops", crops, "--json")
+    records = json.loads(out)
+    written = [r["crops"][0] for r in records]
+    assert code == 0 and len(set(written)) == 3 and sorted(p.name for p in crops.iterdir()) == sorted(
+        Path(p).name for p in written)
+    pixels = [cv2.imread(p) for p in written]
+    assert all(p.shape == (112, 112, 3) for p in pixels)
+    assert min(np.abs(a.astype(int) - b).mean() for i, a in enumerate(pixels) for b in pixels[i + 1:]) > 5
+
+
+def test_detect_reports_a_failed_crop_encoding(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    monkeypatch.setattr(cv2, "imencode", lambda *args: (False, None))
+    code, _, err = run(capsys, "detect", photo("img5.jpg"), "--crops", tmp_path)
+    assert_one_line_error(code, err, "could not encode")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_enrolment_leaves_no_gallery_file(capsys: pytest.CaptureFixture[str], model_file: Path,
+                                                 tmp_path: Path, blank_image: np.ndarray) -> None:
+    import cv2
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), blank_image)
+    db = tmp_path / "new.sqlite"
+    code, _, err = run(capsys, "enroll", "--db", db, "nobody", blank, "--model", model_file)
+    assert_one_line_error(code, err, "no face found")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"]
+
+
+def test_gallery_remove_strips_the_name_as_enroll_does(capsys: pytest.CaptureFixture[str], model_file: Path,
+                                                       tmp_path: Path) -> None:
+    db = tmp_path / "g.sqlite"
+    assert run(capsys, "enroll", "--db", db, " Alice ", photo("img1.jpg"), "--model", model_file)[0] == 0
+    code, out, _ = run(capsys, "gallery", "--db", db, "remove", " Alice ")
+    assert code == 0 and "removed Alice (1 embeddings)" in out

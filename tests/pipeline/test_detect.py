@@ -114,3 +114,42 @@ def test_custom_detector_plugs_in() -> None:
     assert create_detector(instance) is instance
     with pytest.raises(DetectorError, match="by name"):
         create_detector(instance, score_threshold=0.5)
+
+
+class _OneAnchorSession:
+    """Stands in for the network: every anchor scores 0 except the one nearest ``target`` (input pixels), whose box
+    and landmarks regress to nothing, so the detected landmarks are that anchor's centre in input pixels."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def run(self, _outputs: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        x = feeds["input"]
+        self.seen.append(x)
+        anchors = retinaface_anchors(x.shape[2], x.shape[3])
+        rows, cols = np.nonzero(np.abs(x[0]).sum(axis=0))  # the image part (padding is the mean colour, i.e. 0)
+        target = np.array([cols.max() + 1, rows.max() + 1])  # bottom-right corner of the shrunk image
+        self.index = int(np.argmin(np.abs(anchors[:, :2] - target).sum(axis=1)))
+        conf = np.zeros((1, len(anchors), 2), np.float32)
+        conf[0, self.index, 1] = 1.0
+        return [np.zeros((1, len(anchors), 4), np.float32), conf, np.zeros((1, len(anchors), 10), np.float32)]
+
+
+@pytest.mark.parametrize("height, width", [(45, 2000), (2000, 45), (101, 1999), (640, 480), (1283, 700)])
+def test_detections_map_back_with_one_factor_per_axis(height: int, width: int) -> None:
+    detector = RetinaFaceDetector(max_size=640)
+    session = _OneAnchorSession()
+    detector._session = session
+    (face,) = detector.detect(np.full((height, width, 3), 255, np.uint8))
+    x = session.seen[0][0]
+    rows, cols = np.nonzero(np.abs(x).sum(axis=0))
+    shrunk_width, shrunk_height = cols.max() + 1, rows.max() + 1  # the size the photo was resized to
+    centre = retinaface_anchors(x.shape[1], x.shape[2])[session.index, :2].astype(np.float64)
+    expected = centre * [width / shrunk_width, height / shrunk_height]
+    np.testing.assert_allclose(face.landmarks, np.tile(expected, (5, 1)), rtol=1e-5)
+
+
+def test_empty_images_are_refused() -> None:
+    for shape in ((0, 10, 3), (10, 0, 3)):
+        with pytest.raises(DetectorError, match="empty"):
+            RetinaFaceDetector().detect(np.zeros(shape, np.uint8))

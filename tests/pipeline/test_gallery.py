@@ -154,3 +154,72 @@ def test_unusable_files_and_names(tmp_path: Path) -> None:
         with pytest.raises(GalleryError, match="identity name"):
             gallery.enroll("  ", _faces(_unit(np.random.default_rng(6), 1), "x"), MODEL)
         assert gallery.search(_unit(np.random.default_rng(7), 1), MODEL) == [[]]
+
+
+class _EnrolsAfterFirstRead:
+    """Wraps a gallery's connection: another connection commits an enrolment right after the first read of the
+    identities or embeddings, i.e. between the reads of one search."""
+
+    def __init__(self, db: sqlite3.Connection, enrol: object) -> None:
+        self._db, self._enrol, self.fired = db, enrol, False
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        cursor = self._db.execute(sql, *args)
+        if not self.fired and ("FROM identities" in sql or "FROM embeddings" in sql):
+            self.fired = True
+            self._enrol()
+        return cursor
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_search_reads_a_consistent_snapshot(filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    gallery, people = filled
+    newcomer = _unit(np.random.default_rng(8), 1)
+
+    def enrol() -> None:
+        with Gallery(tmp_path / "g.sqlite") as writer:
+            writer.enroll("zed", _faces(newcomer, "zed"), MODEL)
+
+    wrapper = _EnrolsAfterFirstRead(gallery._db, enrol)
+    gallery._db = wrapper
+    try:
+        (found,) = gallery.search(newcomer, MODEL, 10)
+    finally:
+        gallery._db = wrapper._db
+    assert wrapper.fired and {n for n, _ in found} <= {"ann", "bob", "cy", "dee", "zed"}
+    assert gallery.search(newcomer, MODEL, 1)[0][0][0] == "zed"  # the next search sees the new enrolment
+
+
+@pytest.fixture
+def locked(filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The gallery of ``filled`` while another connection holds its write lock (busy timeout cut to 50 ms)."""
+    import ghostfacenets.pipeline.gallery as gallery_module
+
+    monkeypatch.setattr(gallery_module, "BUSY_TIMEOUT_S", 0.05)
+    gallery, people = filled
+    gallery._db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(tmp_path / "g.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    yield gallery, people
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_a_locked_gallery_gives_a_gallery_error(locked: tuple[Gallery, dict[str, np.ndarray]]) -> None:
+    gallery, people = locked
+    with pytest.raises(GalleryError, match="database is locked"):  # not "cannot rollback" on top of it
+        gallery.enroll("eve", _faces(_unit(np.random.default_rng(9), 1), "eve"), MODEL)
+    with pytest.raises(GalleryError, match="database is locked"):
+        gallery.remove("ann")
+    assert [r.name for r in gallery.identities()] == ["ann", "bob", "cy", "dee"]  # reading still works
+
+
+def test_a_locked_gallery_through_the_cli(locked: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from ghostfacenets.cli import main
+
+    assert main(["gallery", "--db", str(tmp_path / "g.sqlite"), "remove", "ann"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "database is locked" in err and err.startswith("ghostfacenets gallery: error:")

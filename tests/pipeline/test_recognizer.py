@@ -232,3 +232,25 @@ def test_an_onnx_model_gives_the_same_embeddings_and_its_metadata_thresholds(
     assert float(runtime.embed(image) @ recognizer.embed(image)) > 0.99999
     assert runtime.threshold().source == "calibrated" and runtime.threshold().value == 0.3
     assert runtime.model_id.dim == 512
+
+
+def test_calibrated_thresholds_apply_only_to_their_flip_setting(model_file: Path, tmp_path: Path) -> None:
+    from ghostfacenets.model_io import load_model, save_model
+
+    entries = [{"far": 1e-3, "threshold": 0.33, "set": "with_flip", "flip": True},
+               {"far": 1e-2, "threshold": 0.21, "set": "unlabelled"},  # no flip key: calibrated with flip (default)
+               {"far": 1e-3, "threshold": 0.44, "set": "without_flip", "flip": False}]
+    path = save_model(load_model(model_file), tmp_path / "calibrated.safetensors", {"thresholds": entries})
+    with_flip, without_flip = FaceRecognizer(path, device="cpu"), FaceRecognizer(path, flip=False, device="cpu")
+    assert (with_flip.threshold().value, with_flip.threshold().set) == (0.33, "with_flip")
+    assert with_flip.threshold(far=1e-2).value == 0.21
+    assert (without_flip.threshold().value, without_flip.threshold().set) == (0.44, "without_flip")
+    with pytest.raises(ThresholdError, match="not at 0.01"):
+        without_flip.threshold(far=1e-2)  # only calibrated with flip
+    flip_only = save_model(load_model(model_file), tmp_path / "flip_only.safetensors", {"thresholds": entries[:2]})
+    no_flip = FaceRecognizer(flip_only, flip=False, device="cpu")
+    assert no_flip.threshold().source == "fallback"
+    with pytest.raises(ThresholdError, match="flip on, not with flip off"):
+        no_flip.threshold(far=1e-3)
+    with pytest.raises(ThresholdError, match="flip on, not with flip off"):
+        FaceRecognizer(flip_only, flip=False, far=1e-3, device="cpu")

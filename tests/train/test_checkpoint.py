@@ -40,6 +40,14 @@ def test_latest_checkpoint_and_pruning(tmp_path: Path) -> None:
         find_checkpoint(tmp_path, str(tmp_path / "elsewhere"))
 
 
+def test_saving_below_later_checkpoints_replaces_them(tmp_path: Path) -> None:
+    for step in (10, 20, 30):
+        _save(tmp_path, step, keep=3)
+    _save(tmp_path, 15, keep=3)  # resumed from step 10: 20 and 30 belong to the abandoned continuation
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-000000010", "step-000000015"]
+    assert find_checkpoint(tmp_path, "auto").name == "step-000000015"
+
+
 def _write_shards(path: Path, classes: int, world: int, full: torch.Tensor, momentum: torch.Tensor) -> None:
     for rank in range(world):
         start, end = class_range(classes, rank, world)

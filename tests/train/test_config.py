@@ -35,10 +35,24 @@ def test_overrides_are_parsed_as_yaml_and_type_checked(tmp_path: Path) -> None:
     ("data.augment.scale=[1]", "expected 2 values"),
     ("nokey", "key=value"),
     ("train.amp=fp8", "train.amp"),
+    ("optim.restart_t_mul=0.5", "optim.restart_t_mul must be at least 1"),
+    ("optim.restart_t_mul=0", "optim.restart_t_mul must be at least 1"),
+    ("optim.cooldown_epochs=-1", "optim.cooldown_epochs must be 0 or more"),
+    ("optim.warmup_epochs=-0.5", "optim.warmup_epochs must be 0 or more"),
+    ("optim.lr_min=-0.001", "optim.lr_min must be 0 or more"),
+    ("loss.m2=0.3", "combined"),
+    ("data.train=synthetic:10:2:3", "synthetic"),
 ])
 def test_bad_values_say_what_is_wrong(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["data.train=/x", override])
+
+
+def test_margin_of_a_combined_loss_is_m1_m2_m3() -> None:
+    assert load_config(None, ["data.train=/x", "loss.type=combined", "loss.m2=0.3"]).loss.m2 == 0.3
+    assert load_config(None, ["data.train=/x", "loss.type=cosface", "loss.margin=0.4"]).loss.margin == 0.4
+    with pytest.raises(ConfigError, match="loss.margin"):
+        load_config(None, ["data.train=/x", "loss.type=combined", "loss.margin=0.3"])
 
 
 def test_data_train_is_required() -> None:

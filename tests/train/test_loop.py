@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -14,11 +16,15 @@ from torch import nn
 
 from ghostfacenets import create_model, load_model
 from ghostfacenets.cli import main
-from ghostfacenets.data.verification_bin import load_verification_bin
-from ghostfacenets.train.checkpoint import CheckpointError
+from ghostfacenets.data.datasets import SyntheticSource
+from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
+from ghostfacenets.errors import GhostFaceNetsError
+from ghostfacenets.model_io import read_metadata
+from ghostfacenets.train import loop
+from ghostfacenets.train.checkpoint import CheckpointError, list_checkpoints
 from ghostfacenets.train.config import load_config
 from ghostfacenets.train.distributed import DistributedContext
-from ghostfacenets.train.loop import clip_gradients, parameter_groups, train
+from ghostfacenets.train.loop import Trainer, clip_gradients, parameter_groups, prepare_validation, train
 from tests.conftest import shared_path
 
 TINY = ["model.architecture=ghostfacenetv1-0.5-2", "model.embedding_size=32", "train.batch_size=8",
@@ -39,12 +45,23 @@ def _one_thread() -> None:
     torch.set_num_threads(threads)
 
 
+def val_bin(path: Path, pairs: int = 20) -> Path:
+    """A verification .bin of synthetic images: pair p is (2p, 2p + 1), labelled same for even p."""
+    source = SyntheticSource(2 * pairs, 8)
+    write_verification_bin(path, [source.load(i)[0] for i in range(2 * pairs)], [p % 2 == 0 for p in range(pairs)])
+    return path
+
+
 def test_resume_continues_exactly(tmp_path: Path) -> None:
-    straight = train(tiny_config(tmp_path / "a", "train.epochs=2", "train.max_steps=6"))
+    # Dropout draws from the global torch RNG and sampled negatives from the head's own generator: both must be
+    # restored and nothing else may draw from them (32 classes, 16 sampled per step: the sampling really runs).
+    random = ("data.train=synthetic:32:32", "loss.sample_rate=0.5", "model.dropout=0.2")
+    straight = train(tiny_config(tmp_path / "a", "train.epochs=2", "train.max_steps=6", *random))
     assert straight.steps == 6
-    first = train(tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=3", "train.checkpoint_every=3"))
+    first = train(tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=3", "train.checkpoint_every=3",
+                              *random))
     assert first.steps == 3
-    resumed = train(tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=6"))
+    resumed = train(tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=6", *random))
     assert resumed.steps == 6
     a, b = load_file(straight.final), load_file(resumed.final)
     assert a.keys() == b.keys()
@@ -80,6 +97,165 @@ def test_resume_refuses_another_batch_size(tmp_path: Path) -> None:
     train(tiny_config(tmp_path, "train.epochs=1"))
     with pytest.raises(CheckpointError, match="batch_size"):
         train(tiny_config(tmp_path, "train.epochs=2", "train.batch_size=16"))
+
+
+@pytest.mark.parametrize("override,message", [("model.embedding_size=16", "model.embedding_size=32"),
+                                              ("model.architecture=ghostfacenetv2-0.5-2", "model.architecture"),
+                                              ("loss.type=subcenter", "3 sub-centre")])
+def test_resume_refuses_another_model_or_head(tmp_path: Path, override: str, message: str) -> None:
+    train(tiny_config(tmp_path, "train.epochs=1"))
+    with pytest.raises(CheckpointError, match=message):
+        Trainer(tiny_config(tmp_path, "train.epochs=2", override))
+
+
+def test_fresh_start_in_a_used_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train(tiny_config(tmp_path, "train.epochs=1"))
+    with pytest.raises(CheckpointError, match="train.resume=auto"):
+        train(tiny_config(tmp_path, "train.epochs=1", "train.resume=none"))
+    assert main(["train", *TINY, "data.train=synthetic:32:4", f"output={tmp_path}", "train.resume=none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another output" in err[0]
+    shutil.rmtree(tmp_path / "checkpoints")  # final.safetensors is still there: not an empty run folder
+    with pytest.raises(CheckpointError, match="final.safetensors"):
+        train(tiny_config(tmp_path, "train.epochs=1"))
+
+
+def test_resuming_an_earlier_checkpoint_replaces_the_later_ones(tmp_path: Path) -> None:
+    keep = ("train.checkpoint_every=1", "train.keep_checkpoints=3", "train.val_every=1",
+            f"data.val=[{val_bin(tmp_path / 'v.bin')}]", "data.val_flip=false")
+    train(tiny_config(tmp_path / "run", "train.epochs=1", *keep))  # 4 steps: checkpoints 2, 3, 4 are kept
+
+    def names() -> list[str]:
+        return [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")]
+
+    assert names() == ["step-000000002", "step-000000003", "step-000000004"]
+    # best.safetensors written after step 2 belongs to the abandoned steps; make the checkpoint's best value
+    # unbeatable so that keeping it would keep that stale file.
+    shutil.copy(tmp_path / "run" / "final.safetensors", tmp_path / "run" / "best.safetensors")
+    state_path = tmp_path / "run" / "checkpoints" / "step-000000002" / "trainer.pt"
+    state = torch.load(state_path, weights_only=True)
+    torch.save({**state, "best_value": 2.0}, state_path)
+    result = train(tiny_config(tmp_path / "run", "train.epochs=1", "train.max_steps=3", *keep,
+                               f"train.resume={state_path.parent}"))
+    assert result.steps == 3 and names() == ["step-000000002", "step-000000003"]
+    assert read_metadata(tmp_path / "run" / "best.safetensors")["training"]["steps"] == 3
+    assert result.best_value == result.validation["v"]["accuracy_10fold_mean"]
+
+
+def test_unknown_best_metric_fails_before_training(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", f"data.val=[{val_bin(tmp_path / 'lfw.bin')}]", "train.best_metric=agedb")
+    with pytest.raises(GhostFaceNetsError, match="train.best_metric 'agedb'.*lfw"):
+        train(config)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_resume_applies_the_configured_optimiser_settings(tmp_path: Path) -> None:
+    train(tiny_config(tmp_path, "train.epochs=1"))
+    trainer = Trainer(tiny_config(tmp_path, "train.epochs=2", "optim.momentum=0.5", "optim.weight_decay=0.001",
+                                  "optim.nesterov=true"))
+    assert trainer.step == 4
+    groups = trainer.optimizer.param_groups
+    assert [(g["momentum"], g["nesterov"], g["weight_decay"]) for g in groups] == [
+        (0.5, True, 0.001), (0.5, True, 0.0), (0.5, True, 0.001)]
+    saved = torch.load(tmp_path / "checkpoints" / "step-000000004" / "centres-00000.pt", weights_only=True)
+    assert torch.equal(trainer.optimizer.state[trainer.head.weight]["momentum_buffer"], saved["momentum"])
+    first = groups[0]["params"][0]
+    assert trainer.optimizer.state[first]["momentum_buffer"].abs().sum() > 0  # the backbone momentum is restored
+
+
+def test_resume_keeps_the_damaged_images_found_before(tmp_path: Path) -> None:
+    train(tiny_config(tmp_path, "train.epochs=2", "train.max_steps=2"))
+    earlier = ["/data/faces/x/1.jpg: not an image"]
+    (tmp_path / "damaged_images.json").write_text(json.dumps(earlier))
+    result = train(tiny_config(tmp_path, "train.epochs=2"))
+    assert result.damaged == earlier
+    assert json.loads((tmp_path / "damaged_images.json").read_text()) == earlier
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["damaged"] for r in records if r["step"] > 2] == [1] * 6
+
+
+def test_fp16_overflow_skips_backbone_and_centres_together(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tmp_path, "optim.warmup_epochs=0"))  # learning rate 0.05 from the first step
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    source = SyntheticSource(32, 4)
+    images = torch.stack([torch.from_numpy(source.load(i)[0]) for i in range(8)])
+    labels = torch.tensor([source.load(i)[1] for i in range(8)])
+    parameters = [*trainer.model.parameters(), trainer.head.weight]
+    before = [p.detach().clone() for p in parameters]
+    trainer.forward_backward(images, labels)
+    with torch.no_grad():
+        trainer.head.weight.grad[0, 0, 0] = float("inf")  # an overflow in the class-centre gradients only
+    trainer.optimiser_step()
+    assert trainer.scaler.get_scale() == 512.0
+    assert all(torch.equal(a, b) for a, b in zip(before, parameters))
+    trainer.forward_backward(images, labels)
+    trainer.optimiser_step()  # a finite step moves both
+    assert not torch.equal(before[0], parameters[0]) and not torch.equal(before[-1], parameters[-1])
+
+
+def test_weight_decay_reaches_kernels_and_class_centres(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tmp_path, "optim.schedule=constant", "optim.warmup_epochs=0", "optim.lr=0.5",
+                                  "optim.weight_decay=0.1"))
+    parameters = [*trainer.model.parameters(), trainer.head.weight]
+    for p in parameters:
+        p.grad = torch.zeros_like(p)
+    before = [p.detach().clone() for p in parameters]
+    decayed = {id(p) for p in parameter_groups(trainer.model, 0.1)[0]["params"]} | {id(trainer.head.weight)}
+    trainer.optimiser_step()
+    for p, old in zip(parameters, before):
+        torch.testing.assert_close(p.detach(), old * (1 - 0.5 * 0.1) if id(p) in decayed else old, rtol=1e-6,
+                                   atol=1e-7)
+
+
+def test_optimiser_step_clips_the_global_norm(tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tmp_path, "optim.schedule=constant", "optim.warmup_epochs=0", "optim.lr=1",
+                                  "optim.weight_decay=0", "optim.momentum=0", "train.clip_grad_norm=0.5"))
+    parameters = [*trainer.model.parameters(), trainer.head.weight]
+    generator = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=generator) for p in parameters]
+    for p, g in zip(parameters, grads):
+        p.grad = g.clone()
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    assert norm > 5
+    before = [p.detach().clone() for p in parameters]
+    trainer.optimiser_step()
+    for p, old, g in zip(parameters, before, grads):
+        torch.testing.assert_close(old - p.detach(), g * (0.5 / norm), rtol=1e-4, atol=1e-7)
+
+
+def test_images_per_second_leave_out_checkpoint_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]  # 1 s per optimiser step, 100 s per checkpoint
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    step, save = Trainer.optimiser_step, Trainer.save_checkpoint
+
+    def timed_step(self: Trainer) -> None:
+        step(self)
+        clock[0] += 1.0
+
+    def timed_save(self: Trainer) -> Path:
+        clock[0] += 100.0
+        return save(self)
+
+    monkeypatch.setattr(Trainer, "optimiser_step", timed_step)
+    monkeypatch.setattr(Trainer, "save_checkpoint", timed_save)
+    train(tiny_config(tmp_path, "train.epochs=1", "train.log_every=2", "train.checkpoint_every=1"))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["img_per_s"]) for r in records] == [(2, 8.0), (4, 8.0)]  # 2 steps x 8 images in 2 s
+
+
+def test_folder_validation_pairs_follow_the_config(tmp_path: Path) -> None:
+    data = _folder(tmp_path / "faces", 4, 3)
+
+    def pairs_written(*overrides: str) -> int:
+        config = tiny_config(tmp_path / "run", f"data.train={data}", f"data.val=[{data}]", *overrides)
+        [path] = prepare_validation(config, tmp_path / "run", DistributedContext())
+        assert path == tmp_path / "run" / "val" / "faces.bin"
+        return len(load_verification_bin(path)[1])
+
+    assert pairs_written("data.val_pairs=10", "data.val_identities=[id0, id1]") == 10
+    assert pairs_written("data.val_pairs=6", "data.val_identities=[id0, id1]") == 6
+    assert pairs_written("data.val_pairs=null", "data.val_identities=[id0, id1]") == 15  # 6 images: every pair
+    assert pairs_written("data.val_pairs=null", "data.val_identities=[id0, id1, id2]") == 36
 
 
 def _folder(root: Path, identities: int, per_identity: int) -> Path:

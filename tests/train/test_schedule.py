@@ -44,6 +44,18 @@ def test_official_schedule_spec_values() -> None:
     assert 0.049 < schedule(51 * spe - 1) < 0.05  # a 90-epoch cosine barely moves in 5 epochs
 
 
+@pytest.mark.parametrize("t_mul,cooldown", [(0.5, 0.0), (0.0, 0.0), (1.0, -1.0)])
+def test_official_schedule_refuses_periods_that_never_end(t_mul: float, cooldown: float) -> None:
+    with pytest.raises(ValueError, match="t_mul|cooldown"):
+        LRSchedule("official", 0.1, 1e-5, 10, 510, t_mul=t_mul, cooldown_epochs=cooldown)
+
+
+def test_official_schedule_with_equal_periods() -> None:
+    schedule = LRSchedule("official", 0.1, 0.0, 10, 100, restart_epochs=2, t_mul=1.0, m_mul=1.0, cooldown_epochs=0)
+    assert schedule(0) == schedule(20) == schedule(80) == pytest.approx(0.1)
+    assert schedule(10) == schedule(50) == pytest.approx(0.05)
+
+
 def test_warmup_then_cosine_and_poly() -> None:
     cosine = LRSchedule("cosine", 0.1, 0.0, 10, 110, warmup_steps=10, warmup_lr=0.01)
     assert cosine(0) == pytest.approx(0.01) and cosine(5) == pytest.approx(0.055)

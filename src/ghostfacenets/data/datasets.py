@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -28,6 +30,8 @@ from .recordio import InsightFaceRecords, RecordError, write_insightface_records
 
 ResizeMode = Literal["pad", "resize"]
 MAX_REPLACEMENT_TRIES = 64
+MAX_PENDING = 10_000  # decoding tasks queued at once by inspection and build-rec
+_SYNTHETIC = re.compile(r"synthetic(?::([0-9]+)(?::([0-9]+))?)?")
 
 
 def fit_image(image: np.ndarray, size: int | None = 112, mode: ResizeMode = "pad") -> np.ndarray:
@@ -109,14 +113,19 @@ class FolderSource:
 class RecordSource:
     """insightface ``train.rec`` / ``train.idx`` (a folder or the ``.rec`` path).
 
-    ``num_classes``: the identity count when neither ``property`` nor the header record gives it; labels at or
-    above the count make a record damaged. None with no count anywhere: labels are not checked.
+    ``num_classes``: the identity count when neither ``property`` nor the header record gives it (a different
+    count than theirs is an error); labels at or above the count make a record damaged. None with no count
+    anywhere: labels are not checked.
     """
 
     def __init__(self, path: str | Path, image_size: int | None = 112, resize: ResizeMode = "pad",
                  num_classes: int | None = None) -> None:
         self.records = InsightFaceRecords(path)
-        self.num_classes = num_classes or self.records.num_classes
+        declared = self.records.num_classes
+        if declared is not None and num_classes is not None and num_classes != declared:
+            raise GhostFaceNetsError(f"{path}: the set declares {declared} identities (property file or header "
+                                     f"record), data.num_classes says {num_classes}; leave data.num_classes unset")
+        self.num_classes = declared if declared is not None else num_classes
         self.image_size, self.resize = image_size, resize
 
     def __len__(self) -> int:
@@ -156,18 +165,26 @@ def is_record_set(path: str | Path) -> bool:
     return (path.is_dir() and (path / "train.rec").is_file()) or (path.is_file() and path.suffix == ".rec")
 
 
+def parse_synthetic(text: str) -> tuple[int, int] | None:
+    """(images, classes) of ``synthetic``, ``synthetic:IMAGES`` or ``synthetic:IMAGES:CLASSES`` (defaults 100000
+    and 1000); None for text that is a path (anything not starting with ``synthetic:`` and not ``synthetic``)."""
+    if text != "synthetic" and not text.startswith("synthetic:"):
+        return None
+    match = _SYNTHETIC.fullmatch(text)
+    if match is None or any(int(v) < 1 for v in match.groups() if v is not None):
+        raise GhostFaceNetsError(f"{text!r}: expected synthetic[:IMAGES[:CLASSES]] with positive whole numbers, "
+                                 "e.g. synthetic:10000:100")
+    images, classes = match.groups()
+    return int(images or 100_000), int(classes or 1000)
+
+
 def open_source(path: str | Path, identities: Sequence[str] | None = None, image_size: int = 112,
                 resize: ResizeMode = "pad", num_classes: int | None = None) -> ImageSource:
-    """A RecordIO set (folder with ``train.rec`` or a ``.rec`` file), ``synthetic[:IMAGES:CLASSES]``, or an
-    identity folder."""
-    text = str(path)
-    if text.startswith("synthetic"):
-        parts = text.split(":")
-        try:
-            sizes = [int(p) for p in parts[1:]]
-        except ValueError:
-            raise GhostFaceNetsError(f"{text!r}: expected synthetic[:IMAGES[:CLASSES]]") from None
-        return SyntheticSource(*sizes, image_size=image_size)
+    """A RecordIO set (folder with ``train.rec`` or a ``.rec`` file), ``synthetic[:IMAGES[:CLASSES]]``, or an
+    identity folder (any other path)."""
+    synthetic = parse_synthetic(str(path))
+    if synthetic is not None:
+        return SyntheticSource(*synthetic, image_size=image_size)
     if is_record_set(path):
         if identities is not None:
             raise GhostFaceNetsError("data.train_identities selects sub-folders and needs an identity folder")
@@ -239,6 +256,19 @@ def _report(name: str, exc: Exception) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
+def _reason(name: str, exc: Exception) -> str:
+    """Why an image is damaged, without its name."""
+    return _report(name, exc).removeprefix(f"{name}: ")
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    """Optimiser steps of one epoch (the remaining images are dropped); an error when there is not one batch."""
+    if num_samples < global_batch:
+        raise GhostFaceNetsError(f"{num_samples} training images are fewer than one batch of {global_batch}; "
+                                 "lower train.batch_size")
+    return num_samples // global_batch
+
+
 SampleKey = tuple[int, int, int]  # (epoch, position in the epoch, dataset index)
 
 
@@ -292,12 +322,10 @@ class TrainSampler(Sampler[SampleKey]):
         if global_batch % chunks:
             raise GhostFaceNetsError(
                 f"train.batch_size {global_batch} must be divisible by processes x accumulation = {chunks}")
-        if num_samples < global_batch:
-            raise GhostFaceNetsError(f"{num_samples} images are fewer than one batch of {global_batch}")
         self.num_samples, self.global_batch, self.rank, self.world_size = num_samples, global_batch, rank, world_size
         self.accumulation, self.seed, self.start_step = accumulation, seed, start_step
         self.micro_batch = global_batch // chunks
-        self.steps_per_epoch = num_samples // global_batch
+        self.steps_per_epoch = steps_per_epoch(num_samples, global_batch)
         self.total_steps = total_steps if total_steps is not None else self.steps_per_epoch
 
     def __len__(self) -> int:
@@ -320,43 +348,65 @@ class TrainSampler(Sampler[SampleKey]):
                     yield epoch, position, int(perm[position])
 
 
+def bounded_map(pool: ThreadPoolExecutor, function: Callable[[int], Any], count: int) -> Iterator[Any]:
+    """``function(i)`` for i in ``range(count)``, in order, run by ``pool`` with at most ``MAX_PENDING`` tasks
+    queued at a time (``pool.map`` would queue all of them at once: millions of futures for MS1M)."""
+    pending: deque[Future] = deque()
+    for index in range(count):
+        pending.append(pool.submit(function, index))
+        if len(pending) >= MAX_PENDING:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def inspect_source(source: ImageSource, workers: int = 4, progress: bool = True) -> dict[str, Any]:
-    """Read and decode every image: counts of images and identities, and the damaged ones (name: reason)."""
+    """Read and decode every image: counts of images and identities, and ``damaged``: (index, reason) pairs."""
     from tqdm import tqdm
 
     def check(index: int) -> tuple[int | None, str | None]:
         try:
             return source.load(index)[1], None
         except (ImageError, RecordError, OSError) as exc:
-            return None, _report(source.name(index), exc)
+            return None, _reason(source.name(index), exc)
 
     labels: set[int] = set()
-    corrupt: list[str] = []
+    damaged: list[tuple[int, str]] = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = pool.map(check, range(len(source)))
-        for label, problem in tqdm(results, total=len(source), disable=not progress, desc="inspect", unit="img",
-                                   leave=False):
+        results = bounded_map(pool, check, len(source))
+        for index, (label, problem) in enumerate(tqdm(results, total=len(source), disable=not progress,
+                                                      desc="inspect", unit="img", leave=False)):
             if problem is not None:
-                corrupt.append(problem)
+                damaged.append((index, problem))
             else:
                 labels.add(label)
-    return {"images": len(source), "readable": len(source) - len(corrupt), "identities": len(labels),
-            "corrupt": corrupt}
+    return {"images": len(source), "readable": len(source) - len(damaged), "identities": len(labels),
+            "damaged": damaged}
 
 
 def inspect_dataset(path: str | Path, workers: int = 4, progress: bool = True) -> dict[str, Any]:
     """Check an identity folder or an insightface RecordIO set by decoding every image: ``images``,
-    ``identities`` and ``corrupt`` (file paths or records, with the reason); for RecordIO also the identity
-    count that ``property`` or the header record declares."""
-    if not is_record_set(path):
-        return {"path": str(path), "format": "folder", **inspect_source(FolderSource(path, image_size=None), workers,
-                                                                           progress)}
-    source = RecordSource(path, image_size=None)
-    file = source.records.file
-    report = {"path": str(path), "format": "recordio", **inspect_source(source, workers, progress)}
-    bad_lines = [f"{file.idx_path} line {n}: cannot parse {text!r}" for n, text in file.bad_index_lines]
-    report["corrupt"] = bad_lines + report["corrupt"]
-    report["declared_identities"] = source.num_classes
+    ``identities``, ``corrupt`` (file paths of a folder's images; record keys of a RecordIO set, and the ``.idx``
+    path for index lines that cannot be read) and ``corrupt_reasons`` ({str(entry): reason}); for RecordIO also
+    the identity count that ``property`` or the header record declares."""
+    problems: list[tuple[int | str, str]] = []
+    if is_record_set(path):
+        source: FolderSource | RecordSource = RecordSource(path, image_size=None)
+        records = source.records
+        lines = [f"line {n}: cannot parse {text!r}" for n, text in records.file.bad_index_lines]
+        if lines:
+            problems.append((str(records.file.idx_path), "; ".join(lines)))
+        if records.header_problem is not None:
+            problems.append((0, records.header_problem))
+        report = {"path": str(path), "format": "recordio", **inspect_source(source, workers, progress)}
+        problems += [(records.image_keys[i], reason) for i, reason in report.pop("damaged")]
+        report["declared_identities"] = source.num_classes
+    else:
+        source = FolderSource(path, image_size=None)
+        report = {"path": str(path), "format": "folder", **inspect_source(source, workers, progress)}
+        problems += [(str(source.paths[i]), reason) for i, reason in report.pop("damaged")]
+    report["corrupt"] = [where for where, _ in problems]
+    report["corrupt_reasons"] = {str(where): reason for where, reason in problems}
     return report
 
 
@@ -403,7 +453,7 @@ def build_records(
 
     def records() -> Iterator[tuple[bytes, int]]:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            results = pool.map(encode, range(len(source)))
+            results = bounded_map(pool, encode, len(source))
             for index, payload, problem in tqdm(results, total=len(source), disable=not progress,
                                                 desc="build-rec", unit="img", leave=False):
                 if problem is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,11 +34,22 @@ def decode_image(data: bytes | bytearray | memoryview, name: str = "image", max_
     if not buffer:
         raise ImageError(f"{name}: empty file")
     try:  # read the header only, to refuse huge images before decoding them
-        with Image.open(io.BytesIO(buffer)) as header:
-            _check_size(header.width, header.height, max_pixels, name)
-    except (OSError, Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here instead
+            with Image.open(io.BytesIO(buffer)) as header:
+                _check_size(header.width, header.height, max_pixels, name)
+    except Image.DecompressionBombError as exc:  # Pillow refuses headers above 2 x Image.MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1  # at least this many
+        if pixels > max_pixels:
+            raise ImageError(f"{name}: {pixels:,} pixels is larger than the limit of {max_pixels:,} pixels") from None
+    except OSError:
         pass  # not a format Pillow knows; OpenCV may still decode it, and its result is checked below
-    array = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        array = cv2.imdecode(np.frombuffer(buffer, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. a header above OpenCV's own pixel limit in a format Pillow does not read
+        reason = str(exc).strip().splitlines()[-1]
+        raise ImageError(f"{name}: not an image OpenCV can decode ({reason})") from None
     if array is None:
         raise ImageError(f"{name}: not an image (or an unsupported or damaged image file)")
     _check_size(array.shape[1], array.shape[0], max_pixels, name)
@@ -49,6 +62,8 @@ def as_rgb_array(array: np.ndarray, color_order: Literal["RGB", "BGR"] = "RGB", 
         raise ImageError(f"{name}: expected uint8 pixels 0-255, got {array.dtype}")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
+    if array.ndim in (2, 3) and 0 in array.shape[:2]:
+        raise ImageError(f"{name}: an empty image ({array.shape[1]}x{array.shape[0]} pixels)")
     if array.ndim == 2:
         return np.ascontiguousarray(np.repeat(array[..., None], 3, axis=-1))
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
@@ -70,7 +85,8 @@ def load_image(
     ``color_order`` (RGB by default; pass "BGR" for arrays from OpenCV).
     """
     if isinstance(source, np.ndarray):
-        _check_size(source.shape[1] if source.ndim > 1 else 0, source.shape[0], max_pixels, "array")
+        if source.ndim >= 2:
+            _check_size(source.shape[1], source.shape[0], max_pixels, "array")
         return as_rgb_array(source, color_order)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_image(source, "bytes", max_pixels)

@@ -13,6 +13,7 @@ identity whose labels are ``[first image key, last image key + 1]``. ``property`
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from ..errors import GhostFaceNetsError
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LENGTH_MASK = (1 << 29) - 1
+_SCAN_CHUNK = 1 << 20  # bytes read at a time when looking for the next record after a damaged one
 IR_FORMAT = "<IfQQ"
 IR_SIZE = struct.calcsize(IR_FORMAT)
 
@@ -89,6 +91,9 @@ def encode_record(data: bytes) -> bytes:
 class RecordFile:
     """Random access to the records of a ``.rec`` file by key (through its ``.idx``) or by byte offset.
 
+    Without an ``.idx`` the file is walked once and its records are numbered in file order. A damaged record met
+    on the way keeps its number (reading it raises :class:`RecordError`) and the walk goes on at the next record
+    start, so one bad record neither stops the walk nor shifts the numbers of the records after it.
     Safe to use from DataLoader workers: the file is (re)opened in each process and read with ``pread``.
     """
 
@@ -103,7 +108,9 @@ class RecordFile:
         self.idx_path = idx if idx.is_file() else None
         #: idx lines that could not be parsed (line number, text); their records are unreachable
         self.bad_index_lines: list[tuple[int, str]] = []
-        self.offsets = self._read_index(self.idx_path) if self.idx_path else dict(enumerate(self.scan_offsets()))
+        #: keys of records found damaged by the walk of a file without .idx, with the reason
+        self.damaged: dict[int, str] = {}
+        self.offsets = self._read_index(self.idx_path) if self.idx_path else self._scan()
 
     def _read_index(self, path: Path) -> dict[int, int]:
         offsets: dict[int, int] = {}
@@ -138,9 +145,11 @@ class RecordFile:
     def keys(self) -> list[int]:
         return sorted(self.offsets)
 
-    def read_at(self, offset: int, name: str = "record") -> tuple[bytes, int]:
-        """(record data, offset of the next record) for the record starting at byte ``offset``."""
-        parts, position = [], offset
+    def _walk(self, offset: int, name: str) -> tuple[list[tuple[int, int]], int]:
+        """The parts (data offset, length) of the record starting at byte ``offset`` and the offset after it;
+        RecordError when its framing is damaged. Reads only the 8-byte part headers."""
+        parts: list[tuple[int, int]] = []
+        position = offset
         while True:
             head = self._read(position, 8)
             if len(head) < 8:
@@ -149,30 +158,70 @@ class RecordFile:
             if magic != MAGIC:
                 raise RecordError(f"{name}: no RecordIO magic at byte {position} (found {magic:#010x})")
             cflag, length = lrecord >> 29, lrecord & _LENGTH_MASK
-            data = self._read(position + 8, length)
-            if len(data) < length:
+            if position + 8 + length > self.size:
                 raise RecordError(f"{name}: record of {length} bytes at byte {position} runs past the end of the file")
-            parts.append(data)
+            parts.append((position + 8, length))
             position += 8 + length + (-length % 4)
             if cflag in (0, 3):
-                if cflag == 3 and len(parts) == 1:
-                    raise RecordError(f"{name}: continuation part at byte {offset} without a first part")
-                return _MAGIC_BYTES.join(parts), position
+                if (cflag == 3) != (len(parts) > 1):
+                    raise RecordError(f"{name}: continuation flag {cflag} at byte {position} after {len(parts) - 1} "
+                                      "part(s)")
+                return parts, position
             if cflag not in (1, 2) or (cflag == 1) != (len(parts) == 1):
                 raise RecordError(f"{name}: bad continuation flag {cflag} at byte {position}")
 
+    def read_at(self, offset: int, name: str = "record") -> tuple[bytes, int]:
+        """(record data, offset of the next record) for the record starting at byte ``offset``."""
+        parts, end = self._walk(offset, name)
+        data = [self._read(start, length) for start, length in parts]
+        if any(len(d) < length for d, (_, length) in zip(data, parts)):
+            raise RecordError(f"{name}: the file ends inside the record at byte {offset}")
+        return _MAGIC_BYTES.join(data), end
+
     def read(self, key: int) -> bytes:
         """The data of record ``key``."""
+        name = f"{self.rec_path} record {key}"
         if key not in self.offsets:
-            raise RecordError(f"record {key}: not in {self.idx_path or self.rec_path}")
-        return self.read_at(self.offsets[key], f"{self.rec_path} record {key}")[0]
+            raise RecordError(f"{name}: not in {self.idx_path or self.rec_path}")
+        if key in self.damaged:
+            raise RecordError(f"{name}: {self.damaged[key]}")
+        return self.read_at(self.offsets[key], name)[0]
 
-    def scan_offsets(self) -> Iterator[int]:
+    def _next_record_start(self, start: int) -> int:
+        """The first 4-byte aligned offset at or after ``start`` that holds the magic word (the file size if none).
+        In an intact file the magic sits there only at record and part starts: writers escape it in the data."""
+        position = start + (-start % 4)
+        while position < self.size:
+            chunk = self._read(position, _SCAN_CHUNK)  # a multiple of 4 bytes: no aligned word spans two chunks
+            found = chunk.find(_MAGIC_BYTES)
+            while found >= 0 and found % 4:
+                found = chunk.find(_MAGIC_BYTES, found + 1)
+            if found >= 0:
+                return position + found
+            position += len(chunk) or self.size
+        return self.size
+
+    def _scan(self) -> dict[int, int]:
         """Offsets of the records in file order, found by walking the file (for a ``.rec`` without ``.idx``)."""
+        offsets: dict[int, int] = {}
         position = 0
         while position < self.size:
-            yield position
-            position = self.read_at(position, f"{self.rec_path.name} record at byte {position}")[1]
+            key = len(offsets)
+            offsets[key] = position
+            try:
+                parts, end = self._walk(position, f"record {key}")
+            except RecordError as exc:
+                self.damaged[key] = str(exc).removeprefix(f"record {key}: ")
+                position = self._next_record_start(position + 4)
+                continue
+            if end < self.size and self._read(end, 4) != _MAGIC_BYTES:
+                following = self._next_record_start(parts[-1][0])
+                if following < end:  # a record starts inside this one: its length is damaged
+                    self.damaged[key] = f"its length runs past the record that starts at byte {following}"
+                    end = following
+                # else this record is whole and the next one is damaged: it gets its own key
+            position = end
+        return offsets
 
 
 class RecordWriter:
@@ -264,6 +313,8 @@ class InsightFaceRecords:
         self.file = RecordFile(rec, idx)
         self.property = read_property(self.directory)
         self.header: IRHeader | None = None
+        #: why record 0, a header record by its form, was ignored (its labels are not a key range of this file)
+        self.header_problem: str | None = None
         keys = self.file.keys()
         if 0 in self.file.offsets:
             try:
@@ -271,8 +322,17 @@ class InsightFaceRecords:
             except RecordError:
                 header = None
             if header is not None and header.flag > 0 and isinstance(header.label, tuple):
-                self.header = header
-                keys = [k for k in range(1, int(header.label[0])) if k in self.file.offsets]
+                first = header.label[0]
+                end = header.label[1] if len(header.label) > 1 else first
+                whole = all(math.isfinite(v) and v.is_integer() for v in (first, end))
+                if whole and 1 <= first <= end <= keys[-1] + 1:
+                    self.header = header
+                    keys = [k for k in keys if 1 <= k < first]
+                else:
+                    self.header_problem = (f"header labels {list(header.label)} are not the key range [images + 1, "
+                                           f"images + 1 + identities] of this file's {len(keys)} records; the header "
+                                           "is ignored and every other record is read as an image")
+                    keys = keys[1:]
         #: keys of the image records, in file order
         self.image_keys: list[int] = keys
 
@@ -298,10 +358,6 @@ class InsightFaceRecords:
         if not payload:
             raise RecordError(f"{name}: no image data")
         return payload, int(label)
-
-    def read_label(self, key: int) -> int:
-        """The identity label of image record ``key`` (reads the whole record)."""
-        return self.read(key)[1]
 
 
 def write_insightface_records(

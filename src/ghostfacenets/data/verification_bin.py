@@ -153,6 +153,7 @@ def write_verification_bin(
     Python 3 tools write).
     """
     path = Path(path)
+    images = list(images)  # rows of a 4-D array become views that stay alive, so their ids below stay unique
     flags = [bool(s) for s in np.asarray(issame, dtype=bool).reshape(-1)]
     if not flags:
         raise VerificationBinError("no pairs to write")

@@ -36,16 +36,35 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None, check_available: bool = True) -> torch.device:
+    """The device ``device`` names (None: :func:`default_device`), or a one-line :class:`GhostFaceNetsError` for a
+    name torch does not know or (``check_available``) a CUDA device this torch cannot use."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise GhostFaceNetsError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if check_available and resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise GhostFaceNetsError(f"device {device!r}: CUDA is not available ({why}); use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise GhostFaceNetsError(f"device {device!r}: no GPU cuda:{resolved.index} "
+                                     f"({torch.cuda.device_count()} visible)")
+    return resolved
+
+
 class TorchEmbedder:
     """An ``nn.Module`` mapping normalised (N, 3, H, W) to (N, D), run in eval mode without gradients."""
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, name: str | None = None) -> None:
         if device is not None:
+            device = resolve_device(device)
             model = model.to(device)
         self.model = model
         first = next(model.parameters(), None)
-        self.device = torch.device(device) if device is not None else (first.device if first is not None else
-                                                                       torch.device("cpu"))
+        self.device = device if device is not None else (first.device if first is not None else torch.device("cpu"))
         self.dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
         self.name = name or type(model).__name__
         config = getattr(model, "config", None)
@@ -80,11 +99,11 @@ class OnnxEmbedder:
         self.path = Path(path)
         self.name = self.path.name
         available = ort.get_available_providers()
-        want_cuda = torch.device(device).type == "cuda" if device is not None else True
+        asked = resolve_device(device, check_available=False).type if device is not None else None
         providers = ["CPUExecutionProvider"]
-        if want_cuda and "CUDAExecutionProvider" in available:
+        if asked in (None, "cuda") and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
-        elif device is not None and torch.device(device).type == "cuda":
+        elif asked == "cuda":
             raise GhostFaceNetsError(
                 f"{self.path}: CUDA requested but this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
             )
@@ -148,8 +167,8 @@ def load_embedder(source: Any, device: str | torch.device | None = None) -> Embe
     if isinstance(source, (str, Path)):
         from ..model_io import load_model
 
+        device = resolve_device(device)  # before loading: a bad device fails before any download
         model = load_model(source)
-        device = torch.device(device) if device is not None else default_device()
         if device.type == "cpu":
             return cpu_embedder(model, str(source))
         return TorchEmbedder(model, device, name=str(source))

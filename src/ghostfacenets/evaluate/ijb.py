@@ -166,6 +166,27 @@ def read_template_subjects(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return templates, subjects
 
 
+@dataclass(frozen=True)
+class SearchLists:
+    """The 1:N lists: (template ids, subject ids) of the probes and of each gallery ("G1", "G2" or "S1", "S2")."""
+
+    probes: tuple[np.ndarray, np.ndarray]
+    galleries: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def read_search_lists(layout: IJBLayout, meta: IJBMeta) -> SearchLists | None:
+    """Read and check the 1:N probe and gallery CSVs (every template must have faces); None without them. Run before
+    embedding, so that a damaged list fails in seconds rather than after hours of embedding."""
+    if not layout.galleries or layout.probes is None:
+        return None
+    known = np.unique(meta.templates)
+    lists = {}
+    for path in (layout.probes, *layout.galleries.values()):
+        lists[path] = read_template_subjects(path)
+        _rows_of(known, lists[path][0], path.name)
+    return SearchLists(lists[layout.probes], {name: lists[path] for name, path in layout.galleries.items()})
+
+
 def _aligned_crop(path: Path, landmarks: np.ndarray) -> np.ndarray:
     from ..pipeline.align import align_face
 
@@ -288,17 +309,16 @@ def search_1toN(
 
 
 def identification_1toN(
-    layout: IJBLayout, unique_templates: np.ndarray, feats: np.ndarray
+    lists: SearchLists | None, unique_templates: np.ndarray, feats: np.ndarray
 ) -> dict[str, Any] | None:
-    """Rank-k and TPIR at FPIR of the mixed probes against each gallery; None without the 1:N files."""
-    if not layout.galleries or layout.probes is None:
+    """Rank-k and TPIR at FPIR of the mixed probes against each gallery; None without the 1:N lists."""
+    if lists is None:
         return None
-    probe_templates, probe_subjects = read_template_subjects(layout.probes)
-    probe_feats = feats[_rows_of(unique_templates, probe_templates, layout.probes.name)]
+    probe_templates, probe_subjects = lists.probes
+    probe_feats = feats[_rows_of(unique_templates, probe_templates, "1:N probes")]
     galleries, hits, mated = {}, dict.fromkeys(RANKS, 0), 0
-    for name, path in layout.galleries.items():
-        templates, subjects = read_template_subjects(path)
-        result = search_1toN(probe_feats, probe_subjects, feats[_rows_of(unique_templates, templates, path.name)],
+    for name, (templates, subjects) in lists.galleries.items():
+        result = search_1toN(probe_feats, probe_subjects, feats[_rows_of(unique_templates, templates, name)],
                              subjects)
         for r, count in result.pop("_hits").items():
             hits[r] += count
@@ -333,6 +353,7 @@ def evaluate_ijb(
     """
     layout = find_layout(root)
     meta = read_meta(layout)
+    search_lists = read_search_lists(layout, meta)  # every list is checked before the long embedding
     if features is None:
         embedder = load_embedder(model_or_embedder, device)
         if embedder.input_size not in (None, (INPUT_SIZE, INPUT_SIZE)):
@@ -352,5 +373,5 @@ def evaluate_ijb(
         "detector_score": detector_score,
         "normalize_images": normalize_images,
         "verification": verification_1to1(unique_templates, feats, meta),
-        "identification": identification_1toN(layout, unique_templates, feats),
+        "identification": identification_1toN(search_lists, unique_templates, feats),
     }

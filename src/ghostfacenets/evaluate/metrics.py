@@ -29,6 +29,7 @@ from ..errors import GhostFaceNetsError
 FAR_TARGETS = {"1e-1": 1e-1, "1e-2": 1e-2, "1e-3": 1e-3, "1e-4": 1e-4, "1e-5": 1e-5, "1e-6": 1e-6}
 INSIGHTFACE_THRESHOLDS = np.arange(0, 4, 0.01)
 DEFAULT_FOLDS = 10
+PAIR_CHUNK_ELEMENTS = 1 << 20  # pair rows gathered at a time x D: 8 MiB of float64 per gathered side
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
@@ -50,6 +51,34 @@ def _check_pairs(embeddings_a: np.ndarray, embeddings_b: np.ndarray, issame: Any
 def cosine_scores(embeddings_a: np.ndarray, embeddings_b: np.ndarray) -> np.ndarray:
     """Cosine similarity of each pair of rows (float64)."""
     return np.sum(l2_normalize(embeddings_a) * l2_normalize(embeddings_b), axis=-1)
+
+
+def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine scores, squared L2 distances of the normalised embeddings), float64 (P,), of pairs (P, 2) of row
+    indices into ``embeddings`` (N, D). Each embedding is normalised once and the pairs are gathered a chunk at a
+    time, so memory grows with N x D + P, not P x D."""
+    normalized = l2_normalize(embeddings)
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    if normalized.ndim != 2 or not np.issubdtype(pairs.dtype, np.integer) or (
+            pairs.size and (pairs.min() < 0 or pairs.max() >= len(normalized))):
+        raise GhostFaceNetsError(f"expected embeddings (N, D) and pairs (P, 2) of row indices below N, got "
+                                 f"{normalized.shape} and {pairs.dtype} {pairs.shape}")
+    scores, distances = np.empty(len(pairs)), np.empty(len(pairs))
+    step = max(1, PAIR_CHUNK_ELEMENTS // max(normalized.shape[1], 1))
+    for start in range(0, len(pairs), step):
+        chunk = slice(start, start + step)
+        a, b = normalized[pairs[chunk, 0]], normalized[pairs[chunk, 1]]
+        scores[chunk] = np.sum(a * b, axis=-1)
+        distances[chunk] = np.sum(np.square(a - b), axis=1)
+    return scores, distances
+
+
+def _stacked(embeddings_a: np.ndarray, embeddings_b: np.ndarray, issame: Any) -> tuple[np.ndarray, np.ndarray,
+                                                                                         np.ndarray]:
+    """Two (P, D) arrays as one (2P, D) array, the (P, 2) row indices of their pairs, and the P labels."""
+    labels = _check_pairs(embeddings_a, embeddings_b, issame)
+    index = np.arange(labels.size)
+    return np.concatenate([embeddings_a, embeddings_b]), np.stack([index, index + labels.size], axis=1), labels
 
 
 def kfold_splits(n: int, n_folds: int = DEFAULT_FOLDS) -> list[np.ndarray]:
@@ -82,8 +111,14 @@ def kfold_accuracy(
 
     ``fold_ids`` (one integer per pair) replaces the contiguous folds by predefined ones (e.g. LFW's ten folds).
     """
-    labels = _check_pairs(embeddings_a, embeddings_b, issame)
-    distances = np.sum(np.square(l2_normalize(embeddings_a) - l2_normalize(embeddings_b)), axis=1)
+    embeddings, pairs, labels = _stacked(embeddings_a, embeddings_b, issame)
+    return kfold_accuracy_of_distances(pair_scores(embeddings, pairs)[1], labels, n_folds, fold_ids)
+
+
+def kfold_accuracy_of_distances(
+    distances: np.ndarray, labels: np.ndarray, n_folds: int = DEFAULT_FOLDS, fold_ids: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kfold_accuracy` from the squared L2 distances of the normalised pairs and their labels."""
     if fold_ids is None:
         folds = kfold_splits(labels.size, n_folds)
     else:
@@ -155,10 +190,11 @@ def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """The rate where FAR equals FRR (= 1 - TAR), linearly interpolated between ROC points."""
-    gap = fpr - (1.0 - tpr)  # rises from -1 at (0, 0) to +1 at (1, 1)
+    """The rate where FAR equals FRR (= 1 - TAR), linearly interpolated between the points of a ROC curve that
+    runs from (0, 0) to (1, 1) as :func:`roc_curve` gives it."""
+    gap = fpr - (1.0 - tpr)  # rises from -1 at (0, 0) to +1 at (1, 1), so the first i with gap >= 0 is > 0
     i = int(np.argmax(gap >= 0))
-    if gap[i] == 0 or i == 0:
+    if gap[i] == 0:
         return float(fpr[i])
     alpha = -gap[i - 1] / (gap[i] - gap[i - 1])
     return float(fpr[i - 1] + alpha * (fpr[i] - fpr[i - 1]))
@@ -210,12 +246,21 @@ def verification_metrics(
     k-fold result over ``fold_ids``), ``best_threshold_accuracy``, ``best_threshold`` (cosine), ``auc``, ``eer``
     (None unless both same and different pairs exist) and ``tar_at_far`` (keys "1e-1" .. "1e-6").
     """
-    labels = _check_pairs(embeddings_a, embeddings_b, issame)
+    embeddings, pairs, labels = _stacked(embeddings_a, embeddings_b, issame)
+    return metrics_of_scores(*pair_scores(embeddings, pairs), labels, fold_ids)
+
+
+def metrics_of_scores(scores: np.ndarray, distances: np.ndarray, issame: Any, fold_ids: Any = None) -> dict[str, Any]:
+    """:func:`verification_metrics` from what :func:`pair_scores` gives (cosine scores and squared L2 distances of
+    the normalised pairs) and the labels."""
+    labels = np.asarray(issame, dtype=bool).reshape(-1)
     if labels.size == 0:
         raise GhostFaceNetsError("no pairs to evaluate")
-    scores = cosine_scores(embeddings_a, embeddings_b)
+    if not scores.shape == distances.shape == labels.shape:
+        raise GhostFaceNetsError(f"expected as many scores, distances and labels, got {scores.shape}, "
+                                 f"{distances.shape}, {labels.shape}")
     if fold_ids is not None or labels.size >= DEFAULT_FOLDS:
-        accuracies, _ = kfold_accuracy(embeddings_a, embeddings_b, labels, DEFAULT_FOLDS, fold_ids)
+        accuracies, _ = kfold_accuracy_of_distances(distances, labels, DEFAULT_FOLDS, fold_ids)
         mean, std = float(np.mean(accuracies)), float(np.std(accuracies))
     else:
         mean = std = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..errors import GhostFaceNetsError
 from .embed import embed_images, load_embedder
 from .verification import SetEvaluation, evaluate_embedded_pairs
 
-MAX_EXHAUSTIVE_PAIRS = 20_000_000
+MAX_EXHAUSTIVE_PAIRS = 20_000_000  # about 100 bytes a pair while pairs are drawn and scored: 2 GB at the cap
 
 
 def _within_identity_pairs(labels: np.ndarray) -> np.ndarray:
@@ -60,7 +61,8 @@ def make_pairs(labels: Any, num_pairs: int | None = None, seed: int = 0) -> tupl
     n_diff_available = total - len(same)
     if num_pairs is None:
         if total > MAX_EXHAUSTIVE_PAIRS:
-            raise GhostFaceNetsError(f"{n} images make {total:,} pairs; sample some with a pair count instead")
+            raise GhostFaceNetsError(f"{n} images make {total:,} pairs, more than the {MAX_EXHAUSTIVE_PAIRS:,} "
+                                     "evaluated exhaustively; sample some with a pair count instead (--pairs N)")
         i, j = np.triu_indices(n, k=1)
         pairs = np.stack([i, j], axis=1)
     else:
@@ -81,28 +83,23 @@ def make_pairs(labels: Any, num_pairs: int | None = None, seed: int = 0) -> tupl
     return pairs.astype(np.int64), labels[pairs[:, 0]] == labels[pairs[:, 1]]
 
 
-def _read_folder(folder: IdentityFolder) -> list[bytes]:
-    data = []
+def _crops(folder: IdentityFolder, size: int | None, what: str) -> Iterator[tuple[bytes, np.ndarray]]:
+    """(file bytes, decoded RGB image) of each image of the folder, one at a time; images that are not ``size`` x
+    ``size`` (when given) or differ in size from the first are refused. ``what``: the purpose, for messages."""
+    first_shape = None
     for path in folder.paths:
         try:
-            data.append(path.read_bytes())
+            data = path.read_bytes()
         except OSError as exc:
             raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
-    return data
-
-
-def _load_crops(folder: IdentityFolder, size: int | None = None) -> np.ndarray:
-    images = []
-    for path, data in zip(folder.paths, _read_folder(folder)):
         image = decode_image(data, str(path))
         if size is not None and image.shape[:2] != (size, size):
-            raise ImageError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels; identity folders for evaluation "
-                             f"hold aligned {size}x{size} crops (align the faces first)")
-        images.append(image)
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise ImageError(f"{folder.root}: crops of different sizes {sorted(shapes)}")
-    return np.stack(images)
+            raise ImageError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels; {what} hold aligned {size}x{size} "
+                             "crops (align the faces first)")
+        first_shape = first_shape or image.shape
+        if image.shape != first_shape:
+            raise ImageError(f"{folder.root}: crops of different sizes {sorted({first_shape, image.shape})}")
+        yield data, image
 
 
 def evaluate_folder(
@@ -119,9 +116,10 @@ def evaluate_folder(
     folder = scan_identity_folder(root)
     pairs, issame = make_pairs(folder.labels, num_pairs, seed)
     embedder = load_embedder(model_or_embedder, device)
-    images = _load_crops(folder, None if embedder.input_size is None else embedder.input_size[0])
+    size = None if embedder.input_size is None else embedder.input_size[0]
+    images = np.stack([image for _, image in _crops(folder, size, "identity folders for evaluation")])
     embeddings = embed_images(embedder, images, batch_size=batch_size, flip=flip, progress=progress)
-    return evaluate_embedded_pairs(Path(root).name, embeddings, pairs, issame, flip)
+    return evaluate_embedded_pairs(Path(root).resolve().name, embeddings, pairs, issame, flip)
 
 
 def make_bin(root: str | Path, output: str | Path, num_pairs: int | None = None, seed: int = 0,
@@ -132,16 +130,7 @@ def make_bin(root: str | Path, output: str | Path, num_pairs: int | None = None,
     """
     folder = scan_identity_folder(root)
     pairs, issame = make_pairs(folder.labels, num_pairs, seed)
-    data = _read_folder(folder)
-    shapes = {}
-    for path, blob in zip(folder.paths, data):
-        shape = decode_image(blob, str(path)).shape
-        if size is not None and shape[:2] != (size, size):
-            raise ImageError(f"{path}: {shape[1]}x{shape[0]} pixels; a verification .bin holds aligned {size}x{size} "
-                             "crops (align the faces first)")
-        shapes[shape] = path
-    if len(shapes) > 1:
-        raise ImageError(f"{folder.root}: crops of different sizes {sorted(shapes)}")
+    data = [blob for blob, _ in _crops(folder, size, "verification .bin files")]  # checked, stored as they are
     images = [data[i] for i in pairs.reshape(-1)]
     path = write_verification_bin(output, images, issame)
     return path, len(issame), int(issame.sum())

@@ -6,24 +6,39 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..errors import GhostFaceNetsError
 from .metrics import roc_curve
 from .verification import SetEvaluation
 
 
+def check_plot_path(path: str | Path) -> Path:
+    """``path`` if matplotlib can write its suffix (none: PNG), else a one-line error listing the formats."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix.lstrip(".").lower() not in formats:
+        raise GhostFaceNetsError(f"{path}: matplotlib cannot write {path.suffix} figures; use one of "
+                                 f"{', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
 def plot_roc(evaluations: Sequence[SetEvaluation], path: str | Path, title: str = "ROC") -> Path:
-    """One figure with the ROC curve (TAR against FAR, log scale) of every set; format from the file suffix."""
+    """One figure with the ROC curve (TAR against FAR, log scale) of every set; format from the file suffix.
+    Sets without both same and different pairs have no curve; with no curve at all nothing is written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
+    path = check_plot_path(path)
+    curves = [e for e in evaluations if e.issame.any() and not e.issame.all()]
+    if not curves:
+        raise GhostFaceNetsError(f"{path}: nothing to plot: no set has both same and different pairs")
     figure = Figure(figsize=(6.4, 4.8), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     lowest = 1.0
-    for evaluation in evaluations:
+    for evaluation in curves:
         labels = evaluation.issame
-        if labels.all() or not labels.any():
-            continue  # no ROC without both kinds of pairs
         fpr, tpr, _ = roc_curve(evaluation.scores, labels)
         floor = 1.0 / max(int((~labels).sum()), 1)
         lowest = min(lowest, floor)
@@ -32,14 +47,13 @@ def plot_roc(evaluations: Sequence[SetEvaluation], path: str | Path, title: str 
         label = evaluation.name + (f" (AUC {auc:.4f})" if auc is not None else "")
         axes.plot(fpr[keep], tpr[keep], label=label)  # FAR 0 cannot be shown on a log axis
     axes.set_xscale("log")
-    axes.set_xlim(lowest, 1.0)
+    axes.set_xlim(min(lowest, 0.1), 1.0)
     axes.set_ylim(0.0, 1.01)
     axes.set_xlabel("false accept rate (FAR)")
     axes.set_ylabel("true accept rate (TAR)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    if evaluations:
-        axes.legend(loc="lower right")
+    axes.legend(loc="lower right")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")

@@ -11,7 +11,7 @@ import torch
 
 from ..data.verification_bin import decode_images, read_verification_bin
 from .embed import embed_images, load_embedder
-from .metrics import cosine_scores, verification_metrics
+from .metrics import metrics_of_scores, pair_scores
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ def evaluate_embedded_pairs(
     flip: bool,
     fold_ids: Any = None,
 ) -> SetEvaluation:
-    """Metrics of pairs (P, 2) of row indices into ``embeddings`` (N, D)."""
-    a, b = embeddings[pairs[:, 0]], embeddings[pairs[:, 1]]
-    metrics = verification_metrics(a, b, issame, fold_ids) | {"flip": flip}
-    return SetEvaluation(name, metrics, cosine_scores(a, b), np.asarray(issame, dtype=bool))
+    """Metrics of pairs (P, 2) of row indices into ``embeddings`` (N, D), without building (P, D) pair arrays."""
+    scores, distances = pair_scores(embeddings, pairs)
+    metrics = metrics_of_scores(scores, distances, issame, fold_ids) | {"flip": flip}
+    return SetEvaluation(name, metrics, scores, np.asarray(issame, dtype=bool))
 
 
 def evaluate_bin_detailed(

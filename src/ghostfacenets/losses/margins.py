@@ -44,7 +44,11 @@ class CombinedMargin(nn.Module):
         if fallback not in ("official", "insightface", "none"):
             raise ValueError(f"fallback must be 'official', 'insightface' or 'none', got {fallback!r}")
         self.m1, self.m2, self.m3, self.fallback = float(m1), float(m2), float(m3), fallback
-        # Target cosines at or below this value have m1 * theta + m2 >= pi.
+        # Target cosines at or below this value have m1 * theta + m2 >= pi. Keras_insightface takes
+        # cos((pi - m2) / m1) without the min: the same whenever (pi - m2) / m1 <= pi, which holds for every
+        # preset and for m1 >= 1 - m2 / pi. Past that (e.g. m1 = 0.8, m2 = 0) its angle exceeds pi, the Keras
+        # threshold rises above -1 and it applies the fallback to targets whose m1 * theta + m2 never reaches pi;
+        # here the threshold stays at -1 (cos(pi)) and such targets keep the margin formula.
         self.threshold = math.cos(min(math.pi, (math.pi - self.m2) / self.m1))
 
     def extra_repr(self) -> str:
@@ -77,11 +81,16 @@ def margin_from_name(
     fallback: Fallback = "official",
 ) -> CombinedMargin:
     """``arcface`` / ``subcenter`` (angular margin, default 0.5), ``cosface`` (cosine margin, default 0.35) or
-    ``combined`` (m1, m2, m3 as given)."""
+    ``combined`` (m1, m2, m3 as given). A value that does not apply to ``name`` (``margin`` for combined; m1, m2,
+    m3 other than their defaults 1, 0.5, 0 for the others) is a ValueError rather than silently ignored."""
     if name == "combined":
+        if margin is not None:
+            raise ValueError("the combined margin takes m1, m2 and m3, not margin")
         return CombinedMargin(m1, m2, m3, fallback)
     if name not in MARGIN_PRESETS:
         raise ValueError(f"unknown margin {name!r}: use arcface, cosface, subcenter or combined")
+    if (m1, m2, m3) != (1.0, 0.5, 0.0):
+        raise ValueError(f"m1, m2 and m3 apply to the combined margin only; set the {name} margin with margin")
     p1, p2, p3 = MARGIN_PRESETS[name]
     if margin is not None:
         p2, p3 = (margin, 0.0) if name != "cosface" else (0.0, margin)

@@ -119,7 +119,7 @@ def thresholds_at(scores: np.ndarray, issame: np.ndarray, fars: Sequence[float])
         false_accepts = int(np.sum(scores[~issame] > threshold))
         records.append({
             "far": far,
-            "threshold": round(float(threshold), 6),
+            "threshold": float(threshold),  # not rounded: rounding down would accept more different pairs
             "frr": round(frr, 6),
             "measured_far": round(false_accepts / n_diff, 6) if n_diff else None,
             "estimable": n_diff * far >= 1 - 1e-9,

@@ -148,8 +148,9 @@ class RetinaFaceDetector(FaceDetector):
                 self._session = ort.InferenceSession(WEIGHTS, options, providers=self.providers)
             return self._session
 
-    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Shrunk if needed, BGR minus mean, padded to a multiple of 32, NCHW float32; and the scale used."""
+    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shrunk if needed, BGR minus mean, padded to a multiple of 32, NCHW float32; and the (x, y) scale of
+        each axis (sizes are rounded separately, so the two can differ)."""
         height, width = image.shape[:2]
         scale = min(1.0, self.max_size / max(height, width))
         if scale < 1.0:
@@ -158,11 +159,13 @@ class RetinaFaceDetector(FaceDetector):
         h, w = image.shape[:2]
         padded = np.zeros((math.ceil(h / 32) * 32, math.ceil(w / 32) * 32, 3), dtype=np.float32)
         padded[:h, :w] = image[..., ::-1].astype(np.float32) - _BGR_MEAN  # pad value = mean colour
-        return padded.transpose(2, 0, 1)[None], scale
+        return padded.transpose(2, 0, 1)[None], np.array([w / width, h / height])
 
     def detect(self, image: np.ndarray) -> list[Face]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise DetectorError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
+        if image.size == 0:
+            raise DetectorError(f"an empty image ({image.shape[1]}x{image.shape[0]} pixels) has no faces to find")
         batch, scale = self._network_input(image)
         loc, conf, landmarks = self._get_session().run(None, {"input": batch})
         anchors = retinaface_anchors(batch.shape[2], batch.shape[3])
@@ -172,7 +175,7 @@ class RetinaFaceDetector(FaceDetector):
             return []
         boxes, points = decode_retinaface(loc[0, keep], landmarks[0, keep], anchors[keep])
         scores = scores[keep]
-        boxes /= scale
+        boxes /= np.tile(scale, 2)
         points /= scale
         height, width = image.shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)

@@ -8,19 +8,21 @@ all embeddings, best score per identity); ``backend="faiss"`` uses an HNSW index
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..errors import GhostFaceNetsError
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before "database is locked"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (
@@ -47,6 +49,22 @@ CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
 
 class GalleryError(GhostFaceNetsError):
     """A gallery file that cannot be used as asked."""
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _sqlite_errors(method: _Method) -> _Method:
+    """Report SQLite failures (a locked or read-only file, a full disk) as a one-line :class:`GalleryError`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Gallery, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise GalleryError(f"{self.path}: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class Gallery:
         if not self.path.parent.exists():
             raise GalleryError(f"{self.path.parent}: no such folder")
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -141,6 +159,7 @@ class Gallery:
         self.close()
 
     @property
+    @_sqlite_errors
     def model(self) -> ModelId | None:
         """The model whose embeddings this gallery holds (None while it is empty and unbound)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
@@ -160,6 +179,7 @@ class Gallery:
         return self._db.execute("PRAGMA data_version").fetchone()[0], self._changes
 
     # ------------------------------------------------------------------------------------------------ writing
+    @_sqlite_errors
     def enroll(self, name: str, faces: Sequence[Enrolment], model: ModelId) -> int:
         """Add ``faces`` to identity ``name`` (created if new) in one transaction; returns how many were added
         (an image already enrolled for this identity is skipped; one enrolled for another identity is refused)."""
@@ -170,8 +190,8 @@ class Gallery:
             if f.embedding.shape != (model.dim,) or not np.all(np.isfinite(f.embedding)):
                 raise GalleryError(f"embedding of {f.source or 'a face'} is not a finite {model.dim}-d vector")
         added = 0
+        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
             self.check_model(model)  # inside the transaction: a concurrent first enrolment cannot slip in
             if self.model is None:
                 self._db.execute("INSERT INTO meta(key, value) VALUES ('model', ?)", (json.dumps(asdict(model)),))
@@ -199,8 +219,11 @@ class Gallery:
         self._changes += 1
         return added
 
+    @_sqlite_errors
     def remove(self, name: str) -> int:
-        """Delete identity ``name`` and its embeddings; returns how many embeddings went."""
+        """Delete identity ``name`` (surrounding spaces ignored, as in :meth:`enroll`) and its embeddings; returns
+        how many embeddings went."""
+        name = _check_name(name)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
@@ -216,6 +239,7 @@ class Gallery:
         return count
 
     # ------------------------------------------------------------------------------------------------ reading
+    @_sqlite_errors
     def identities(self) -> list[IdentityRecord]:
         """Every identity with its number of embeddings, by name."""
         rows = self._db.execute(
@@ -223,6 +247,7 @@ class Gallery:
             "GROUP BY i.id ORDER BY i.name").fetchall()
         return [IdentityRecord(*r) for r in rows]
 
+    @_sqlite_errors
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
 
@@ -230,17 +255,18 @@ class Gallery:
         """All embeddings (E, D), the identity index of each row, and the identity names."""
         version = self._version()
         if self._cache is None or self._cache[0] != version:
-            names = [r[0] for r in self._db.execute("SELECT name FROM identities ORDER BY id")]
-            index = {n: i for i, n in enumerate(names)}
-            rows = self._db.execute(
-                "SELECT i.name, e.embedding, e.dim FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                "ORDER BY e.id").fetchall()
-            dims = {r[2] for r in rows}
+            rows = self._db.execute(  # one query, so one snapshot: a concurrent enrolment is in it or not at all
+                "SELECT e.identity_id, i.name, e.embedding, e.dim FROM embeddings e "
+                "JOIN identities i ON i.id = e.identity_id ORDER BY e.id").fetchall()
+            identities = sorted({r[0]: r[1] for r in rows}.items())  # by identity id
+            names = [name for _, name in identities]
+            index = {identity_id: i for i, (identity_id, _) in enumerate(identities)}
+            dims = {r[3] for r in rows}
             if len(dims) > 1:
                 raise GalleryError(f"{self.path}: embeddings of several sizes {sorted(dims)}; the file is damaged")
             dim = dims.pop() if dims else 0
             matrix = np.empty((len(rows), dim), dtype=np.float32)
-            for i, (_, blob, d) in enumerate(rows):
+            for i, (_, _, blob, d) in enumerate(rows):
                 if len(blob) != 4 * d:
                     raise GalleryError(f"{self.path}: an embedding blob has {len(blob)} bytes, not {4 * d}")
                 matrix[i] = np.frombuffer(blob, dtype="<f4")
@@ -248,6 +274,7 @@ class Gallery:
             self._cache = (version, matrix, owners, names)
         return self._cache[1], self._cache[2], self._cache[3]
 
+    @_sqlite_errors
     def search(
         self, queries: np.ndarray, model: ModelId, k: int = 5, backend: str = "exact"
     ) -> list[list[tuple[str, float]]]:

@@ -52,7 +52,7 @@ class Threshold:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": round(self.value, 6), "threshold_source": self.source, "threshold_far": self.far,
+        return {"threshold": self.value, "threshold_source": self.source, "threshold_far": self.far,
                 "threshold_set": self.set, "threshold_note": self.note}
 
 
@@ -205,15 +205,15 @@ class FaceRecognizer:
 
     # ---------------------------------------------------------------------------------------------- model
     def _load(self, model: Any) -> _Loaded:
-        from ..evaluate.embed import OnnxEmbedder, TorchEmbedder, default_device, load_embedder
+        from ..evaluate.embed import OnnxEmbedder, TorchEmbedder, load_embedder, resolve_device
 
-        device = self.device if self.device is not None else default_device()
         if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
             embedder = load_embedder(model, self.device)
             metadata = self._onnx_metadata(embedder) if isinstance(embedder, OnnxEmbedder) else {}
             from ..model_io import sha256_file
 
             return _Loaded(embedder, metadata, Path(model).name, sha256_file(model))
+        device = resolve_device(self.device)  # before loading: a bad device fails before any download
         if isinstance(model, (str, Path)):
             from ..model_io import load_model
 
@@ -255,14 +255,16 @@ class FaceRecognizer:
     def threshold(self, threshold: float | None = None, far: float | None = None) -> Threshold:
         """The decision threshold: ``threshold`` if given, else the recognizer's fixed one, else the model's
         calibrated threshold at ``far`` (default: the recognizer's ``far``, else 1e-3 if calibrated, else the lowest
-        calibrated FAR), else the labelled fallback."""
+        calibrated FAR) among those calibrated with the recognizer's flip setting (an entry without ``flip`` counts
+        as flip on), else the labelled fallback."""
         if threshold is not None or self._fixed_threshold is not None:
             value = threshold if threshold is not None else self._fixed_threshold
             if not -1.0 <= float(value) <= 1.0:
                 raise ThresholdError(f"a cosine threshold lies in [-1, 1], got {value}")
             return Threshold(float(value), "user", note="given by the user")
         far = far if far is not None else self.far
-        calibrated = [t for t in self.metadata.get("thresholds") or [] if "far" in t and "threshold" in t]
+        entries = [t for t in self.metadata.get("thresholds") or [] if "far" in t and "threshold" in t]
+        calibrated = [t for t in entries if bool(t.get("flip", True)) == self.flip]  # flip changes the scores
         if calibrated:
             if far is None:
                 chosen = next((t for t in calibrated if math.isclose(t["far"], DEFAULT_FAR)), None)
@@ -275,6 +277,10 @@ class FaceRecognizer:
             note = (f"calibrated at FAR {chosen['far']:g} on {chosen.get('set', 'unnamed set')}"
                     f" ({chosen.get('pairs', '?')} pairs)")
             return Threshold(float(chosen["threshold"]), "calibrated", float(chosen["far"]), chosen.get("set"), note)
+        if far is not None and entries:
+            other, mine = ("off", "on") if self.flip else ("on", "off")
+            raise ThresholdError(f"the model's thresholds were calibrated with flip {other}, not with flip {mine}; "
+                                 f"run `ghostfacenets calibrate` with flip {mine}, or give a threshold")
         if far is not None:
             raise ThresholdError("the model carries no calibrated thresholds; run `ghostfacenets calibrate` on "
                                  "labelled pairs, or give a threshold")
@@ -305,7 +311,8 @@ class FaceRecognizer:
 
     def _faces(self, images: Sequence[Any], color_order: ColorOrder, all_faces: bool,
                aligned: bool | None) -> list[list[tuple[Face | None, np.ndarray, int]]]:
-        """Per image: (face or None for an aligned crop, aligned crop, faces found) for the largest or every face."""
+        """Per image: (face or None for an aligned crop, aligned crop, faces found) for the largest face (an image
+        without one raises :class:`NoFaceError`) or every face (none for an image without one)."""
         result = []
         for index, source in enumerate(images):
             pixels = load_image(source, color_order)
@@ -318,7 +325,7 @@ class FaceRecognizer:
                 result.append([(None, pixels, 1)])
                 continue
             faces = self._detect(pixels)
-            if not faces:
+            if not faces and not all_faces:
                 raise NoFaceError(f"{name}: no face found (detector score threshold "
                                   f"{getattr(self.detector, 'score_threshold', '?')})")
             chosen = faces if all_faces else faces[:1]
@@ -346,12 +353,7 @@ class FaceRecognizer:
 
     def embed_faces(self, image: ImageSource, color_order: ColorOrder = "RGB") -> list[FaceEmbedding]:
         """Every face of one image with its embedding, largest first; [] when there is none."""
-        pixels = load_image(image, color_order)
-        faces = self._detect(pixels)
-        if not faces:
-            return []
-        embeddings = self.embed_aligned(np.stack([align_face(pixels, f.landmarks) for f in faces]))
-        return [FaceEmbedding(f, e, len(faces)) for f, e in zip(faces, embeddings)]
+        return self._embed_records(self._faces([image], color_order, True, False))[0]
 
     # ---------------------------------------------------------------------------------------------- verification
     def verify(
@@ -381,20 +383,27 @@ class FaceRecognizer:
     def enroll(self, gallery: Gallery | str | Path, name: str, images: Any,
                color_order: ColorOrder = "RGB", aligned: bool | None = None) -> int:
         """Add the largest face of each image to identity ``name`` in one transaction; returns how many faces were
-        added (images already enrolled for ``name`` are skipped). Every image must hold a face."""
+        added (images already enrolled for ``name`` are skipped). Every image must hold a face. A gallery file that
+        does not exist yet is created only after every image is embedded."""
         sources, _ = _as_list(images)
-        store = self._gallery(gallery, create=True)
+        if isinstance(gallery, Gallery):
+            store: Gallery | None = gallery
+        else:
+            store = Gallery(gallery, create=False) if Path(gallery).exists() else None
         try:
-            store.check_model(self.model_id)
+            if store is not None:
+                store.check_model(self.model_id)  # before embedding: another model's gallery fails fast
             records = self._embed_records(self._faces(sources, color_order, False, aligned))
             faces = [
                 Enrolment(r[0].embedding, image_sha256(source), _describe(source),
                           {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None)
                 for source, r in zip(sources, records)
             ]
+            if store is None:
+                store = Gallery(gallery, create=True)
             return store.enroll(name, faces, self.model_id)
         finally:
-            if store is not gallery:
+            if store is not None and store is not gallery:
                 store.close()
 
     def _identify(self, store: Gallery, records: list[FaceEmbedding], k: int, chosen: Threshold,

@@ -3,15 +3,15 @@
 A checkpoint is a folder ``checkpoints/step-<N>/`` holding ``trainer.pt`` (written by rank 0: model, backbone
 optimiser, loss scaler, step, epoch, best validation value, config) and one ``centres-<rank>.pt`` per rank (the
 rank's rows of the class centres and of their momentum, and the rank's random-number states). The folder is
-filled under a temporary name and renamed when every file is complete; ``checkpoints/latest.json`` then points at
-it. Multi-node runs need ``output`` on a file system every node sees.
+filled under a temporary name and renamed when every file is complete; the newest is the one with the highest step.
+Saving step N removes the checkpoints above N (left by a run resumed from an earlier checkpoint) and keeps the
+newest ``keep`` up to N. Multi-node runs need ``output`` on a file system every node sees.
 
 Everything is read with ``torch.load(weights_only=True)``: tensors and plain Python values only.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path, atomic_write
+from ..atomic import atomic_path
 from ..errors import GhostFaceNetsError
 from .distributed import DistributedContext
 
@@ -78,20 +78,25 @@ def save_checkpoint(
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
-        with atomic_write(root / "latest.json", "w") as f:
-            json.dump({"checkpoint": final.name, "step": step}, f)
-        for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        found = list_checkpoints(root)
+        later = [p for p in found if checkpoint_step(p) > step]
+        earlier = [p for p in found if checkpoint_step(p) <= step]
+        for old in later + (earlier[:-keep] if keep > 0 else []):
             shutil.rmtree(old, ignore_errors=True)
     context.barrier()
     return final
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder ``step-<N>``."""
+    return int(path.name.removeprefix("step-"))
 
 
 def list_checkpoints(root: Path) -> list[Path]:
     """Finished checkpoint folders, oldest first."""
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)), key=checkpoint_step)
 
 
 def find_checkpoint(output: str | Path, resume: str) -> Path | None:

@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from ..data.datasets import Augmentation
+from ..data.datasets import Augmentation, parse_synthetic
 from ..errors import GhostFaceNetsError
+from ..losses.margins import margin_from_name
 
 
 class ConfigError(GhostFaceNetsError):
@@ -37,11 +38,12 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """Where the images come from. ``train``: identity folder, RecordIO folder / ``.rec``, or ``synthetic:N:C``."""
+    """Where the images come from. ``train``: identity folder, RecordIO folder / ``.rec``, or
+    ``synthetic[:IMAGES[:CLASSES]]``."""
 
     train: str = ""
     train_identities: list[str] | None = None  # shell patterns of sub-folders to train on (identity folders)
-    num_classes: int | None = None  # only for RecordIO sets without 'property' or header record
+    num_classes: int | None = None  # only used for RecordIO sets without 'property' or header record
     val: list[str] = field(default_factory=list)  # .bin files, or identity folders (pairs are written to a .bin)
     val_identities: list[str] | None = None  # sub-folders of folder validation sets
     val_pairs: int | None = 6000  # pairs drawn from folder validation sets (half same); null: every pair
@@ -56,14 +58,19 @@ class LossSection:
     """Margin softmax over normalised class centres (Partial FC)."""
 
     type: str = "arcface"  # arcface | cosface | subcenter | combined
-    margin: float | None = None  # null: 0.5 (arcface, subcenter) or 0.35 (cosface)
-    m1: float = 1.0  # combined: cos(m1 * theta + m2) - m3
+    margin: float | None = None  # null: 0.5 (arcface, subcenter) or 0.35 (cosface); not for combined
+    m1: float = 1.0  # combined only: cos(m1 * theta + m2) - m3
     m2: float = 0.5
     m3: float = 0.0
     fallback: str = "official"  # official | insightface | none
     subcenters: int | None = None  # null: 3 for subcenter, 1 otherwise
     scale: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 32.0), (1.0, 64.0)])  # (epoch, scale)
     sample_rate: float = 1.0
+
+    @property
+    def subcenter_count(self) -> int:
+        """``subcenters``, or its default: 3 for ``subcenter``, 1 for the other types."""
+        return self.subcenters or (3 if self.type == "subcenter" else 1)
 
 
 @dataclass
@@ -100,7 +107,7 @@ class TrainSection:
     log_every: int = 50
     val_every: int | None = None  # optimiser steps; null: every epoch
     checkpoint_every: int | None = None  # optimiser steps; null: every epoch
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the newest checkpoints kept; 0: all
     best_metric: str = "mean"  # validation set name (file stem) whose accuracy picks best.safetensors, or mean
     best_key: str = "accuracy_10fold_mean"
     resume: str = "auto"  # auto (latest checkpoint in output, if any) | none | a checkpoint folder
@@ -239,6 +246,15 @@ def validate(config: TrainConfig) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    optim = config.optim
+    non_negative = {"optim.lr_min": optim.lr_min, "optim.warmup_epochs": optim.warmup_epochs,
+                    "optim.warmup_lr": optim.warmup_lr, "optim.cooldown_epochs": optim.cooldown_epochs}
+    for key, value in non_negative.items():
+        if not value >= 0:
+            raise ConfigError(f"{key} must be 0 or more, got {value}")
+    if not optim.restart_t_mul >= 1:
+        raise ConfigError(f"optim.restart_t_mul must be at least 1 (each cosine period as long as the one before "
+                          f"or longer), got {optim.restart_t_mul}")
     for key in ("max_steps", "val_every", "checkpoint_every"):
         value = getattr(config.train, key)
         if value is not None and value < 1:
@@ -247,8 +263,22 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"loss.sample_rate must be in (0, 1], got {config.loss.sample_rate}")
     if config.loss.subcenters is not None and config.loss.subcenters < 1:
         raise ConfigError(f"loss.subcenters must be at least 1, got {config.loss.subcenters}")
+    loss = config.loss
+    if loss.type == "combined" and loss.margin is not None:
+        raise ConfigError("loss.margin does not apply to loss.type=combined: set loss.m1, loss.m2 and loss.m3")
+    if loss.type != "combined" and (loss.m1, loss.m2, loss.m3) != (1.0, 0.5, 0.0):
+        raise ConfigError(f"loss.m1, loss.m2 and loss.m3 apply to loss.type=combined only: set loss.margin for "
+                          f"{loss.type}")
+    try:
+        margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
+    except ValueError as exc:
+        raise ConfigError(f"loss: {exc}") from None
     if not config.data.train:
         raise ConfigError("data.train is not set: give an identity folder, a RecordIO folder or synthetic:N:C "
                           "(e.g. data.train=/data/faces_emore)")
+    try:
+        parse_synthetic(config.data.train)
+    except GhostFaceNetsError as exc:
+        raise ConfigError(f"data.train: {exc}") from None
     if config.data.workers < 0:
         raise ConfigError(f"data.workers must be 0 or more, got {config.data.workers}")

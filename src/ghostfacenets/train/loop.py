@@ -2,13 +2,15 @@
 
 One optimiser step consumes the global batch ``train.batch_size``, split over processes and ``train.accumulation``
 micro-batches; the loss of each micro-batch is divided by the accumulation count and the schedule advances once per
-optimiser step. The backbone is wrapped in DDP; the class centres are sharded by :class:`PartialFC` and have their own
-optimiser (so they can be saved per rank and re-sharded on resume).
+optimiser step. The backbone is wrapped in DDP; the class centres are sharded by :class:`PartialFC`. One SGD
+optimiser steps both (the centres are its last parameter group), so an fp16 overflow skips them together; the centres'
+momentum is saved per rank with the centres (so it can be re-sharded on resume), not with the backbone's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,14 +22,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import FolderSource, TrainDataset, TrainSampler, collate, open_source
+from ..data.datasets import FolderSource, TrainDataset, TrainSampler, collate, open_source, steps_per_epoch
 from ..errors import GhostFaceNetsError
 from ..losses import PartialFC, ScaleSchedule, margin_from_name
 from ..models.ghostfacenet import GhostFaceNet
 from .checkpoint import (
     CentreShard,
     CheckpointError,
+    checkpoint_root,
     find_checkpoint,
+    list_checkpoints,
     load_centre_shard,
     load_rng_state,
     load_trainer_state,
@@ -108,25 +112,50 @@ def loss_description(config: TrainConfig) -> str:
     loss = config.loss
     margin = margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
     scales = ", ".join(f"{s:g} from epoch {e:g}" for e, s in loss.scale)
-    subcenters = f", {loss.subcenters or 3} sub-centres" if loss.type == "subcenter" else ""
+    subcenters = f", {loss.subcenter_count} sub-centres" if loss.subcenter_count > 1 else ""
     return f"{loss.type} (m1={margin.m1:g}, m2={margin.m2:g}, m3={margin.m3:g}{subcenters}; scale {scales})"
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON value of a file; None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def prepare_validation(config: TrainConfig, output: Path, context: DistributedContext) -> list[Path]:
     """``.bin`` files to validate on; identity folders are turned into a ``.bin`` of seeded pairs under
-    ``output/val`` (by rank 0, once)."""
+    ``output/val`` (by rank 0; kept while ``val_identities``, ``val_pairs``, the size and resize mode stay the same,
+    as ``<name>.json`` beside it records). Checks ``train.best_metric`` against the set names first, on every rank."""
+    from ..atomic import atomic_write
+
+    entries = [Path(entry) for entry in config.data.val]
+    for path in entries:
+        if not (path.is_file() or path.is_dir()):
+            raise GhostFaceNetsError(f"data.val: {path} is neither a .bin file nor an identity folder")
+    names = [path.stem if path.is_file() else path.name for path in entries]  # the keys of the results
+    if len(set(names)) < len(names):
+        raise GhostFaceNetsError(f"data.val: two validation sets have the same name ({', '.join(names)})")
+    metric = config.train.best_metric
+    if names and metric != "mean" and metric not in names:
+        raise GhostFaceNetsError(f"train.best_metric {metric!r} is neither a validation set ({', '.join(names)}) "
+                                 "nor 'mean'")
     paths = []
-    for entry in config.data.val:
-        path = Path(entry)
+    for path in entries:
         if path.is_file():
             paths.append(path)
             continue
-        if not path.is_dir():
-            raise GhostFaceNetsError(f"data.val: {path} is neither a .bin file nor an identity folder")
         target = output / "val" / f"{path.name}.bin"
-        if context.is_main and not target.exists():
-            write_pairs_bin(path, target, config.data.val_identities, config.data.val_pairs, config.model.input_size,
-                            config.data.resize)  # pairs of seed 0 whatever train.seed: comparable runs
+        data = config.data
+        made_with = {"folder": str(path.resolve()), "identities": data.val_identities, "pairs": data.val_pairs,
+                     "size": config.model.input_size, "resize": data.resize, "seed": 0}
+        record = target.with_suffix(".json")
+        if context.is_main and not (target.exists() and _read_json(record) == made_with):
+            write_pairs_bin(path, target, data.val_identities, data.val_pairs, config.model.input_size,
+                            data.resize)  # pairs of seed 0 whatever train.seed: comparable runs
+            with atomic_write(record, "w") as f:
+                json.dump(made_with, f)
         paths.append(target)
     context.barrier()
     return paths
@@ -147,6 +176,16 @@ def write_pairs_bin(folder: str | Path, target: str | Path, identities: list[str
 
 def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _model_step(path: Path) -> int | None:
+    """The training step recorded in a model file written by a run; None when it records none."""
+    from ..model_io import read_metadata
+
+    try:
+        return int(read_metadata(path)["training"]["steps"])
+    except (GhostFaceNetsError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _rng_state(head: PartialFC, device: torch.device) -> dict[str, Any]:
@@ -174,10 +213,7 @@ class Trainer:
         self.source = open_source(cfg.data.train, cfg.data.train_identities, cfg.model.input_size,
                                   cfg.data.resize, cfg.data.num_classes)
         self.num_classes = int(self.source.num_classes)
-        self.steps_per_epoch = len(self.source) // cfg.train.batch_size
-        if self.steps_per_epoch == 0:
-            raise GhostFaceNetsError(f"{len(self.source)} training images are fewer than one batch of "
-                                     f"{cfg.train.batch_size}; lower train.batch_size")
+        self.steps_per_epoch = steps_per_epoch(len(self.source), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
         self.stop_step = min(self.total_steps, cfg.train.max_steps or self.total_steps)
         self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch, self.total_steps)
@@ -186,23 +222,22 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         loss = cfg.loss
         margin = margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
-        subcenters = loss.subcenters or (3 if loss.type == "subcenter" else 1)
-        self.head = PartialFC(cfg.model.embedding_size, self.num_classes, margin, subcenters, loss.sample_rate,
-                              ctx.group, cfg.train.seed).to(self.device)
+        self.head = PartialFC(cfg.model.embedding_size, self.num_classes, margin, loss.subcenter_count,
+                              loss.sample_rate, ctx.group, cfg.train.seed).to(self.device)
         torch.manual_seed(cfg.train.seed * 1000 + ctx.rank)
         self.channels_last = cfg.train.channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         optim = cfg.optim
-        self.optimizer = torch.optim.SGD(parameter_groups(self.model, optim.weight_decay), lr=optim.lr,
-                                         momentum=optim.momentum, nesterov=optim.nesterov)
-        self.centre_optimizer = torch.optim.SGD([self.head.weight], lr=optim.lr, momentum=optim.momentum,
-                                                nesterov=optim.nesterov, weight_decay=optim.weight_decay)
+        groups = [*parameter_groups(self.model, optim.weight_decay),
+                  {"params": [self.head.weight], "weight_decay": optim.weight_decay}]
+        self.optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov)
         self.amp = self._amp_mode(cfg.train.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.step = 0
         self.best_value: float | None = None
-        self.damaged: dict[str, None] = {}
+        self.damaged: dict[str, None] = {}  # every damaged image known to this rank
+        self._unshared: list[str] = []  # found by this rank since the ranks last exchanged their findings
         self._resume()
 
         self.ddp: nn.parallel.DistributedDataParallel | None = None
@@ -224,39 +259,82 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------- checkpoints
     def _trainer_state(self) -> dict[str, Any]:
+        optimizer = self.optimizer.state_dict()
+        centres = optimizer["param_groups"][-1]["params"][0]
+        optimizer["state"] = {k: v for k, v in optimizer["state"].items() if k != centres}  # saved per rank instead
         return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "optimizer": optimizer, "scaler": self.scaler.state_dict(),
                 "best_value": self.best_value, "config": self.config.to_dict(), "num_classes": self.num_classes,
                 "num_images": len(self.source), "global_batch": self.config.train.batch_size}
 
     def save_checkpoint(self) -> Path:
-        momentum = self.centre_optimizer.state.get(self.head.weight, {}).get("momentum_buffer")
+        momentum = self.optimizer.state.get(self.head.weight, {}).get("momentum_buffer")
         shard = CentreShard(self.head.class_start, self.head.class_end, self.head.weight, momentum)
         path = save_checkpoint(self.context, self.output, self.step, self._trainer_state(), shard,
                                _rng_state(self.head, self.device), self.config.train.keep_checkpoints)
         self._write_damaged()
         return path
 
+    def _refuse_used_output(self, resume: str) -> None:
+        """A start that does not continue a checkpoint of ``output`` must not mix with a run already there."""
+        used = (["checkpoints"] if list_checkpoints(checkpoint_root(self.output)) else []) + [
+            name for name in ("best.safetensors", "final.safetensors") if (self.output / name).exists()]
+        if not used:
+            return
+        if resume == "auto":
+            raise CheckpointError(f"{self.output} holds {', '.join(used)} but no checkpoint to resume from: choose "
+                                  "another output (or remove those files to start anew there)")
+        raise CheckpointError(f"{self.output} already holds a training run ({', '.join(used)}): resume it with "
+                              "train.resume=auto, or choose another output")
+
     def _resume(self) -> None:
-        path = find_checkpoint(self.output, self.config.train.resume)
+        cfg = self.config
+        path = find_checkpoint(self.output, cfg.train.resume)
+        if path is None or path.resolve().parent != checkpoint_root(self.output).resolve():
+            self._refuse_used_output(cfg.train.resume)
         if path is None:
+            if self.context.is_main:  # left by a run stopped before its first checkpoint
+                (self.output / "damaged_images.json").unlink(missing_ok=True)
             return
         state = load_trainer_state(path)
-        expected = {"num_classes": self.num_classes, "num_images": len(self.source),
-                    "global_batch": self.config.train.batch_size}
-        for key, value in expected.items():
-            if state.get(key) != value:
-                raise CheckpointError(f"{path}: saved with {key}={state.get(key)}, this run has {value}; resume with "
-                                      "the same data and train.batch_size, or start anew with train.resume=none")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.best_value = int(state["step"]), state["best_value"]
         shard = load_centre_shard(path, self.head.class_start, self.head.class_end, int(state["world_size"]))
+        saved_model = state["config"]["model"]
+        checks = [("num_classes", state.get("num_classes"), self.num_classes),
+                  ("num_images", state.get("num_images"), len(self.source)),
+                  ("train.batch_size", state.get("global_batch"), cfg.train.batch_size),
+                  *((f"model.{key}", saved_model.get(key), getattr(cfg.model, key))
+                    for key in ("architecture", "embedding_size", "gdc_bias", "input_size"))]
+        for key, saved, current in checks:
+            if saved != current:
+                raise CheckpointError(f"{path}: saved with {key}={saved}, this run has {current}; resume with the "
+                                      "same data, model and train.batch_size, or choose another output")
+        if shard.weight.shape[1:] != self.head.weight.shape[1:]:
+            raise CheckpointError(f"{path}: its class centres have {shard.weight.shape[1]} sub-centre(s), this run "
+                                  f"{self.head.subcenters} sub-centre(s) (loss.type, loss.subcenters); resume with the "
+                                  "same loss, or choose another output")
+        self.model.load_state_dict(state["model"])
+        # The backbone's momentum from the checkpoint; momentum, weight decay and nesterov as configured now.
+        configured = self.optimizer.state_dict()
+        centres = configured["param_groups"][-1]["params"][0]
+        configured["state"] = {k: v for k, v in state["optimizer"]["state"].items() if k != centres}
+        self.optimizer.load_state_dict(configured)
+        if state["scaler"]:  # empty when saved without fp16
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best_value = int(state["step"]), state["best_value"]
         with torch.no_grad():
             self.head.weight.copy_(shard.weight)
         if shard.momentum is not None:
-            self.centre_optimizer.state[self.head.weight]["momentum_buffer"] = shard.momentum.to(self.device)
+            self.optimizer.state[self.head.weight]["momentum_buffer"] = shard.momentum.to(self.device)
+        best = self.output / "best.safetensors"
+        if self.best_value is not None and best.exists():
+            best_step = _model_step(best)
+            if best_step is None or best_step > self.step:  # not the file the checkpoint's best value belongs to
+                self.best_value = None
+                if self.context.is_main:
+                    console(f"{best} was written after step {self.step}; the next validation replaces it")
+        earlier = _read_json(self.output / "damaged_images.json") if self.context.is_main else None
+        if isinstance(earlier, list):  # found before the interruption
+            self.damaged.update(dict.fromkeys(str(report) for report in earlier))
         if state["world_size"] == self.context.world_size:
             rng = load_rng_state(path, self.context.rank)
             torch.set_rng_state(rng["torch"])
@@ -271,15 +349,20 @@ class Trainer:
             console(f"resumed from {path} at step {self.step} ({self.step / self.steps_per_epoch:.2f} epochs, "
                     f"saved by {state['world_size']} process(es))")
 
+    def _share_damaged(self) -> None:
+        """Collective: every rank learns the damaged images the others found since the last exchange."""
+        if self.context.distributed:
+            for part in self.context.all_gather_object(self._unshared):
+                self.damaged.update(dict.fromkeys(part))
+        self._unshared = []
+
     def _write_damaged(self) -> None:
         from ..atomic import atomic_write
 
-        reports = sorted({d for part in self.context.all_gather_object(list(self.damaged)) for d in part})
-        if self.context.is_main and reports:
-            import json
-
+        self._share_damaged()
+        if self.context.is_main and self.damaged:
             with atomic_write(self.output / "damaged_images.json", "w") as f:
-                json.dump(reports, f, indent=1)
+                json.dump(sorted(self.damaged), f, indent=1)
 
     # -------------------------------------------------------------------------------------------------- validation
     def validate(self, val_paths: list[Path], log: MetricsLog | None) -> dict[str, dict[str, Any]]:
@@ -308,14 +391,12 @@ class Trainer:
         return results
 
     def _selection_value(self, results: dict[str, dict[str, Any]], key: str) -> float | None:
-        """The number ``best.safetensors`` is chosen by; None when the sets do not provide it (too few pairs)."""
+        """The number ``best.safetensors`` is chosen by; None when the sets do not provide it (too few pairs).
+        ``train.best_metric`` names one of the sets or is ``mean`` (checked by :func:`prepare_validation`)."""
         metric = self.config.train.best_metric
         if metric == "mean":
             values = [r[key] for r in results.values() if r.get(key) is not None]
             return float(np.mean(values)) if values else None
-        if metric not in results:
-            raise GhostFaceNetsError(f"train.best_metric {metric!r} is neither a validation set ({sorted(results)}) "
-                                     "nor 'mean'")
         value = results[metric].get(key)
         return None if value is None else float(value)
 
@@ -337,10 +418,13 @@ class Trainer:
         sampler = TrainSampler(len(self.source), cfg.train.batch_size, ctx.rank, ctx.world_size,
                                cfg.train.accumulation, cfg.train.seed, self.step, self.stop_step)
         workers = cfg.data.workers
+        # Its own generator: an iterator draws its base seed from it, not from the global RNG that dropout uses,
+        # so a resumed run draws the same dropout masks as an uninterrupted one.
         return DataLoader(TrainDataset(self.source, cfg.data.augment, cfg.train.seed), batch_size=sampler.micro_batch,
                           sampler=sampler, num_workers=workers, collate_fn=collate,
                           pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-                          prefetch_factor=4 if workers else None, persistent_workers=False)
+                          prefetch_factor=4 if workers else None, persistent_workers=False,
+                          generator=torch.Generator().manual_seed(cfg.train.seed))
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor, last_micro: bool = True) -> torch.Tensor:
         """One micro-batch on the device (uint8 (N, H, W, 3) RGB, labels (N,)): forward, loss divided by the
@@ -360,21 +444,18 @@ class Trainer:
     def optimiser_step(self) -> None:
         """Learning rate of this step, optional clipping, SGD on backbone and centres, then the step counter."""
         lr = self.schedule(self.step)
-        for optimizer in (self.optimizer, self.centre_optimizer):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         if self.config.train.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            self.scaler.unscale_(self.centre_optimizer)
             clip_gradients(list(self.model.parameters()), self.head.weight, self.config.train.clip_grad_norm,
                            self.context)
-        # fp16 overflow shows in the backbone gradients, which DDP makes equal on every rank, so every rank skips
-        # the same steps (the class-centre gradients are computed in float32).
+        # One optimiser, one overflow check: with fp16 an inf or NaN in any gradient skips backbone and centres
+        # together. Every rank skips the same steps: an overflow on one rank reaches every rank's backbone
+        # gradients, through the all-reduce in the backward of the embedding all-gather and through DDP.
         self.scaler.step(self.optimizer)
-        self.scaler.step(self.centre_optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.centre_optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
     def run(self) -> TrainResult:
@@ -386,7 +467,8 @@ class Trainer:
         accumulation = cfg.train.accumulation
         val_every = cfg.train.val_every or self.steps_per_epoch
         checkpoint_every = cfg.train.checkpoint_every or self.steps_per_epoch
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, dict[str, Any]] = {}  # filled on rank 0 only
+        validated_at: int | None = None  # the same on every rank
         bar = tqdm(total=self.stop_step, initial=self.step, unit="step", desc="train", dynamic_ncols=True,
                    disable=not (ctx.is_main and cfg.train.progress))
         window_loss, window_steps, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
@@ -397,6 +479,7 @@ class Trainer:
                 for report in damaged:
                     if report not in self.damaged:
                         self.damaged[report] = None
+                        self._unshared.append(report)
                         console(f"damaged image skipped (replaced by the next readable one): {report}")
                 last_micro = micro == accumulation - 1
                 window_loss += self.forward_backward(images.to(self.device, non_blocking=True),
@@ -411,6 +494,7 @@ class Trainer:
                 bar.update(1)
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if self.step % cfg.train.log_every == 0 or epoch_end or self.step == self.stop_step:
+                    self._share_damaged()
                     mean_loss = float(window_loss) / window_steps
                     if not math.isfinite(mean_loss):
                         raise GhostFaceNetsError(f"the loss is {mean_loss} at step {self.step}: lower optim.lr or "
@@ -423,27 +507,30 @@ class Trainer:
                         log.write(record)
                     window_loss.zero_()
                     window_steps, window_start = 0, time.perf_counter()
+                paused = time.perf_counter()  # images/s count training time only
                 if self.step % val_every == 0 or self.step == self.stop_step:
-                    results = self.validate(val_paths, log) or results
-                    window_start = time.perf_counter()
+                    results = self.validate(val_paths, log)
+                    validated_at = self.step
                 if self.step % checkpoint_every == 0 or self.step == self.stop_step:
                     self.save_checkpoint()
-                    window_start = time.perf_counter()
+                window_start += time.perf_counter() - paused
                 if self.step >= self.stop_step:
                     break
         finally:
             bar.close()
             if log is not None:
                 log.close()
-        if not results and val_paths:  # resumed at the end: report the final weights anyway
+        if val_paths and validated_at != self.step:  # resumed at the end: report the final weights anyway
             results = self.validate(val_paths, None)
+        self._share_damaged()
         final = self.output / "final.safetensors"
         if ctx.is_main:
             self.save_model(final, results)
         ctx.barrier()
         best = self.output / "best.safetensors"
         return TrainResult(self.output, final, self.step, self.step / self.steps_per_epoch,
-                           best if best.exists() else None, self.best_value, results, list(self.damaged))
+                           best if self.best_value is not None and best.exists() else None, self.best_value, results,
+                           sorted(self.damaged))
 
 
 def train(config: TrainConfig, context: DistributedContext | None = None) -> TrainResult:

@@ -32,6 +32,11 @@ class LRSchedule:
     cooldown_epochs: float = 1.0
     power: float = 2.0
 
+    def __post_init__(self) -> None:
+        if self.kind == "official" and not (self.t_mul >= 1 and self.cooldown_epochs >= 0):
+            raise ValueError(f"restart periods would never end: t_mul must be at least 1 and cooldown_epochs 0 or "
+                             f"more, got t_mul={self.t_mul}, cooldown_epochs={self.cooldown_epochs}")
+
     @classmethod
     def from_config(cls, optim: OptimSection, steps_per_epoch: int, total_steps: int) -> LRSchedule:
         return cls(optim.schedule, optim.lr, optim.lr_min, steps_per_epoch, total_steps,
