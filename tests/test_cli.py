@@ -84,3 +84,9 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "usage: ghostfacenets" in capsys.readouterr().out
+
+
+def test_a_bad_filter_pattern_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "models", "--filter", "[")
+    assert code != 0 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "regular expression" in err

@@ -132,3 +132,23 @@ def test_metadata_is_plain_json_in_the_safetensors_header(tmp_path: Path) -> Non
     header_len = int(np.frombuffer(raw[:8], "<u8")[0])
     header = json.loads(raw[8 : 8 + header_len])
     assert json.loads(header["__metadata__"]["ghostfacenets"])["format"] == "ghostfacenets"
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1]", '{"format": "ghostfacenets", "format_version": "1"}'])
+def test_damaged_own_metadata_is_a_model_file_error(tmp_path: Path, raw: str) -> None:
+    from safetensors.torch import save_file
+
+    from ghostfacenets.model_io import METADATA_KEY
+
+    path = tmp_path / "damaged.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={METADATA_KEY: raw})
+    with pytest.raises(ModelFileError, match="damaged ghostfacenets metadata"):
+        ghostfacenets.load_model(path)
+
+
+def test_a_fused_model_is_not_saved(tmp_path: Path) -> None:
+    from ghostfacenets.models.fuse import fuse_model
+
+    with pytest.raises(ModelFileError, match="fused"):
+        save_model(fuse_model(ghostfacenets.create_model("ghostfacenetv1-0.5-2")), tmp_path / "f.safetensors")
+    assert not list(tmp_path.iterdir())

@@ -41,6 +41,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, FILE_MODE)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

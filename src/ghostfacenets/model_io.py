@@ -41,6 +41,10 @@ def base_metadata(config: GhostFaceNetConfig) -> dict[str, Any]:
 
 def save_model(model: GhostFaceNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` atomically as safetensors with its metadata (merged over ``model.metadata``)."""
+    from .models.fuse import is_fused
+
+    if is_fused(model):
+        raise ModelFileError("a BN-fused model cannot be saved: save the model before fusing, fuse after loading")
     path = Path(path)
     base = base_metadata(model.config)
     meta = {**base, **model.metadata, **(metadata or {})}
@@ -64,7 +68,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
     if raw is None:
         raise ModelFileError(f"{path}: safetensors file without ghostfacenets metadata")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: damaged ghostfacenets metadata ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("format_version", 0), int):
+        raise ModelFileError(f"{path}: damaged ghostfacenets metadata (not a JSON object with an integer version)")
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         raise ModelFileError(f"{path}: unsupported model file format {meta.get('format')} v{meta.get('format_version')}")
     return meta

@@ -155,3 +155,42 @@ def test_non_ghostfacenet_files_give_clear_errors(tmp_path: Path) -> None:
         f["model_weights"].attrs["layer_names"] = [*names, b"GDC_conv"]
     with pytest.raises(ConversionError, match="damaged"):
         load_keras_h5(path)
+
+
+def test_damaged_keras_files_give_one_clear_error(tmp_path: Path) -> None:
+    model = create_model("ghostfacenetv1-0.5-2")
+    missing = write_keras_h5(model, tmp_path / "missing.h5")
+    with h5py.File(missing, "r+") as f:  # a weight listed in weight_names whose dataset is gone
+        group = f["model_weights/GDC_conv"]
+        del group[_text_attr(group.attrs["weight_names"][0])]
+    with pytest.raises(ConversionError, match="damaged or unsupported Keras file"):
+        load_keras_h5(missing)
+    for config in ("null", "{not json"):
+        odd = write_keras_h5(model, tmp_path / "odd.h5")
+        with h5py.File(odd, "r+") as f:
+            f.attrs["model_config"] = config
+        with pytest.raises(ConversionError, match="damaged or unsupported Keras file"):
+            load_keras_h5(odd)
+
+
+def _text_attr(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def test_batchnorm_without_scale_reads_as_gamma_one(tmp_path: Path) -> None:
+    """Keras BatchNormalization(scale=False) stores no gamma (the official pre_embedding option): gamma is 1."""
+    model = create_model("ghostfacenetv1-0.5-2").eval()
+    with torch.no_grad():
+        model.head.bn_embedding.weight.fill_(1.0)
+        model.head.bn_embedding.running_var.uniform_(0.5, 2.0)
+    path = write_keras_h5(model, tmp_path / "noscale.h5")
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/pre_embedding"]
+        names = [_text_attr(n) for n in group.attrs["weight_names"]]
+        gamma = next(n for n in names if n.endswith("gamma:0"))
+        del group[gamma]
+        group.attrs["weight_names"] = [n.encode() for n in names if n != gamma]
+    loaded = ghostfacenets.load_model(path)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-4)

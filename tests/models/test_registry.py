@@ -63,8 +63,10 @@ def test_counts_match_spec(name: str) -> None:
     counts = count(create_model(name))
     assert counts.params == trainable
     assert counts.params_keras_total == keras_total
-    assert counts.mmacs == pytest.approx(mmacs, rel=0.01)
-    assert counts.mflops == pytest.approx(mflops, rel=0.01)
+    # the issue allows 1 %; the count replays the profiler's rules, so it must agree to the table's rounding (0.1 %):
+    # leaving out the residual additions or the SE products alone moves V1-1.3-1 by 0.45 %
+    assert counts.mmacs == pytest.approx(mmacs, rel=1e-3)
+    assert counts.mflops == pytest.approx(mflops, rel=1e-3)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

@@ -62,24 +62,29 @@ def read_keras_h5(path: str | Path) -> KerasFile:
     except (OSError, ValueError) as exc:
         raise ConversionError(f"{path}: not a readable HDF5 file ({exc})") from None
     with handle as f:
-        root = f["model_weights"] if "model_weights" in f else f
-        if "layer_names" not in root.attrs:
-            raise ConversionError(f"{path}: no Keras 'layer_names' attribute; not a Keras 2 h5 model or weights file")
-        weights: dict[str, dict[str, np.ndarray]] = {}
-        for group_name in (_text(n) for n in root.attrs["layer_names"]):
-            if group_name not in root:
-                raise ConversionError(f"{path}: layer {group_name!r} is listed but absent (a damaged file?)")
-            group = root[group_name]
-            for weight_name in (_text(n) for n in group.attrs.get("weight_names", [])):
-                parts = weight_name.split("/")
-                owner = parts[-2] if len(parts) > 1 else group_name
-                variable = re.sub(r"(_\d+)?:\d+$", "", parts[-1])
-                weights.setdefault(owner, {})[variable] = np.asarray(group[weight_name], dtype=np.float32)
-        configs, input_shape = {}, None
-        raw = f.attrs.get("model_config")
-        if raw is not None:
-            configs, input_shape = _flatten_config(json.loads(_text(raw)))
-        version = f.attrs.get("keras_version", root.attrs.get("keras_version"))
+        try:
+            root = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in root.attrs:
+                raise ConversionError(f"{path}: no Keras 'layer_names' attribute; not a Keras 2 h5 model or "
+                                      "weights file")
+            weights: dict[str, dict[str, np.ndarray]] = {}
+            for group_name in (_text(n) for n in root.attrs["layer_names"]):
+                if group_name not in root:
+                    raise ConversionError(f"{path}: layer {group_name!r} is listed but absent (a damaged file?)")
+                group = root[group_name]
+                for weight_name in (_text(n) for n in group.attrs.get("weight_names", [])):
+                    parts = weight_name.split("/")
+                    owner = parts[-2] if len(parts) > 1 else group_name
+                    variable = re.sub(r"(_\d+)?:\d+$", "", parts[-1])
+                    weights.setdefault(owner, {})[variable] = np.asarray(group[weight_name], dtype=np.float32)
+            configs, input_shape = {}, None
+            raw = f.attrs.get("model_config")
+            if raw is not None:
+                configs, input_shape = _flatten_config(json.loads(_text(raw)))
+            version = f.attrs.get("keras_version", root.attrs.get("keras_version"))
+        except (KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
+            raise ConversionError(f"{path}: damaged or unsupported Keras file ({type(exc).__name__}: {exc})") \
+                from None
     if not weights:
         raise ConversionError(f"{path}: the file holds no weights")
     return KerasFile(weights, configs, input_shape, _text(version) if version is not None else None)
@@ -187,10 +192,13 @@ def _convert_tensor(module: nn.Module, layer: str, variables: dict[str, np.ndarr
             out["bias"] = variables["bias"]
         return out
     if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        absent = [v for v in _BN_VARS if v not in variables]
-        if absent:
-            raise ConversionError(f"layer {layer}: BatchNormalization without {absent} (scale/center=False) is not supported")
-        return dict(zip(("weight", "bias", "running_mean", "running_var"), (variables[v] for v in _BN_VARS)))
+        statistics = [v for v in ("moving_mean", "moving_variance") if v not in variables]
+        if statistics:
+            raise ConversionError(f"layer {layer}: BatchNormalization without {statistics}")
+        ones = np.ones_like(variables["moving_mean"])
+        # scale=False / center=False (the official pre_embedding option) mean gamma 1 / beta 0
+        values = {"gamma": ones, "beta": np.zeros_like(ones), **variables}
+        return dict(zip(("weight", "bias", "running_mean", "running_var"), (values[v] for v in _BN_VARS)))
     if isinstance(module, nn.PReLU):
         alpha = variables.get("alpha")
         if alpha is None or alpha.size != module.weight.numel():
@@ -224,6 +232,8 @@ def infer_config(keras: KerasFile) -> GhostFaceNetConfig:
     gdc_bias = "bias" in gdc
     input_size = 112
     if keras.input_shape is not None:
+        if len(keras.input_shape) != 4:
+            raise ConversionError(f"unsupported input shape {keras.input_shape}; expected (N, H, H, 3)")
         _, height, width, channels = keras.input_shape
         if channels != 3 or height != width or height is None:
             raise ConversionError(f"unsupported input shape {keras.input_shape}; expected square RGB (H, H, 3)")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..data.transforms import ARCFACE_TEMPLATE, INPUT_SIZE, PIXEL_MEAN, PIXEL_STD
-from ..errors import ModelFileError
+from ..errors import GhostFaceNetsError, ModelFileError
 from .ghostfacenet import GhostFaceNet, GhostFaceNetConfig, build_model
 
 VERSIONS = (1, 2)
@@ -107,7 +107,11 @@ PRETRAINED: dict[str, PretrainedWeights] = {
 def list_models(pretrained: bool = False, pattern: str | None = None) -> list[str]:
     """Architecture names (or, with ``pretrained=True``, pretrained weight names), optionally filtered by a regex."""
     names = list(PRETRAINED if pretrained else ARCHITECTURES)
-    return [n for n in names if pattern is None or re.search(pattern, n)]
+    try:
+        regex = re.compile(pattern or "")
+    except re.error as exc:
+        raise GhostFaceNetsError(f"bad filter regular expression {pattern!r}: {exc}") from None
+    return [n for n in names if regex.search(n)]
 
 
 def create_model(name: str, **overrides: Any) -> GhostFaceNet:
