@@ -767,12 +767,13 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
+    shape = "(" + ", ".join(str(d) for d in meta["onnx"]["input"]["shape"]) + ")"
     for precision in ("float32", "float16", "int8"):
         if precision not in report:
             continue
         path = Path(report[precision]["path"])
         print(f"wrote {path} ({precision}, {path.stat().st_size / 1e6:.1f} MB): {report['architecture']}, "
-              f"input 'input' (N, 3, 112, 112), output 'embedding'")
+              f"input 'input' {shape}, output 'embedding'")
         versus = report[precision].get("versus_float32")
         if not versus:
             continue

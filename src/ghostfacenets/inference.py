@@ -203,7 +203,7 @@ class FastEmbedder:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float (N, 3, H, W) -> float32 embeddings (N, D), on this embedder's device."""
         if x.shape[0] == 0:
-            return torch.zeros(0, self.embedding_size)
+            return torch.zeros(0, self.embedding_size, device=self.device if self.backend != "onnxruntime" else "cpu")
         with torch.inference_mode():
             if self.backend != "onnxruntime":
                 x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)

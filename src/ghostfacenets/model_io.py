@@ -39,6 +39,14 @@ def base_metadata(config: GhostFaceNetConfig) -> dict[str, Any]:
     }
 
 
+def model_metadata(model: GhostFaceNet, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``model.metadata`` and ``extra`` over the defaults; architecture facts always from the model itself."""
+    base = base_metadata(model.config)
+    meta = {**base, **model.metadata, **(extra or {})}
+    meta.update({k: v for k, v in base.items() if k != "preprocessing"})
+    return meta
+
+
 def save_model(model: GhostFaceNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` atomically as safetensors with its metadata (merged over ``model.metadata``)."""
     from .models.fuse import is_fused
@@ -46,9 +54,7 @@ def save_model(model: GhostFaceNet, path: str | Path, metadata: dict[str, Any] |
     if is_fused(model):
         raise ModelFileError("a BN-fused model cannot be saved: save the model before fusing, fuse after loading")
     path = Path(path)
-    base = base_metadata(model.config)
-    meta = {**base, **model.metadata, **(metadata or {})}
-    meta.update({k: v for k, v in base.items() if k != "preprocessing"})
+    meta = model_metadata(model, metadata)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     from safetensors.torch import save_file
 

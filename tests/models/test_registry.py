@@ -118,3 +118,11 @@ def test_pretrained_record_carries_preprocessing_source_and_licence() -> None:
     assert pre["normalization"]["mean"] == 127.5 and pre["normalization"]["std"] == 128.0
     assert pre["alignment"]["template"][0] == pytest.approx([38.2946, 51.6963])
     assert record["reported_accuracy"]["lfw"] == 99.73
+
+
+def test_a_config_and_config_fields_together_are_refused() -> None:
+    from ghostfacenets.models.ghostfacenet import GhostFaceNet
+
+    config = create_model("ghostfacenetv1-0.5-2").config
+    with pytest.raises(TypeError, match="not both"):
+        GhostFaceNet(config, embedding_size=128)

@@ -92,10 +92,9 @@ def onnx_ready(model: GhostFaceNet) -> nn.Module:
 def export_metadata(model: GhostFaceNet, precision: str = "float32", **extra: Any) -> dict[str, Any]:
     """The metadata an exported file carries: the model's own (source, licence, training...) plus the ONNX facts."""
     from .. import __version__
-    from ..model_io import base_metadata
+    from ..model_io import model_metadata
 
-    meta = {**base_metadata(model.config), **model.metadata}
-    meta.update({k: v for k, v in base_metadata(model.config).items() if k != "preprocessing"})
+    meta = model_metadata(model)
     for key in ("format", "format_version"):  # those describe the package's safetensors files
         meta.pop(key, None)
     meta.setdefault("license", "unknown: check the terms of the weights' source and of their training data")

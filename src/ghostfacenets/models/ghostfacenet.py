@@ -93,6 +93,8 @@ class GhostFaceNet(nn.Module):
 
     def __init__(self, config: GhostFaceNetConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
+        if config is not None and kwargs:
+            raise TypeError(f"give either a config or config fields, not both (got {sorted(kwargs)})")
         config = config or GhostFaceNetConfig(**kwargs)
         self.config = config
         self.metadata: dict[str, Any] = {}  # preprocessing, source, licence... filled by load_model
