@@ -152,3 +152,8 @@ def test_a_fused_model_is_not_saved(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="fused"):
         save_model(fuse_model(ghostfacenets.create_model("ghostfacenetv1-0.5-2")), tmp_path / "f.safetensors")
     assert not list(tmp_path.iterdir())
+
+
+def test_every_saved_file_states_a_licence(tmp_path: Path) -> None:
+    path = save_model(ghostfacenets.create_model("ghostfacenetv1-0.5-2"), tmp_path / "fresh.safetensors")
+    assert read_metadata(path)["license"].startswith("unknown")

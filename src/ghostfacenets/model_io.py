@@ -28,6 +28,9 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+UNKNOWN_LICENSE = "unknown: check the terms of the weights' source and of their training data"
+
+
 def base_metadata(config: GhostFaceNetConfig) -> dict[str, Any]:
     """Metadata every saved model carries, before source, training and licence details are added."""
     return {
@@ -44,6 +47,7 @@ def model_metadata(model: GhostFaceNet, extra: dict[str, Any] | None = None) -> 
     base = base_metadata(model.config)
     meta = {**base, **model.metadata, **(extra or {})}
     meta.update({k: v for k, v in base.items() if k != "preprocessing"})
+    meta.setdefault("license", UNKNOWN_LICENSE)
     return meta
 
 
@@ -108,7 +112,7 @@ def _load_keras(path: Path) -> GhostFaceNet:
     meta.update(base_metadata(model.config))
     meta["source"] = {**meta.get("source", {}), "path": str(path), "sha256": digest, "format": "keras-h5",
                       "keras_version": keras.keras_version}
-    meta.setdefault("license", "unknown: check the terms of the file's source and of its training data")
+    meta.setdefault("license", UNKNOWN_LICENSE)
     model.metadata = meta
     return model
 

@@ -97,7 +97,6 @@ def export_metadata(model: GhostFaceNet, precision: str = "float32", **extra: An
     meta = model_metadata(model)
     for key in ("format", "format_version"):  # those describe the package's safetensors files
         meta.pop(key, None)
-    meta.setdefault("license", "unknown: check the terms of the weights' source and of their training data")
     meta["onnx"] = {
         "opset": OPSET,
         "input": {"name": INPUT_NAME, "shape": ["N", 3, model.config.input_size, model.config.input_size],
