@@ -386,10 +386,8 @@ class FaceRecognizer:
         added (images already enrolled for ``name`` are skipped). Every image must hold a face. A gallery file that
         does not exist yet is created only after every image is embedded."""
         sources, _ = _as_list(images)
-        if isinstance(gallery, Gallery):
-            store: Gallery | None = gallery
-        else:
-            store = Gallery(gallery, create=False) if Path(gallery).exists() else None
+        exists = isinstance(gallery, Gallery) or Path(gallery).exists()
+        store = self._gallery(gallery, create=False) if exists else None
         try:
             if store is not None:
                 store.check_model(self.model_id)  # before embedding: another model's gallery fails fast
@@ -400,7 +398,7 @@ class FaceRecognizer:
                 for source, r in zip(sources, records)
             ]
             if store is None:
-                store = Gallery(gallery, create=True)
+                store = self._gallery(gallery, create=True)
             return store.enroll(name, faces, self.model_id)
         finally:
             if store is not None and store is not gallery:

@@ -178,6 +178,13 @@ def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _without_centres(optimizer_state: dict[Any, Any], layout: dict[str, Any]) -> dict[Any, Any]:
+    """Per-parameter optimiser state without the class centres', which are the only parameter of the last group of
+    the optimiser state dict ``layout``."""
+    centres = layout["param_groups"][-1]["params"][0]
+    return {k: v for k, v in optimizer_state.items() if k != centres}
+
+
 def _model_step(path: Path) -> int | None:
     """The training step recorded in a model file written by a run; None when it records none."""
     from ..model_io import read_metadata
@@ -260,8 +267,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------- checkpoints
     def _trainer_state(self) -> dict[str, Any]:
         optimizer = self.optimizer.state_dict()
-        centres = optimizer["param_groups"][-1]["params"][0]
-        optimizer["state"] = {k: v for k, v in optimizer["state"].items() if k != centres}  # saved per rank instead
+        optimizer["state"] = _without_centres(optimizer["state"], optimizer)  # their momentum is saved per rank
         return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "model": self.model.state_dict(),
                 "optimizer": optimizer, "scaler": self.scaler.state_dict(),
                 "best_value": self.best_value, "config": self.config.to_dict(), "num_classes": self.num_classes,
@@ -315,8 +321,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         # The backbone's momentum from the checkpoint; momentum, weight decay and nesterov as configured now.
         configured = self.optimizer.state_dict()
-        centres = configured["param_groups"][-1]["params"][0]
-        configured["state"] = {k: v for k, v in state["optimizer"]["state"].items() if k != centres}
+        configured["state"] = _without_centres(state["optimizer"]["state"], configured)
         self.optimizer.load_state_dict(configured)
         if state["scaler"]:  # empty when saved without fp16
             self.scaler.load_state_dict(state["scaler"])
