@@ -9,6 +9,7 @@ run. Runs on CPU, and on CUDA when available. Weights are random (speed does not
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -19,10 +20,8 @@ import torch
 
 from ghostfacenets import create_model
 from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
-from ghostfacenets.evaluate.embed import cpu_embedder, embed_images, load_embedder
 from ghostfacenets.evaluate.metrics import verification_metrics
-from ghostfacenets.models.fuse import fuse_model
-
+from ghostfacenets.inference import embed_images, load_embedder
 
 CPU_SECONDS: list[float] = []  # process CPU time of the fastest run of the latest _best_of call
 
@@ -54,41 +53,40 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores"
-          + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no CUDA"))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores"
+        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no CUDA")
+    )
     print(f"model {args.model} (random weights), flip TTA on (2 forward passes per image)\n")
     rows = []
+
+    def seconds_per_image(embedder: object, images: np.ndarray, batch_size: int) -> float:
+        run = functools.partial(embed_images, embedder, images, batch_size=batch_size, progress=False)
+        return _best_of(run, args.repeats) / len(images)
+
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         n = args.images * (8 if device == "cuda" else 1)
         images = rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
         model = create_model(args.model).eval()
-        embedder = load_embedder(model, device)
+        embedder = load_embedder(model, device, backend="eager")
         n_naive = min(n, 64)
-        naive = _best_of(lambda: embed_images(embedder, images[:n_naive], batch_size=1, progress=False),
-                         args.repeats) / n_naive
+        naive = seconds_per_image(embedder, images[:n_naive], 1)
         rows.append((device, "eager, batch 1 (baseline)", 1 / naive, 1.0, n_naive / CPU_SECONDS[0]))
-        batched = _best_of(lambda: embed_images(embedder, images, batch_size=args.batch_size, progress=False),
-                           args.repeats) / n
-        rows.append((device, f"eager, batch {args.batch_size} (embed_images)", 1 / batched, naive / batched,
-                     n / CPU_SECONDS[0]))
-        fused = load_embedder(fuse_model(model), device)
-        seconds = _best_of(lambda: embed_images(fused, images, batch_size=args.batch_size, progress=False),
-                           args.repeats) / n
-        rows.append((device, f"BN-fused, batch {args.batch_size}", 1 / seconds, naive / seconds, n / CPU_SECONDS[0]))
+        paths = [(f"eager, batch {args.batch_size} (embed_images)", embedder)]
+        paths.append((f"BN-fused, batch {args.batch_size}", load_embedder(model, device, backend="fused")))
         if device == "cpu":  # what `ghostfacenets evaluate` runs on a CPU
-            fast = cpu_embedder(model, args.model)
-            seconds = _best_of(lambda: embed_images(fast, images, batch_size=args.batch_size, progress=False),
-                               args.repeats) / n
-            rows.append((device, f"{fast.backend} (evaluate's CPU path)", 1 / seconds, naive / seconds,
-                         n / CPU_SECONDS[0]))
+            fast = load_embedder(model, "cpu")
+            paths.append((f"{getattr(fast, 'backend', 'eager')} (the auto rule on a CPU)", fast))
+        for label, path_embedder in paths:
+            seconds = seconds_per_image(path_embedder, images, args.batch_size)
+            rows.append((device, label, 1 / seconds, naive / seconds, n / CPU_SECONDS[0]))
     if args.onnx:
         images = rng.integers(0, 256, (args.images, 112, 112, 3), dtype=np.uint8)
-        onnx = load_embedder(args.onnx, "cpu")
-        seconds = _best_of(lambda: embed_images(onnx, images, batch_size=args.batch_size, progress=False),
-                           args.repeats) / len(images)
-        rows.append(("cpu", f"onnxruntime, batch {args.batch_size}", 1 / seconds, float("nan"),
-                     len(images) / CPU_SECONDS[0]))
+        seconds = seconds_per_image(load_embedder(args.onnx, "cpu"), images, args.batch_size)
+        rows.append(
+            ("cpu", f"onnxruntime, batch {args.batch_size}", 1 / seconds, float("nan"), len(images) / CPU_SECONDS[0])
+        )
     print(f"{'device':<6}  {'path':<36}  {'images/s':>9}  {'x baseline':>10}  {'images/CPU-s':>12}")
     for device, path, rate, ratio, per_cpu_second in rows:
         print(f"{device:<6}  {path:<36}  {rate:9.1f}  {ratio:10.2f}  {per_cpu_second:12.1f}")
@@ -96,8 +94,12 @@ def main() -> None:
     # the parts around the network: decoding a LFW-sized .bin (6000 pairs of 112x112 JPEGs) and the metrics
     with tempfile.TemporaryDirectory() as tmp:
         crops = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(64)]
-        path = write_verification_bin(Path(tmp) / "lfw_like.bin", [crops[i % 64] for i in range(12000)],
-                                      rng.random(6000) < 0.5, image_format=".jpg")
+        path = write_verification_bin(
+            Path(tmp) / "lfw_like.bin",
+            [crops[i % 64] for i in range(12000)],
+            rng.random(6000) < 0.5,
+            image_format=".jpg",
+        )
         decode = _best_of(lambda: load_verification_bin(path), 1)
     a, b = rng.normal(size=(6000, 512)), rng.normal(size=(6000, 512))
     metrics = _best_of(lambda: verification_metrics(a, b, rng.random(6000) < 0.5), 1)

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ghostfacenets.atomic import atomic_write
-from ghostfacenets.convert.onnx import INPUT_NAME, OUTPUT_NAME, _session, export_onnx, load_face_crops, quantize_int8
-from ghostfacenets.inference import FastEmbedder
+from ghostfacenets.data.crops import load_face_crops
+from ghostfacenets.export.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, open_session, quantize_int8
+from ghostfacenets.files import atomic_write
+from ghostfacenets.inference.fast import FastEmbedder
 from ghostfacenets.models.registry import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +90,9 @@ def keras_runners(h5: Path, threads: int) -> dict[str, Callable[[np.ndarray], ob
     return {KERAS_CALL: lambda x: model(nhwc(x), training=False), KERAS_GRAPH: lambda x: graph(tf.constant(nhwc(x)))}
 
 
-def measure(variants: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None],
-            block: int = 5) -> dict[str, list[float]]:
+def measure(
+    variants: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None], block: int = 5
+) -> dict[str, list[float]]:
     """Wall times of each variant, in blocks of ``block`` runs that take turns (so that every variant sees the
     machine's changing load) after one untimed run (the previous variant's thread pool may still be spinning)."""
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -106,12 +108,13 @@ def measure(variants: dict[str, Callable[[], object]], repeats: int, sync: Calla
     return times
 
 
-def cpu_variants(name: str, crops: np.ndarray, threads: int, workdir: Path,
-                 keras: dict[str, Callable[[np.ndarray], object]]) -> dict[str, Callable[[np.ndarray], object]]:
+def cpu_variants(
+    name: str, crops: np.ndarray, threads: int, workdir: Path, keras: dict[str, Callable[[np.ndarray], object]]
+) -> dict[str, Callable[[np.ndarray], object]]:
     model = calibrated(name, crops)
     fp32 = export_onnx(model, workdir / f"{name}.onnx")
     int8 = quantize_int8(fp32, workdir / f"{name}.int8.onnx", crops[:64], method="minmax")
-    sessions = {"onnxruntime fp32": _session(fp32, threads), "onnxruntime int8": _session(int8, threads)}
+    sessions = {"onnxruntime fp32": open_session(fp32, threads), "onnxruntime int8": open_session(int8, threads)}
     fused = FastEmbedder(model)
     x_cache: dict[int, torch.Tensor] = {}
 
@@ -127,8 +130,9 @@ def cpu_variants(name: str, crops: np.ndarray, threads: int, workdir: Path,
     return variants
 
 
-def gpu_variants(name: str, crops: np.ndarray, device: torch.device, buckets: tuple[int, ...]
-                 ) -> dict[str, Callable[[torch.Tensor], object]]:
+def gpu_variants(
+    name: str, crops: np.ndarray, device: torch.device, buckets: tuple[int, ...]
+) -> dict[str, Callable[[torch.Tensor], object]]:
     model = calibrated(name, crops).to(device)
     variants: dict[str, Callable[[torch.Tensor], object]] = {}
 
@@ -144,13 +148,17 @@ def gpu_variants(name: str, crops: np.ndarray, device: torch.device, buckets: tu
 
 
 def table(rows: list[dict[str, object]], big: int) -> None:
-    header = f"{'model':<22} {'variant':<28} {'b1 ms (median/min)':>19} {'b' + str(big) + ' img/s':>11} " \
-             f"{'b1 speed-up':>11} {'b' + str(big) + ' speed-up':>12}"
+    header = (
+        f"{'model':<22} {'variant':<28} {'b1 ms (median/min)':>19} {'b' + str(big) + ' img/s':>11} "
+        f"{'b1 speed-up':>11} {'b' + str(big) + ' speed-up':>12}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['model']:<22} {row['variant']:<28} {row['b1_median_ms']:>9.2f} / {row['b1_min_ms']:<7.2f} "
-              f"{row['big_img_per_s']:>11.1f} {row['b1_speedup']:>10.2f}x {row['big_speedup']:>11.2f}x")
+        print(
+            f"{row['model']:<22} {row['variant']:<28} {row['b1_median_ms']:>9.2f} / {row['b1_min_ms']:<7.2f} "
+            f"{row['big_img_per_s']:>11.1f} {row['b1_speedup']:>10.2f}x {row['big_speedup']:>11.2f}x"
+        )
     baselines = sorted({f"{row['model']}: {row['baseline']}" for row in rows})
     print(f"\nspeed-up: median batch-1 latency and throughput relative to ({'; '.join(baselines)}), same run")
 
@@ -164,17 +172,26 @@ def main() -> None:
     parser.add_argument("--big-repeats", type=int, default=6, help="large-batch runs per variant (6)")
     parser.add_argument("--batch", type=int, default=64, help="CPU throughput batch (64)")
     parser.add_argument("--gpu-batch", type=int, default=1024, help="GPU throughput batch (1024)")
-    parser.add_argument("--keras-h5", type=Path, default=SHARED / "fixtures" / "keras_reference" / "v1_w1.3_s1" /
-                        "model.h5", help="official Keras model timed when TensorFlow is importable")
+    parser.add_argument(
+        "--keras-h5",
+        type=Path,
+        default=SHARED / "fixtures" / "keras_reference" / "v1_w1.3_s1" / "model.h5",
+        help="official Keras model timed when TensorFlow is importable",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     crops = faces(128)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-               "loadavg_before": os.getloadavg()}
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "loadavg_before": os.getloadavg(),
+    }
     rows: list[dict[str, object]] = []
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
@@ -212,17 +229,34 @@ def main() -> None:
             json.dump({"machine": machine, "big_batch": big, "rows": rows}, f, indent=2)
 
 
-def summarise(name: str, variants: dict[str, Callable], one: object, many: object, args: argparse.Namespace,
-              sync: Callable[[], None], baseline: str) -> list[dict[str, object]]:
+def summarise(
+    name: str,
+    variants: dict[str, Callable],
+    one: object,
+    many: object,
+    args: argparse.Namespace,
+    sync: Callable[[], None],
+    baseline: str,
+) -> list[dict[str, object]]:
     print(f"{name}: timing batch 1", file=sys.stderr)
     small = measure({k: (lambda f=f: f(one)) for k, f in variants.items()}, args.repeats, sync)
     print(f"{name}: timing batch {len(many)}", file=sys.stderr)
     large = measure({k: (lambda f=f: f(many)) for k, f in variants.items()}, args.big_repeats, sync)
     b1 = {k: statistics.median(v) for k, v in small.items()}
     rate = {k: len(many) / statistics.median(v) for k, v in large.items()}
-    return [{"model": name, "variant": k, "baseline": baseline, "b1_median_ms": 1000 * b1[k], "b1_min_ms": 1000 * min(small[k]),
-             "big_img_per_s": rate[k], "b1_speedup": b1[baseline] / b1[k], "big_speedup": rate[k] / rate[baseline]}
-            for k in variants]
+    return [
+        {
+            "model": name,
+            "variant": k,
+            "baseline": baseline,
+            "b1_median_ms": 1000 * b1[k],
+            "b1_min_ms": 1000 * min(small[k]),
+            "big_img_per_s": rate[k],
+            "b1_speedup": b1[baseline] / b1[k],
+            "big_speedup": rate[k] / rate[baseline],
+        }
+        for k in variants
+    ]
 
 
 if __name__ == "__main__":

@@ -35,13 +35,26 @@ ANCHOR_IMG_S = 10_700.0
 
 
 def _config(args: argparse.Namespace, data: str, output: Path, steps: int) -> list[str]:
-    return [f"data.train={data}", f"output={output}", f"model.architecture={args.arch}",
-            f"train.batch_size={args.batch}", f"train.device={args.device}", f"train.amp={args.amp}",
-            f"train.channels_last={str(args.channels_last).lower()}",
-            f"train.compile={str(args.compile).lower()}", f"data.workers={args.workers}",
-            f"train.max_steps={steps}", f"train.log_every={args.warmup}", "train.epochs=1", "train.resume=none",
-            "train.tensorboard=false", "train.progress=false", f"train.checkpoint_every={steps}",
-            "optim.schedule=constant", "loss.scale=[[0, 64]]"]
+    return [
+        f"data.train={data}",
+        f"output={output}",
+        f"model.architecture={args.arch}",
+        f"train.batch_size={args.batch}",
+        f"train.device={args.device}",
+        f"train.amp={args.amp}",
+        f"train.channels_last={str(args.channels_last).lower()}",
+        f"train.compile={str(args.compile).lower()}",
+        f"data.workers={args.workers}",
+        f"train.max_steps={steps}",
+        f"train.log_every={args.warmup}",
+        "train.epochs=1",
+        "train.resume=none",
+        "train.tensorboard=false",
+        "train.progress=false",
+        f"train.checkpoint_every={steps}",
+        "optim.schedule=constant",
+        "loss.scale=[[0, 64]]",
+    ]
 
 
 def device_only(args: argparse.Namespace, output: Path) -> float:
@@ -101,8 +114,13 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10_000, help="identities of the synthetic sets (10000)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "none"))
-    parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=True,
-                        help="NHWC memory layout (default: on)")
+    parser.add_argument(
+        "--channels-last",
+        dest="channels_last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC memory layout (default: on)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     parser.add_argument("--rec", help="a RecordIO set to read; default: a temporary synthetic one")
@@ -116,9 +134,11 @@ def main() -> None:
     needed = args.batch * (args.warmup + args.steps + 1)
     threads = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     device = torch.cuda.get_device_name(0) if cuda else threads
-    print(f"torch {torch.__version__}, {device}; {args.arch}, batch {args.batch}, amp {args.amp}, channels_last "
-          f"{args.channels_last}, compile {args.compile}, "
-          f"{args.workers} workers, {args.steps} measured steps after {args.warmup}")
+    print(
+        f"torch {torch.__version__}, {device}; {args.arch}, batch {args.batch}, amp {args.amp}, channels_last "
+        f"{args.channels_last}, compile {args.compile}, "
+        f"{args.workers} workers, {args.steps} measured steps after {args.warmup}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

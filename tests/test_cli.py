@@ -11,7 +11,7 @@ import pytest
 
 from ghostfacenets.cli import main
 from ghostfacenets.model_io import read_metadata
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -60,8 +60,9 @@ def test_convert_writes_the_own_format(capsys: pytest.CaptureFixture[str], tmp_p
     ],
 )
 def test_errors_are_one_line_with_nonzero_exit(args: list[str], message: str, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "ghostfacenets.cli", *args], capture_output=True, text=True,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "ghostfacenets.cli", *args], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

@@ -17,7 +17,7 @@ from ghostfacenets import hub
 from ghostfacenets.errors import DownloadError, ModelFileError
 from ghostfacenets.model_io import read_metadata, save_model
 from ghostfacenets.models import registry
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 OFFICIAL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"
 
@@ -78,7 +78,9 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_pretrained_downloads_checks_converts_once_then_uses_cache(mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pretrained_downloads_checks_converts_once_then_uses_cache(
+    mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = ghostfacenets.load_model(OFFICIAL)
     converted = hub.cache_dir() / f"{OFFICIAL}.safetensors"
     assert converted.exists() and (hub.cache_dir() / registry.PRETRAINED[OFFICIAL].filename).exists()

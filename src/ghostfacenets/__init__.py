@@ -25,11 +25,12 @@ _EXPORTS = {
     "GhostFaceNetsError": "ghostfacenets.errors",
     "FaceRecognizer": "ghostfacenets.pipeline.recognizer",
     "evaluate_bin": "ghostfacenets.evaluate.verification",
-    "embed_images": "ghostfacenets.evaluate.embed",
+    "embed_images": "ghostfacenets.inference",
     "load_verification_bin": "ghostfacenets.data.verification_bin",
     "fuse_model": "ghostfacenets.models.fuse",
     "FastEmbedder": "ghostfacenets.inference",
-    "export_onnx": "ghostfacenets.convert.onnx",
+    "load_embedder": "ghostfacenets.inference",
+    "export_onnx": "ghostfacenets.export.onnx",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,4 +1,5 @@
-"""Download, check and convert the officially released weights, once, into a local cache.
+"""Download and check the officially released weight files, once, into a local cache (conversion into the package's
+own format is :func:`ghostfacenets.model_io.pretrained_path`).
 
 ``GHOSTFACENETS_HOME`` moves the cache (default ``~/.cache/ghostfacenets``); ``GHOSTFACENETS_BASE_URL`` replaces the
 release URL's folder (``file:///mirror/folder`` works), for mirrors and offline machines.
@@ -11,8 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .atomic import atomic_path
 from .errors import DownloadError, ModelFileError
+from .files import atomic_path, sha256_file
 from .models.registry import PRETRAINED, PretrainedWeights
 
 HOME_ENV = "GHOSTFACENETS_HOME"
@@ -31,8 +32,6 @@ def download_url(weights: PretrainedWeights) -> str:
 
 def _check(path: Path, weights: PretrainedWeights) -> str | None:
     """None if the file is the release file, else what is wrong with it."""
-    from .model_io import sha256_file
-
     size = path.stat().st_size
     if size != weights.size:
         return f"size {size:,} bytes, expected {weights.size:,}"
@@ -48,9 +47,10 @@ def _download(url: str, target: Path, weights: PretrainedWeights, progress: bool
     try:
         with urllib.request.urlopen(url, timeout=60) as response, atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or weights.size)
-            with open(tmp, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=weights.filename, disable=not progress
-            ) as bar:
+            with (
+                open(tmp, "wb") as out,
+                tqdm(total=total, unit="B", unit_scale=True, desc=weights.filename, disable=not progress) as bar,
+            ):
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -68,29 +68,17 @@ def _download(url: str, target: Path, weights: PretrainedWeights, progress: bool
         ) from None
 
 
-def pretrained_path(name: str, progress: bool = True) -> Path:
-    """Path of the converted pretrained weights, downloading and converting them on first use."""
-    from .model_io import convert_keras, read_metadata
-
+def release_file(name: str, progress: bool = True) -> Path:
+    """Path of the official release file of pretrained weights ``name`` in the cache, downloaded on first use and
+    checked (size and sha256)."""
     if name not in PRETRAINED:
         raise ModelFileError(f"unknown pretrained weights {name!r}; known: {', '.join(sorted(PRETRAINED))}")
     weights = PRETRAINED[name]
-    cache = cache_dir()
-    converted = cache / f"{name}.safetensors"
-    if converted.exists():
-        try:
-            if read_metadata(converted).get("source", {}).get("sha256") == weights.sha256:
-                return converted
-        except ModelFileError:
-            pass  # a damaged cache entry is rebuilt below
-    original = cache / weights.filename
+    original = cache_dir() / weights.filename
     if original.exists():
         problem = _check(original, weights)
         if problem:
-            raise DownloadError(
-                f"{original} is not the official release file ({problem}); delete it and try again"
-            )
+            raise DownloadError(f"{original} is not the official release file ({problem}); delete it and try again")
     else:
         _download(download_url(weights), original, weights, progress)
-    convert_keras(original, converted)
-    return converted
+    return original

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_path
 from .errors import ModelFileError
+from .files import atomic_path, sha256_file
 from .models.ghostfacenet import GhostFaceNet, GhostFaceNetConfig, build_model
 from .models.registry import ARCHITECTURES, PRETRAINED, architecture_name, default_preprocessing
 
@@ -18,14 +17,6 @@ FORMAT = "ghostfacenets"
 FORMAT_VERSION = 1
 METADATA_KEY = "ghostfacenets"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 UNKNOWN_LICENSE = "unknown: check the terms of the weights' source and of their training data"
@@ -85,7 +76,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or not isinstance(meta.get("format_version", 0), int):
         raise ModelFileError(f"{path}: damaged ghostfacenets metadata (not a JSON object with an integer version)")
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: unsupported model file format {meta.get('format')} v{meta.get('format_version')}")
+        raise ModelFileError(
+            f"{path}: unsupported model file format {meta.get('format')} v{meta.get('format_version')}"
+        )
     return meta
 
 
@@ -110,8 +103,13 @@ def _load_keras(path: Path) -> GhostFaceNet:
     known = next((w for w in PRETRAINED.values() if w.sha256 == digest), None)
     meta = known.metadata() if known else {}
     meta.update(base_metadata(model.config))
-    meta["source"] = {**meta.get("source", {}), "path": str(path), "sha256": digest, "format": "keras-h5",
-                      "keras_version": keras.keras_version}
+    meta["source"] = {
+        **meta.get("source", {}),
+        "path": str(path),
+        "sha256": digest,
+        "format": "keras-h5",
+        "keras_version": keras.keras_version,
+    }
     meta.setdefault("license", UNKNOWN_LICENSE)
     model.metadata = meta
     return model
@@ -122,13 +120,28 @@ def convert_keras(h5_path: str | Path, out_path: str | Path) -> Path:
     return save_model(_load_keras(Path(h5_path)), out_path)
 
 
+def pretrained_path(name: str, progress: bool = True) -> Path:
+    """Path of pretrained weights ``name`` in the package's own format, downloading the release file and converting
+    it on first use (cached beside it, see :mod:`ghostfacenets.hub`)."""
+    from .hub import cache_dir, release_file
+
+    if name not in PRETRAINED:
+        raise ModelFileError(f"unknown pretrained weights {name!r}; known: {', '.join(sorted(PRETRAINED))}")
+    converted = cache_dir() / f"{name}.safetensors"
+    if converted.exists():
+        try:
+            if read_metadata(converted).get("source", {}).get("sha256") == PRETRAINED[name].sha256:
+                return converted
+        except ModelFileError:
+            pass  # a damaged cache entry is rebuilt below
+    return convert_keras(release_file(name, progress), converted)
+
+
 def load_model(source: str | Path, device: str | torch.device = "cpu") -> GhostFaceNet:
     """A ready model in eval mode from a Keras ``.h5``, an own-format ``.safetensors`` file or a pretrained name."""
     text = str(source)
     path = Path(source)
     if text in PRETRAINED and not path.exists():
-        from .hub import pretrained_path
-
         model = _load_own(pretrained_path(text))
     elif path.is_file():
         with open(path, "rb") as f:
@@ -146,4 +159,3 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> GhostF
             f"{text!r}: no such file and not a pretrained name (pretrained: {', '.join(sorted(PRETRAINED))})"
         )
     return model.to(device).eval()
-

@@ -15,16 +15,17 @@ import ghostfacenets
 from ghostfacenets.convert.keras_h5 import infer_config, load_keras_h5, read_keras_h5
 from ghostfacenets.errors import ConversionError
 from ghostfacenets.models.registry import ARCHITECTURES, create_model
-from tests.conftest import shared_path
-
-from .keras_writer import write_keras_h5
+from tests.helpers import shared_path
+from tests.helpers.keras_writer import write_keras_h5
 
 FIXTURES = ["v1_w1.3_s1", "v1_w1_s2", "v2_w1_s1"]
 
 
 def _embed(model: torch.nn.Module, inputs_nhwc: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     blocks: list[np.ndarray] = []
-    hooks = [b.register_forward_hook(lambda m, i, o: blocks.append(o[0].permute(1, 2, 0).numpy())) for b in model.blocks]
+    hooks = [
+        b.register_forward_hook(lambda m, i, o: blocks.append(o[0].permute(1, 2, 0).numpy())) for b in model.blocks
+    ]
     with torch.no_grad():
         out = model(torch.from_numpy(inputs_nhwc).permute(0, 3, 1, 2)).numpy()
     for h in hooks:
@@ -46,7 +47,11 @@ def test_official_keras_models_reproduce_golden_outputs(variant: str) -> None:
     assert not model.training
     config = model.config
     assert (config.version, config.width, config.stem_stride, config.gdc_bias) == (
-        int(meta["version"][1]), meta["width"], meta["stem_stride"], meta["gdc_conv_bias"])
+        int(meta["version"][1]),
+        meta["width"],
+        meta["stem_stride"],
+        meta["gdc_conv_bias"],
+    )
     assert sum(p.numel() for p in model.parameters()) == meta["params_trainable"]
     inputs = np.load(folder / "inputs.npy")
     out, blocks = _embed(model, inputs)
@@ -89,8 +94,12 @@ def test_mixed_float16_policies_and_float16_storage_are_read(tmp_path: Path) -> 
         config = json.loads(f.attrs["model_config"])
         for layer in config["config"]["layers"]:
             if layer["class_name"] != "InputLayer":
-                layer["config"]["dtype"] = {"module": "keras", "class_name": "Policy",
-                                            "config": {"name": "mixed_float16"}, "registered_name": None}
+                layer["config"]["dtype"] = {
+                    "module": "keras",
+                    "class_name": "Policy",
+                    "config": {"name": "mixed_float16"},
+                    "registered_name": None,
+                }
         f.attrs["model_config"] = json.dumps(config)
         f.attrs["keras_version"] = "2.15.0"
         alpha = f["model_weights/activation/activation/alpha:0"]

@@ -27,7 +27,7 @@ from ghostfacenets.data.datasets import (
 )
 from ghostfacenets.data.images import decode_image
 from ghostfacenets.errors import GhostFaceNetsError
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 
 def _write_folder(root: Path, counts: dict[str, int], size: tuple[int, int] = (92, 112)) -> Path:
@@ -154,9 +154,9 @@ def test_two_ranks_see_what_one_rank_with_accumulation_sees() -> None:
     single = _keys(TrainSampler(40, 8, accumulation=2, seed=1, total_steps=7))
     ranks = [_keys(TrainSampler(40, 8, rank=r, world_size=2, seed=1, total_steps=7)) for r in range(2)]
     for step in range(7):
-        batch = single[step * 8:(step + 1) * 8]
-        assert ranks[0][step * 4:(step + 1) * 4] == batch[:4]
-        assert ranks[1][step * 4:(step + 1) * 4] == batch[4:]
+        batch = single[step * 8 : (step + 1) * 8]
+        assert ranks[0][step * 4 : (step + 1) * 4] == batch[:4]
+        assert ranks[1][step * 4 : (step + 1) * 4] == batch[4:]
     with pytest.raises(GhostFaceNetsError, match="divisible"):
         TrainSampler(40, 6, world_size=4)
 
@@ -164,9 +164,9 @@ def test_two_ranks_see_what_one_rank_with_accumulation_sees() -> None:
 def test_sampler_resumes_mid_epoch() -> None:
     full = _keys(TrainSampler(30, 6, seed=2, total_steps=12))
     resumed = _keys(TrainSampler(30, 6, seed=2, start_step=7, total_steps=12))
-    assert resumed == full[7 * 6:]
+    assert resumed == full[7 * 6 :]
     other_world = _keys(TrainSampler(30, 6, rank=1, world_size=3, seed=2, start_step=7, total_steps=12))
-    assert other_world[:2] == full[7 * 6 + 2:7 * 6 + 4]
+    assert other_world[:2] == full[7 * 6 + 2 : 7 * 6 + 4]
 
 
 def test_loading_is_the_same_for_any_number_of_workers() -> None:
@@ -193,8 +193,9 @@ def test_damaged_images_are_replaced_and_reported(tmp_path: Path) -> None:
     report = inspect_dataset(root, progress=False)
     assert report["images"] == 6 and report["identities"] == 2
     assert report["corrupt"] == [str(root / "a" / "1.png")]
-    assert report["corrupt_reasons"] == {str(root / "a" / "1.png"): "not an image (or an unsupported or damaged "
-                                         "image file)"}
+    assert report["corrupt_reasons"] == {
+        str(root / "a" / "1.png"): "not an image (or an unsupported or damaged image file)"
+    }
 
 
 class _CountingPool:
@@ -209,7 +210,7 @@ class _CountingPool:
     def __exit__(self, *_: object) -> None:
         return None
 
-    def submit(self, fn, *args):  # noqa: ANN001, ANN201
+    def submit(self, fn, *args):
         from concurrent.futures import Future
 
         pool, future = self, Future()
@@ -218,14 +219,14 @@ class _CountingPool:
         self.most_waiting = max(self.most_waiting, self.waiting)
         result = future.result
 
-        def taken(timeout: float | None = None):  # noqa: ANN202
+        def taken(timeout: float | None = None):
             pool.waiting -= 1
             return result(timeout)
 
         future.result = taken
         return future
 
-    def map(self, fn, items):  # noqa: ANN001, ANN201
+    def map(self, fn, items):
         return (f.result() for f in [self.submit(fn, i) for i in items])
 
 
@@ -238,7 +239,8 @@ def test_inspection_and_building_keep_few_tasks_in_flight(tmp_path: Path, monkey
     assert build_records(root, tmp_path / "rec", progress=False)["images"] == 11
     assert [p.most_waiting for p in pools] == [3, 3]
     assert [source_label for _, source_label in (RecordSource(tmp_path / "rec").load(i) for i in range(11))] == [
-        0] * 6 + [1] * 5
+        0
+    ] * 6 + [1] * 5
 
 
 def test_build_records_round_trip(tmp_path: Path) -> None:

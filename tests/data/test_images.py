@@ -21,8 +21,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png_header(width: int, height: int) -> bytes:
     """A PNG whose IHDR declares width x height RGB pixels, with one tiny IDAT: a few dozen bytes, built by hand."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,8 +68,12 @@ def test_opencv_errors_become_image_errors(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_odd_arrays_are_image_errors() -> None:
-    for array in (np.array(5, np.uint8), np.zeros(7, np.uint8), np.zeros((0, 0, 3), np.uint8),
-                  np.zeros((4, 0), np.uint8)):
+    for array in (
+        np.array(5, np.uint8),
+        np.zeros(7, np.uint8),
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((4, 0), np.uint8),
+    ):
         with pytest.raises(ImageError):
             load_image(array)
     assert load_image(np.zeros((2, 3), np.uint8)).shape == (2, 3, 3)

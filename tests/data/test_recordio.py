@@ -23,7 +23,7 @@ from ghostfacenets.data.recordio import (
     unpack,
     write_insightface_records,
 )
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 REC_SHA256 = "8add4adebf3de4921355d56af32937fc1abf371fd1b3dcddbc2e0a7b3716380f"
 IDX_SHA256 = "5510699822aa5d617f043acd0e6b4c6f43a681e749c93fc775e6fbec9954481b"
@@ -66,7 +66,7 @@ def test_decoded_colours_are_rgb(sample: Path) -> None:
 def test_rewriting_the_records_is_byte_identical(sample: Path, tmp_path: Path) -> None:
     source = RecordFile(sample / "train.rec")
     with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as writer:
-        for key in source.keys():
+        for key in source.keys():  # noqa: SIM118 - RecordFile is not iterable
             writer.write(key, source.read(key))
     assert (tmp_path / "train.rec").read_bytes() == (sample / "train.rec").read_bytes()
     assert (tmp_path / "train.idx").read_bytes() == (sample / "train.idx").read_bytes()
@@ -92,9 +92,14 @@ def test_magic_inside_data_is_split_as_dmlc_does() -> None:
     data = b"abcd" + magic + b"efgh" + magic + b"xy" + magic[:3]  # two aligned magics, one unaligned tail
     encoded = encode_record(data)
     expected = (
-        struct.pack("<II", MAGIC, (1 << 29) | 4) + b"abcd"
-        + struct.pack("<II", MAGIC, (2 << 29) | 4) + b"efgh"
-        + struct.pack("<II", MAGIC, (3 << 29) | 5) + b"xy" + magic[:3] + b"\x00\x00\x00"
+        struct.pack("<II", MAGIC, (1 << 29) | 4)
+        + b"abcd"
+        + struct.pack("<II", MAGIC, (2 << 29) | 4)
+        + b"efgh"
+        + struct.pack("<II", MAGIC, (3 << 29) | 5)
+        + b"xy"
+        + magic[:3]
+        + b"\x00\x00\x00"
     )
     assert encoded == expected
     assert encode_record(b"a" + magic + b"bcd") == struct.pack("<II", MAGIC, 8) + b"a" + magic + b"bcd"
@@ -124,9 +129,9 @@ def _corrupt_copy(sample: Path, tmp_path: Path) -> Path:
     shutil.copytree(sample, target)
     offsets = RecordFile(sample / "train.rec").offsets
     data = bytearray((target / "train.rec").read_bytes())
-    data[offsets[5]:offsets[5] + 4] = b"XXXX"  # record 5: magic destroyed
+    data[offsets[5] : offsets[5] + 4] = b"XXXX"  # record 5: magic destroyed
     start = offsets[12] + 8 + 24  # record 12: JPEG body overwritten
-    data[start:start + 600] = bytes(600)
+    data[start : start + 600] = bytes(600)
     (target / "train.rec").write_bytes(bytes(data))
     with open(target / "train.idx", "a") as f:
         f.write("garbage line\n")
@@ -173,14 +178,15 @@ def test_scanning_a_truncated_file(sample: Path, tmp_path: Path) -> None:
         scanned.read(last)
 
 
-@pytest.mark.parametrize("first,end", [(float("inf"), 37.0), (float("nan"), 37.0), (1e30, 2e30), (31.0, 1e30),
-                                       (31.5, 37.0), (37.0, 31.0)])
+@pytest.mark.parametrize(
+    "first,end", [(float("inf"), 37.0), (float("nan"), 37.0), (1e30, 2e30), (31.0, 1e30), (31.5, 37.0), (37.0, 31.0)]
+)
 def test_damaged_header_record_is_reported_not_fatal(sample: Path, tmp_path: Path, first: float, end: float) -> None:
     shutil.copytree(sample, tmp_path / "s")
     (tmp_path / "s" / "property").unlink()
     records = RecordFile(sample / "train.rec")
     with RecordWriter(tmp_path / "s" / "train.rec", tmp_path / "s" / "train.idx") as writer:
-        for key in records.keys():
+        for key in records.keys():  # noqa: SIM118 - RecordFile is not iterable
             writer.write(key, pack(IRHeader(2, (first, end), 0, 0)) if key == 0 else records.read(key))
     damaged = InsightFaceRecords(tmp_path / "s")
     assert damaged.header is None and damaged.num_classes is None

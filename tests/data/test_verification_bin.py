@@ -22,7 +22,7 @@ from ghostfacenets.data.verification_bin import (
     write_verification_bin,
 )
 from ghostfacenets.errors import GhostFaceNetsError
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
 SAMPLE_ISSAME = [True, True, True, True, False, False, False, False]  # from the fixtures' README
 MARKER = Path("/tmp/pwned_marker")
@@ -66,8 +66,13 @@ def test_malicious_bin_via_cli_in_a_fresh_process(tmp_path: Path) -> None:
     if MARKER.exists():
         MARKER.unlink()
     code = "import sys; from ghostfacenets.cli import main; sys.exit(main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, "evaluate", "--model", "unused.onnx", "--bin", str(path)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "evaluate", "--model", "unused.onnx", "--bin", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert not MARKER.exists()
     assert len(done.stderr.strip().splitlines()) == 1
@@ -105,7 +110,7 @@ def test_python2_protocol0_strings_and_int_bools(tmp_path: Path) -> None:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: D105
+    def __reduce__(self):
         return (os.system, ("echo PWNED > /tmp/pwned_marker",))
 
 
@@ -157,7 +162,7 @@ def test_images_that_do_not_decode_or_differ_in_size(tmp_path: Path) -> None:
     path = _write_pickle(tmp_path, pickle.dumps(([_png(1), b"not an image"], [True]), protocol=4))
     with pytest.raises(ImageError, match="image 1"):
         load_verification_bin(path)
-    ok, big = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    _ok, big = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
     path = _write_pickle(tmp_path, pickle.dumps(([_png(1), big.tobytes()], [True]), protocol=4))
     with pytest.raises(ImageError, match="different sizes"):
         load_verification_bin(path)

@@ -11,14 +11,23 @@ import pytest
 from ghostfacenets import create_model, save_model
 from ghostfacenets.cli import main
 from ghostfacenets.data.verification_bin import load_verification_bin
-from ghostfacenets.evaluate.embed import embed_images
 from ghostfacenets.evaluate.metrics import verification_metrics
-from tests.conftest import shared_path
-from tests.evaluate.test_pairs import _orl_folder
-from tests.evaluate.toy_models import pooled_colour_onnx
+from ghostfacenets.inference import embed_images
+from tests.helpers import shared_path
+from tests.helpers.photos import orl_folder
+from tests.helpers.toy_models import pooled_colour_onnx
 
-KEYS = ["pairs", "accuracy_10fold_mean", "accuracy_10fold_std", "best_threshold_accuracy", "best_threshold", "auc",
-        "eer", "tar_at_far", "flip"]
+KEYS = [
+    "pairs",
+    "accuracy_10fold_mean",
+    "accuracy_10fold_std",
+    "best_threshold_accuracy",
+    "best_threshold",
+    "auc",
+    "eer",
+    "tar_at_far",
+    "flip",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +39,34 @@ def test_evaluate_bins_json_plot_and_table(onnx_model: Path, tmp_path: Path, cap
     py2 = shared_path("fixtures", "formats", "bin_sample", "sample_py2.bin")
     py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     out, plot = tmp_path / "res" / "eval.json", tmp_path / "roc.png"
-    code = main(["evaluate", "--model", str(onnx_model), "--bin", str(py2), "--bin", str(py3),
-                 "--json", str(out), "--plot", str(plot)])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(onnx_model),
+            "--bin",
+            str(py2),
+            "--bin",
+            str(py3),
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "sample_py2" in printed and "best-thr acc %" in printed and f"wrote JSON to {out}" in printed
     results = json.loads(out.read_text())
     assert list(results) == ["sample_py2", "sample_py3"]
     assert list(results["sample_py2"]) == KEYS and list(results["sample_py2"]["tar_at_far"]) == [
-        "1e-1", "1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]
+        "1e-1",
+        "1e-2",
+        "1e-3",
+        "1e-4",
+        "1e-5",
+        "1e-6",
+    ]
     assert results["sample_py2"] == results["sample_py3"]
     images, issame = load_verification_bin(py2)  # independent route: embed all, metrics on [0::2], [1::2]
     embeddings = embed_images(onnx_model, images, progress=False)
@@ -48,12 +76,34 @@ def test_evaluate_bins_json_plot_and_table(onnx_model: Path, tmp_path: Path, cap
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_json_to_stdout_no_flip_and_folder(onnx_model: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
-    folder = _orl_folder(tmp_path / "orl", subjects=5, per_subject=4)
+def test_evaluate_json_to_stdout_no_flip_and_folder(
+    onnx_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = orl_folder(tmp_path / "orl", subjects=5, per_subject=4)
     py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
-    assert main(["evaluate", "--model", str(onnx_model), "--bin", str(py3), "--folder", str(folder),
-                 "--pairs", "60", "--seed", "2", "--no-flip", "--json", "-", "--plot", str(tmp_path / "r.svg")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(onnx_model),
+                "--bin",
+                str(py3),
+                "--folder",
+                str(folder),
+                "--pairs",
+                "60",
+                "--seed",
+                "2",
+                "--no-flip",
+                "--json",
+                "-",
+                "--plot",
+                str(tmp_path / "r.svg"),
+            ]
+        )
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)  # pure JSON on stdout: pipes
     assert results["sample_py3"]["flip"] is False and results["orl"]["pairs"] == 60
     assert results["orl"]["accuracy_10fold_mean"] is not None
@@ -75,8 +125,9 @@ def test_evaluate_a_ghostfacenet_file(tmp_path: Path, capsys: pytest.CaptureFixt
         (["--folder", "absent_dir"], "not a folder"),
     ],
 )
-def test_evaluate_errors_are_one_line(onnx_model: Path, capsys: pytest.CaptureFixture, args: list[str],
-                                      message: str) -> None:
+def test_evaluate_errors_are_one_line(
+    onnx_model: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
     assert main(["evaluate", "--model", str(onnx_model), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("ghostfacenets evaluate: error:")
@@ -90,7 +141,7 @@ def test_evaluate_refuses_wrong_crop_size(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_make_bin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    folder = _orl_folder(tmp_path / "orl", subjects=4, per_subject=3)
+    folder = orl_folder(tmp_path / "orl", subjects=4, per_subject=3)
     out = tmp_path / "orl.bin"
     assert main(["make-bin", str(folder), str(out), "--pairs", "20", "--seed", "1"]) == 0
     assert "20 pairs (10 same person, 10 different)" in capsys.readouterr().out
@@ -102,11 +153,12 @@ def test_make_bin(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_make_bin_failing_mid_write_keeps_the_earlier_file(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_bin_failing_mid_write_keeps_the_earlier_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pickle
 
-    folder = _orl_folder(tmp_path / "orl", subjects=4, per_subject=3)
+    folder = orl_folder(tmp_path / "orl", subjects=4, per_subject=3)
     out = tmp_path / "out" / "orl.bin"
     assert main(["make-bin", str(folder), str(out), "--pairs", "20"]) == 0
     before = out.read_bytes()
@@ -130,8 +182,9 @@ def test_help(command: str, capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'"), ("cuda", "CUDA is not available")])
-def test_evaluate_bad_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, device: str,
-                                         message: str) -> None:
+def test_evaluate_bad_device_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, device: str, message: str
+) -> None:
     import torch
 
     if device == "cuda" and torch.cuda.is_available():
@@ -146,8 +199,20 @@ def test_evaluate_bad_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 def test_plot_format_is_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     # the model does not exist: the plot's suffix must be refused before the model is even looked at
-    assert main(["evaluate", "--model", str(tmp_path / "absent.onnx"), "--bin", str(py3),
-                 "--plot", str(tmp_path / "roc.txt")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "absent.onnx"),
+                "--bin",
+                str(py3),
+                "--plot",
+                str(tmp_path / "roc.txt"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "roc.txt" in err[0] and ".png" in err[0] and ".svg" in err[0]
     assert list(tmp_path.iterdir()) == []
@@ -155,8 +220,20 @@ def test_plot_format_is_checked_before_any_work(tmp_path: Path, capsys: pytest.C
 
 def test_plot_with_only_ijb_is_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "IJBC").mkdir()
-    assert main(["evaluate", "--model", str(tmp_path / "absent.onnx"), "--ijb", str(tmp_path / "IJBC"),
-                 "--plot", str(tmp_path / "roc.png")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "absent.onnx"),
+                "--ijb",
+                str(tmp_path / "IJBC"),
+                "--plot",
+                str(tmp_path / "roc.png"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--plot" in err[0] and "--bin" in err[0]
     assert not (tmp_path / "roc.png").exists()

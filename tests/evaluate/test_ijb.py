@@ -26,8 +26,8 @@ from ghostfacenets.evaluate.ijb import (
     template_features,
 )
 from ghostfacenets.evaluate.metrics import roc_auc, roc_curve
-from tests.evaluate.test_metrics import _brute_tar
-from tests.evaluate.toy_models import pooled_colour_model, pooled_colour_onnx
+from tests.helpers.references import brute_tar
+from tests.helpers.toy_models import pooled_colour_model, pooled_colour_onnx
 
 SUBJECTS = 6
 TEMPLATES_PER_SUBJECT = 3
@@ -67,11 +67,14 @@ def write_ijb(root: Path, target: str = "ijbc", seed: int = 0) -> Path:
                     crop, landmarks = _loose_crop(pattern, rng)
                     cv2.imwrite(str(root / "loose_crop" / name), crop[..., ::-1])  # files hold RGB colours
                     faces.append(f"{name} {template} {media}")
-                    points.append(f"{name} " + " ".join(f"{v:.2f}" for v in landmarks.reshape(-1))
-                                  + f" {rng.uniform(0.5, 1.0):.4f}")
+                    points.append(
+                        f"{name} "
+                        + " ".join(f"{v:.2f}" for v in landmarks.reshape(-1))
+                        + f" {rng.uniform(0.5, 1.0):.4f}"
+                    )
                     names.append(name)
             templates.append((template, subject, names))
-    pairs = [f"{a[0]} {b[0]} {int(a[1] == b[1])}" for i, a in enumerate(templates) for b in templates[i + 1:]]
+    pairs = [f"{a[0]} {b[0]} {int(a[1] == b[1])}" for i, a in enumerate(templates) for b in templates[i + 1 :]]
     meta = root / "meta"
     (meta / f"{target}_face_tid_mid.txt").write_text("\n".join(faces) + "\n")
     (meta / f"{target}_name_5pts_score.txt").write_text("\n".join(points) + "\n")
@@ -159,13 +162,16 @@ def test_open_set_search_matches_brute_force() -> None:
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
     gallery_ids = np.arange(30) // 2 + 100  # two templates per subject
     probe_ids = rng.choice(np.arange(90, 125), 400)
-    probe = np.where(np.isin(probe_ids, gallery_ids)[:, None],
-                     gallery[np.searchsorted(gallery_ids, np.clip(probe_ids, 100, 114))], 0) + rng.normal(size=(400, 8))
+    probe = np.where(
+        np.isin(probe_ids, gallery_ids)[:, None], gallery[np.searchsorted(gallery_ids, np.clip(probe_ids, 100, 114))], 0
+    ) + rng.normal(size=(400, 8))
     probe /= np.linalg.norm(probe, axis=1, keepdims=True)
     result = search_1toN(probe, probe_ids, gallery, gallery_ids)
     ranks, tpir = _brute_search(probe, probe_ids, gallery, gallery_ids, 0.1)
     assert result["mated_probes"] == len(ranks) and result["non_mated_probes"] == 400 - len(ranks)
-    assert result["rank1"] == pytest.approx(np.mean(ranks == 1)) and result["rank5"] == pytest.approx(np.mean(ranks <= 5))
+    assert result["rank1"] == pytest.approx(np.mean(ranks == 1)) and result["rank5"] == pytest.approx(
+        np.mean(ranks <= 5)
+    )
     assert 0.2 < result["rank1"] < 1.0
     assert result["tpir_at_fpir"]["1e-1"] == pytest.approx(tpir)
     assert result["tpir_at_fpir"]["1e-3"] is None  # fewer than 1000 non-mated searches
@@ -184,7 +190,9 @@ def test_alignment_recovers_the_pattern(ijbc: Path) -> None:
 
     layout = find_layout(ijbc)
     meta = read_meta(layout)
-    crops = [_aligned_crop(layout.images / meta.names[i], meta.landmarks[i]).astype(int) for i in range(len(meta.names))]
+    crops = [
+        _aligned_crop(layout.images / meta.names[i], meta.landmarks[i]).astype(int) for i in range(len(meta.names))
+    ]
     same = [i for i in range(len(crops)) if meta.templates[i] // 10 == meta.templates[0] // 10]
     other = [i for i in range(len(crops)) if meta.templates[i] // 10 != meta.templates[0] // 10]
     centre = (slice(20, 92), slice(20, 92))
@@ -225,7 +233,7 @@ def test_evaluate_ijb_scores_follow_the_definitions(ijbc: Path, monkeypatch: pyt
     scores = np.array([pooled[row[a]] @ pooled[row[b]] for a, b in meta.pairs])
     fpr, tpr, _ = roc_curve(scores, meta.labels)
     assert report["verification"]["auc"] == pytest.approx(roc_auc(fpr, tpr))
-    assert report["verification"]["tar_at_far"]["1e-1"] == pytest.approx(_brute_tar(scores, meta.labels, 0.1))
+    assert report["verification"]["tar_at_far"]["1e-1"] == pytest.approx(brute_tar(scores, meta.labels, 0.1))
     assert 0.5 < report["verification"]["auc"] < 1.0
     with pytest.raises(IJBError, match="features for"):
         evaluate_ijb(None, ijbc, features=feats[:-1])
@@ -343,8 +351,9 @@ def test_combined_tpir_is_the_mean_over_galleries(tmp_path: Path) -> None:
     expected = []
     for gallery in (g1, g2):
         gallery_t, gallery_s = templates_subjects(gallery)
-        _, tpir = _brute_search(pooled[[row[t] for t in probe_t]], probe_s, pooled[[row[t] for t in gallery_t]],
-                                gallery_s, 0.1)
+        _, tpir = _brute_search(
+            pooled[[row[t] for t in probe_t]], probe_s, pooled[[row[t] for t in gallery_t]], gallery_s, 0.1
+        )
         expected.append(tpir)
         result = report["identification"]["galleries"][gallery.stem[-2:]]
         assert (result["mated_probes"], result["non_mated_probes"]) == (2, 10)

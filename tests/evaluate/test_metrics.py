@@ -20,57 +20,11 @@ from ghostfacenets.evaluate.metrics import (
     threshold_at_far,
     verification_metrics,
 )
+from tests.helpers.references import brute_best_threshold, brute_tar, insightface_evaluate, sklearn_kfold
 
 # ------------------------------------------------------------------------------------------ insightface reference
 # calculate_accuracy / calculate_roc from insightface recognition/arcface_torch/eval/verification.py (pca=0 branch),
 # with sklearn's KFold(n_splits, shuffle=False) written out (sklearn is not a dependency).
-
-
-def _sklearn_kfold(n: int, n_splits: int):
-    indices = np.arange(n)
-    fold_sizes = np.full(n_splits, n // n_splits, dtype=int)
-    fold_sizes[: n % n_splits] += 1
-    current = 0
-    for fold_size in fold_sizes:
-        start, stop = current, current + fold_size
-        test = indices[start:stop]
-        yield np.setdiff1d(indices, test), test
-        current = stop
-
-
-def _calculate_accuracy(threshold, dist, actual_issame):
-    predict_issame = np.less(dist, threshold)
-    tp = np.sum(np.logical_and(predict_issame, actual_issame))
-    fp = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
-    tn = np.sum(np.logical_and(np.logical_not(predict_issame), np.logical_not(actual_issame)))
-    fn = np.sum(np.logical_and(np.logical_not(predict_issame), actual_issame))
-    tpr = 0 if (tp + fn == 0) else float(tp) / float(tp + fn)
-    fpr = 0 if (fp + tn == 0) else float(fp) / float(fp + tn)
-    acc = float(tp + tn) / dist.size
-    return tpr, fpr, acc
-
-
-def _calculate_roc(thresholds, embeddings1, embeddings2, actual_issame, nrof_folds=10):
-    nrof_pairs = min(len(actual_issame), embeddings1.shape[0])
-    nrof_thresholds = len(thresholds)
-    accuracy = np.zeros((nrof_folds))
-    diff = np.subtract(embeddings1, embeddings2)
-    dist = np.sum(np.square(diff), 1)
-    for fold_idx, (train_set, test_set) in enumerate(_sklearn_kfold(nrof_pairs, nrof_folds)):
-        acc_train = np.zeros((nrof_thresholds))
-        for threshold_idx, threshold in enumerate(thresholds):
-            _, _, acc_train[threshold_idx] = _calculate_accuracy(threshold, dist[train_set], actual_issame[train_set])
-        best_threshold_index = np.argmax(acc_train)
-        _, _, accuracy[fold_idx] = _calculate_accuracy(thresholds[best_threshold_index], dist[test_set],
-                                                       actual_issame[test_set])
-    return accuracy
-
-
-def _insightface_evaluate(embeddings: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
-    """insightface test(): sum of flips already done; sklearn.preprocessing.normalize, then evaluate()."""
-    embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    accuracy = _calculate_roc(np.arange(0, 4, 0.01), embeddings[0::2], embeddings[1::2], np.asarray(issame))
-    return float(np.mean(accuracy)), float(np.std(accuracy))
 
 
 def _synthetic_pairs(n_pairs: int, dim: int, seed: int, noise: float = 1.0):
@@ -98,7 +52,7 @@ def _pairs_with_cosines(cosines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_hand_worked_example() -> None:
     a, b = _pairs_with_cosines(HAND_SCORES)
     np.testing.assert_allclose(cosine_scores(a, b), HAND_SCORES, atol=1e-12)
-    # threshold 0.2 accepts 0.9, 0.8, 0.3, 0.7 -> 3 true accepts + 2 true rejects = 5/6; 0.7 also gives 5/6 (lowest wins)
+    # threshold 0.2 accepts 0.9, 0.8, 0.3, 0.7 -> 3 true accepts + 2 true rejects = 5/6; 0.7 also: 5/6 (lowest wins)
     accuracy, threshold = best_threshold_accuracy(HAND_SCORES, HAND_SAME)
     assert accuracy == pytest.approx(5 / 6) and threshold == pytest.approx(0.2)
     fpr, tpr, thresholds = roc_curve(HAND_SCORES, HAND_SAME)
@@ -124,11 +78,11 @@ def test_interpolated_eer() -> None:
     assert equal_error_rate(np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.25, 1.0])) == pytest.approx(0.75 / 1.75)
 
 
-def test_kfold_splits_are_sklearn_kfold() -> None:
+def test_kfold_splits_aresklearn_kfold() -> None:
     folds = kfold_splits(23, 10)
     assert [len(f) for f in folds] == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2]
     np.testing.assert_array_equal(np.concatenate(folds), np.arange(23))
-    for mine, (_, reference) in zip(folds, _sklearn_kfold(23, 10)):
+    for mine, (_, reference) in zip(folds, sklearn_kfold(23, 10)):
         np.testing.assert_array_equal(mine, reference)
     with pytest.raises(GhostFaceNetsError):
         kfold_splits(9, 10)
@@ -139,7 +93,7 @@ def test_kfold_reproduces_insightface(n_pairs: int, dim: int, seed: int, noise: 
     a, b, issame = _synthetic_pairs(n_pairs, dim, seed, noise)
     interleaved = np.empty((2 * n_pairs, dim), np.float32)
     interleaved[0::2], interleaved[1::2] = a, b
-    mean, std = _insightface_evaluate(interleaved, issame)
+    mean, std = insightface_evaluate(interleaved, issame)
     metrics = verification_metrics(a, b, issame)
     assert metrics["accuracy_10fold_mean"] == pytest.approx(mean, abs=1e-12)
     assert metrics["accuracy_10fold_std"] == pytest.approx(std, abs=1e-12)
@@ -171,22 +125,13 @@ def test_predefined_fold_ids() -> None:
     assert metrics["accuracy_10fold_mean"] == pytest.approx(np.mean(accuracies))
 
 
-def _brute_best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    best = (-1.0, 0.0)
-    for t in sorted(set(scores.tolist()) | {scores.min() - 1.0}):
-        accuracy = np.mean((scores > t) == same)
-        if accuracy > best[0]:
-            best = (accuracy, t)
-    return best
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_best_threshold_matches_brute_force(seed: int) -> None:
     rng = np.random.default_rng(seed)
     same = rng.random(300) < 0.4
     scores = np.round(np.where(same, rng.normal(0.5, 0.2, 300), rng.normal(0.1, 0.2, 300)), 2)  # many ties
     accuracy, threshold = best_threshold_accuracy(scores, same)
-    reference_accuracy, reference_threshold = _brute_best_threshold(scores, same)
+    reference_accuracy, reference_threshold = brute_best_threshold(scores, same)
     assert accuracy == pytest.approx(reference_accuracy)
     if reference_threshold >= scores.min():
         assert threshold == pytest.approx(reference_threshold)
@@ -204,15 +149,6 @@ def test_auc_is_the_mann_whitney_statistic(seed: int) -> None:
     assert roc_auc(fpr, tpr) == pytest.approx(wins / (pos.size * neg.size))
 
 
-def _brute_tar(scores: np.ndarray, same: np.ndarray, far: float) -> float:
-    neg = scores[~same]
-    candidates = sorted(set(scores.tolist()) | {scores.min() - 1.0})
-    for t in candidates:  # lowest threshold whose FAR is within the target
-        if np.mean(neg > t) <= far + 1e-15:
-            return float(np.mean(scores[same] > t))
-    raise AssertionError("unreachable: the highest score accepts nothing")
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_tar_at_far_matches_brute_force(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -221,7 +157,7 @@ def test_tar_at_far_matches_brute_force(seed: int) -> None:
     result = tar_at_far(scores, same)
     assert result["1e-4"] is None and result["1e-5"] is None  # 2000 different pairs: FAR 1e-4 not measurable
     for key in ("1e-1", "1e-2", "1e-3"):
-        assert result[key] == pytest.approx(_brute_tar(scores, same, float(key)))
+        assert result[key] == pytest.approx(brute_tar(scores, same, float(key)))
     threshold, frr = threshold_at_far(scores, same, 1e-2)
     assert np.mean(scores[~same] > threshold) <= 1e-2 < np.mean(scores[~same] >= threshold)
     assert frr == pytest.approx(np.mean(scores[same] <= threshold))
@@ -230,8 +166,16 @@ def test_tar_at_far_matches_brute_force(seed: int) -> None:
 def test_verification_metrics_keys_and_degenerate_sets() -> None:
     a, b, issame = _synthetic_pairs(50, 4, 5)
     metrics = verification_metrics(a, b, issame)
-    assert list(metrics) == ["pairs", "accuracy_10fold_mean", "accuracy_10fold_std", "best_threshold_accuracy",
-                             "best_threshold", "auc", "eer", "tar_at_far"]
+    assert list(metrics) == [
+        "pairs",
+        "accuracy_10fold_mean",
+        "accuracy_10fold_std",
+        "best_threshold_accuracy",
+        "best_threshold",
+        "auc",
+        "eer",
+        "tar_at_far",
+    ]
     assert list(metrics["tar_at_far"]) == ["1e-1", "1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]
     only_same = verification_metrics(a, b, np.ones(50, bool))
     assert only_same["auc"] is None and only_same["eer"] is None and only_same["best_threshold_accuracy"] == 1.0

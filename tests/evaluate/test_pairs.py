@@ -15,8 +15,8 @@ from ghostfacenets.data.verification_bin import load_verification_bin, read_veri
 from ghostfacenets.errors import GhostFaceNetsError
 from ghostfacenets.evaluate.pairs import evaluate_folder, make_bin, make_pairs
 from ghostfacenets.evaluate.verification import evaluate_bin
-from tests.conftest import shared_path
-from tests.evaluate.toy_models import pooled_colour_model
+from tests.helpers.photos import orl_folder
+from tests.helpers.toy_models import pooled_colour_model
 
 LABELS = np.repeat(np.arange(5), [4, 1, 3, 6, 2])  # 16 images, one identity with a single image
 
@@ -55,19 +55,8 @@ def test_sampling_takes_what_exists() -> None:
         make_pairs([0])
 
 
-def _orl_folder(root: Path, subjects: int = 6, per_subject: int = 4) -> Path:
-    faces = shared_path("data", "att_faces")
-    for s in range(1, subjects + 1):
-        (root / f"person{s:02d}").mkdir(parents=True)
-        for k in range(1, per_subject + 1):
-            grey = cv2.imread(str(faces / f"s{s}" / f"{k}.pgm"), cv2.IMREAD_GRAYSCALE)
-            cv2.imwrite(str(root / f"person{s:02d}" / f"{k}.png"), cv2.copyMakeBorder(grey, 0, 0, 10, 10,
-                                                                                    cv2.BORDER_REFLECT))
-    return root
-
-
 def test_make_bin_stores_the_right_images_and_labels(tmp_path: Path) -> None:
-    folder = _orl_folder(tmp_path / "faces")
+    folder = orl_folder(tmp_path / "faces")
     path, pairs, same = make_bin(folder, tmp_path / "orl.bin", num_pairs=40, seed=3)
     assert (pairs, same) == (40, 20)
     encoded, issame = read_verification_bin(path)
@@ -79,7 +68,7 @@ def test_make_bin_stores_the_right_images_and_labels(tmp_path: Path) -> None:
 
 
 def test_folder_evaluation_equals_evaluating_its_bin(tmp_path: Path) -> None:
-    folder = _orl_folder(tmp_path / "faces")
+    folder = orl_folder(tmp_path / "faces")
     bin_path, _, _ = make_bin(folder, tmp_path / "orl.bin", seed=1)  # exhaustive: 276 pairs
     model = pooled_colour_model()
     from_bin = evaluate_bin(model, bin_path, progress=False)
@@ -99,7 +88,7 @@ def test_folders_with_unaligned_or_mixed_sizes_are_refused(tmp_path: Path) -> No
         cv2.imwrite(str(folder / name / "1.png"), np.zeros((112, 92), np.uint8))
     with pytest.raises(ImageError, match="align the faces first"):
         make_bin(folder, tmp_path / "x.bin")
-    path, pairs, _ = make_bin(folder, tmp_path / "x.bin", size=None)
+    _path, pairs, _ = make_bin(folder, tmp_path / "x.bin", size=None)
     assert pairs == 1
     cv2.imwrite(str(folder / "b" / "2.png"), np.zeros((64, 64), np.uint8))
     with pytest.raises(ImageError, match="different sizes"):
@@ -109,7 +98,7 @@ def test_folders_with_unaligned_or_mixed_sizes_are_refused(tmp_path: Path) -> No
 
 
 def test_folder_given_as_dot_is_named_after_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = _orl_folder(tmp_path / "faces", subjects=3, per_subject=2)
+    folder = orl_folder(tmp_path / "faces", subjects=3, per_subject=2)
     monkeypatch.chdir(folder)
     assert evaluate_folder(pooled_colour_model(), ".", progress=False).name == "faces"
     monkeypatch.chdir(folder / "person01")

@@ -13,9 +13,9 @@ from torch import nn
 
 from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
 from ghostfacenets.evaluate.verification import evaluate_bin, evaluate_bin_detailed
-from tests.conftest import shared_path
-from tests.evaluate.test_metrics import _brute_best_threshold, _brute_tar, _insightface_evaluate
-from tests.evaluate.toy_models import pooled_colour_model
+from tests.helpers import shared_path
+from tests.helpers.references import brute_best_threshold, brute_tar, insightface_evaluate
+from tests.helpers.toy_models import pooled_colour_model
 
 
 def _independent_embeddings(images: np.ndarray, flip: bool) -> np.ndarray:
@@ -29,17 +29,17 @@ def _independent_embeddings(images: np.ndarray, flip: bool) -> np.ndarray:
 def _check_against_definitions(metrics: dict, embeddings: np.ndarray, issame: np.ndarray, tol: float = 1e-9) -> None:
     a, b = embeddings[0::2], embeddings[1::2]
     scores = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    accuracy, threshold = _brute_best_threshold(scores, issame)
+    accuracy, threshold = brute_best_threshold(scores, issame)
     assert metrics["pairs"] == len(issame)
     assert metrics["best_threshold_accuracy"] == pytest.approx(accuracy)
     assert metrics["best_threshold"] == pytest.approx(threshold, abs=tol)
     if len(issame) >= 10:
-        mean, std = _insightface_evaluate(embeddings, issame)
+        mean, std = insightface_evaluate(embeddings, issame)
         assert metrics["accuracy_10fold_mean"] == pytest.approx(mean)
         assert metrics["accuracy_10fold_std"] == pytest.approx(std)
     for key, value in metrics["tar_at_far"].items():
         if value is not None:
-            assert value == pytest.approx(_brute_tar(scores, issame, float(key)))
+            assert value == pytest.approx(brute_tar(scores, issame, float(key)))
 
 
 @pytest.mark.parametrize("flip", [True, False])

@@ -26,8 +26,9 @@ def direct_logits(cos: torch.Tensor, labels: list[int], m: tuple[float, float, f
     return out * scale
 
 
-@pytest.mark.parametrize("name,expected", [("arcface", (1.0, 0.5, 0.0)), ("cosface", (1.0, 0.0, 0.35)),
-                                           ("subcenter", (1.0, 0.5, 0.0))])
+@pytest.mark.parametrize(
+    "name,expected", [("arcface", (1.0, 0.5, 0.0)), ("cosface", (1.0, 0.0, 0.35)), ("subcenter", (1.0, 0.5, 0.0))]
+)
 def test_presets_are_the_papers_margins(name: str, expected: tuple[float, float, float]) -> None:
     head = margin_from_name(name)
     assert (head.m1, head.m2, head.m3) == expected
@@ -45,7 +46,8 @@ def test_arcface_hand_worked_values() -> None:
     head = CombinedMargin(1.0, 0.5, 0.0)
     # theta = 60 deg: cos(60 deg + 0.5 rad)
     assert head.target_logit(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(
-        math.cos(math.pi / 3 + 0.5), abs=1e-12)
+        math.cos(math.pi / 3 + 0.5), abs=1e-12
+    )
     # theta = 170 deg: theta + m > pi, official fallback -2 - cos(theta + m)
     cos = math.cos(math.radians(170))
     got = head.target_logit(torch.tensor(cos, dtype=torch.float64)).item()
@@ -105,8 +107,9 @@ def test_margin_gradcheck(m: tuple[float, float, float]) -> None:
     assert torch.autograd.gradcheck(lambda c: head(c, labels, 16.0), (cos,))
 
 
-def _direct_loss(emb: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, m: tuple[float, float, float],
-                 scale: float) -> torch.Tensor:
+def _direct_loss(
+    emb: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, m: tuple[float, float, float], scale: float
+) -> torch.Tensor:
     """Normalised embeddings x normalised centres, max over sub-centres by loops, margin, softmax cross-entropy."""
     n, (c, k, _) = emb.shape[0], weight.shape
     cos = torch.empty(n, c, dtype=emb.dtype)

@@ -94,15 +94,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, emb: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
-            out: dict) -> None:
+def _worker(
+    rank: int, world: int, port: int, emb: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, out: dict
+) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         head = PartialFC(emb.shape[1], weight.shape[0], margin_from_name("arcface"), group=dist.group.WORLD).double()
-        head.weight.data = weight[head.class_start:head.class_end].clone()
+        head.weight.data = weight[head.class_start : head.class_end].clone()
         size = emb.shape[0] // world
-        local = emb[rank * size:(rank + 1) * size].clone().requires_grad_(True)
-        loss = head(local, labels[rank * size:(rank + 1) * size], 64.0)
+        local = emb[rank * size : (rank + 1) * size].clone().requires_grad_(True)
+        loss = head(local, labels[rank * size : (rank + 1) * size], 64.0)
         loss.backward()
         out[rank] = (loss.item(), local.grad.clone(), head.weight.grad.clone())
     finally:
@@ -125,21 +126,23 @@ def test_two_gloo_processes_equal_one_process() -> None:
         start, end = class_range(7, rank, 2)
         assert rank_loss == pytest.approx(loss.item(), rel=1e-12)
         # Embedding gradients carry the world-size factor that DDP's averaging removes.
-        torch.testing.assert_close(emb_grad / 2, e.grad[rank * 4:(rank + 1) * 4])
+        torch.testing.assert_close(emb_grad / 2, e.grad[rank * 4 : (rank + 1) * 4])
         torch.testing.assert_close(weight_grad, single.weight.grad[start:end])
 
 
-def _sampling_worker(rank: int, world: int, port: int, emb: torch.Tensor, labels: torch.Tensor,
-                     weight: torch.Tensor, out: dict) -> None:
+def _sampling_worker(
+    rank: int, world: int, port: int, emb: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, out: dict
+) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        head = PartialFC(emb.shape[1], weight.shape[0], margin_from_name("cosface"), sample_rate=0.5,
-                         group=dist.group.WORLD, seed=3).double()
-        head.weight.data = weight[head.class_start:head.class_end].clone()
+        head = PartialFC(
+            emb.shape[1], weight.shape[0], margin_from_name("cosface"), sample_rate=0.5, group=dist.group.WORLD, seed=3
+        ).double()
+        head.weight.data = weight[head.class_start : head.class_end].clone()
         size = emb.shape[0] // world
-        local = emb[rank * size:(rank + 1) * size].clone().requires_grad_(True)
+        local = emb[rank * size : (rank + 1) * size].clone().requires_grad_(True)
         state = head.negative_generator.get_state()
-        loss = head(local, labels[rank * size:(rank + 1) * size], 30.0)
+        loss = head(local, labels[rank * size : (rank + 1) * size], 30.0)
         loss.backward()
         head.negative_generator.set_state(state)  # the same draw again: which rows this rank sampled
         in_shard = (labels >= head.class_start) & (labels < head.class_end)
@@ -156,8 +159,9 @@ def test_two_gloo_processes_with_sampled_negatives() -> None:
     emb, weight = torch.randn(8, 6, dtype=torch.float64), torch.randn(20, 1, 6, dtype=torch.float64)
     labels = torch.tensor([0, 3, 3, 12, 15, 15, 19, 1])  # 3 positive classes per rank of 10; 5 rows sampled each
     out = mp.Manager().dict()
-    mp.start_processes(_sampling_worker, args=(2, _free_port(), emb, labels, weight, out), nprocs=2,
-                       start_method="spawn")
+    mp.start_processes(
+        _sampling_worker, args=(2, _free_port(), emb, labels, weight, out), nprocs=2, start_method="spawn"
+    )
     used = sorted(out[0][3] + out[1][3])
     assert len(used) == 10 and set(labels.tolist()) <= set(used)
     assert any(c not in labels.tolist() for c in out[0][3]) and any(c not in labels.tolist() for c in out[1][3])
@@ -172,5 +176,5 @@ def test_two_gloo_processes_with_sampled_negatives() -> None:
         rank_loss, emb_grad, weight_grad, _ = out[rank]
         start, end = class_range(20, rank, 2)
         assert rank_loss == pytest.approx(reference.item(), rel=1e-12)
-        torch.testing.assert_close(emb_grad / 2, e.grad[rank * 4:(rank + 1) * 4])
+        torch.testing.assert_close(emb_grad / 2, e.grad[rank * 4 : (rank + 1) * 4])
         torch.testing.assert_close(weight_grad, w.grad[start:end])

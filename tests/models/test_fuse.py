@@ -11,42 +11,10 @@ from ghostfacenets import load_model
 from ghostfacenets.models.fuse import Clamp01, fold_conv_bn, fuse_model, is_fused
 from ghostfacenets.models.layers import Conv2dSame, HardSigmoidKeras2, HardSigmoidTorch
 from ghostfacenets.models.registry import create_model
-from tests.conftest import shared_path
+from tests.helpers import shared_path
+from tests.helpers.models import randomized
 
 FIXTURES = ["v1_w1.3_s1", "v1_w1_s2", "v2_w1_s1"]
-
-
-@torch.no_grad()
-def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
-    """``model`` in eval mode with BatchNorm affine terms, PReLU slopes and biases far from their initial values and
-    BatchNorm statistics measured on random images (so activations keep a normal scale through the 16 blocks), so
-    that a fold that drops or misplaces any of them changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        elif isinstance(m, nn.PReLU):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5)
-        elif isinstance(m, nn.Conv2d):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * m.weight.std())
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    size = getattr(getattr(model, "config", None), "input_size", None)
-    if size:  # a whole GhostFaceNet: statistics from data
-        model.train()
-        model(torch.randn(8, 3, size, size, generator=g))
-    else:  # a lone BatchNorm: random statistics
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    return model.eval()
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -87,8 +55,9 @@ def test_fold_conv_bn_handles_batchnorm1d_and_no_affine() -> None:
         fold_conv_bn(conv, nn.BatchNorm2d(7))
 
 
-@pytest.mark.parametrize("name", ["ghostfacenetv1-0.5-1", "ghostfacenetv1-0.5-2", "ghostfacenetv2-0.5-1",
-                                  "ghostfacenetv2-0.5-2"])
+@pytest.mark.parametrize(
+    "name", ["ghostfacenetv1-0.5-1", "ghostfacenetv1-0.5-2", "ghostfacenetv2-0.5-1", "ghostfacenetv2-0.5-2"]
+)
 def test_fused_model_matches_original(name: str) -> None:
     model = randomized(create_model(name, gdc_bias=True), seed=3)
     fused = fuse_model(model)
@@ -98,7 +67,9 @@ def test_fused_model_matches_original(name: str) -> None:
     assert _cosine(out, expected).min() >= 0.99999
     assert (out - expected).abs().max() <= 1e-4 * expected.abs().max()
     assert is_fused(fused) and not is_fused(model)  # and the original keeps its BatchNorms
-    assert not any(isinstance(m, (Conv2dSame, HardSigmoidKeras2, HardSigmoidTorch, nn.Dropout)) for m in fused.modules())
+    assert not any(
+        isinstance(m, (Conv2dSame, HardSigmoidKeras2, HardSigmoidTorch, nn.Dropout)) for m in fused.modules()
+    )
     assert sum(isinstance(m, Clamp01) for m in fused.modules()) == 7  # one per SE block
     assert not any(p.requires_grad for p in fused.parameters())
     assert not fused.training

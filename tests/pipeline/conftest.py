@@ -7,22 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED, shared_path
-
-PHOTOS = "data/deepface_testpairs"
-
-
-def photo(name: str) -> Path:
-    """A real photo of ../shared/data/deepface_testpairs (skips when absent)."""
-    return shared_path(PHOTOS, name)
+from tests.helpers import shared_path
 
 
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The official Keras GhostFaceNetV1-1-2 test model (random weights) in the package's own format."""
-    h5 = SHARED / "fixtures" / "keras_reference" / "v1_w1_s2" / "model.h5"
-    if not h5.exists():
-        pytest.skip(f"{h5} not found: the shared fixtures folder sits beside the checkout in CI")
+    h5 = shared_path("fixtures", "keras_reference", "v1_w1_s2", "model.h5")
     from ghostfacenets.model_io import convert_keras
 
     return convert_keras(h5, tmp_path_factory.mktemp("model") / "v1_w1_s2.safetensors")

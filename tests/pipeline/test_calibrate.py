@@ -17,19 +17,22 @@ from ghostfacenets.pipeline.calibrate import (
     thresholds_at,
     write_thresholds,
 )
-from tests.conftest import shared_path
-
-from .conftest import photo
+from tests.helpers import shared_path
+from tests.helpers.photos import photo
 
 
 def test_pairs_file_formats(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("file_x,file_y,Decision\nimg1.jpg,img2.jpg,Yes\nimg1.jpg,img3.jpg,No\n")
     (tmp_path / "b.txt").write_text("# comment\nx/1.jpg  x/2.jpg 1\n\nx/1.jpg x/3.jpg 0\n")
     (tmp_path / "c.tsv").write_text("p q.jpg\tr.jpg\tsame\np q.jpg\ts.jpg\tdifferent\n")
-    assert read_pairs_file(tmp_path / "a.csv") == [(tmp_path / "img1.jpg", tmp_path / "img2.jpg", True),
-                                                   (tmp_path / "img1.jpg", tmp_path / "img3.jpg", False)]
-    assert read_pairs_file(tmp_path / "b.txt", root="/data") == [(Path("/data/x/1.jpg"), Path("/data/x/2.jpg"), True),
-                                                                 (Path("/data/x/1.jpg"), Path("/data/x/3.jpg"), False)]
+    assert read_pairs_file(tmp_path / "a.csv") == [
+        (tmp_path / "img1.jpg", tmp_path / "img2.jpg", True),
+        (tmp_path / "img1.jpg", tmp_path / "img3.jpg", False),
+    ]
+    assert read_pairs_file(tmp_path / "b.txt", root="/data") == [
+        (Path("/data/x/1.jpg"), Path("/data/x/2.jpg"), True),
+        (Path("/data/x/1.jpg"), Path("/data/x/3.jpg"), False),
+    ]
     assert [p[2] for p in read_pairs_file(tmp_path / "c.tsv")] == [True, False]
     assert read_pairs_file(tmp_path / "c.tsv")[0][0] == tmp_path / "p q.jpg"
     (tmp_path / "bad.txt").write_text("a.jpg b.jpg 1\na.jpg c.jpg maybe\n")
@@ -66,18 +69,21 @@ def test_thresholds_on_a_hand_worked_example() -> None:
         thresholds_at(scores, issame, [0.0])
 
 
-def test_calibrate_on_a_bin_and_write_the_thresholds(recognizer: FaceRecognizer, model_file: Path,
-                                                     tmp_path: Path) -> None:
+def test_calibrate_on_a_bin_and_write_the_thresholds(
+    recognizer: FaceRecognizer, model_file: Path, tmp_path: Path
+) -> None:
     from ghostfacenets.data.verification_bin import load_verification_bin
 
     path = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     report = calibrate(recognizer, path, [0.25, 1e-3], set_name="sample")
     assert (report["pairs"], report["same_pairs"], report["different_pairs"]) == (8, 4, 4)
     images, issame = load_verification_bin(path)
-    embeddings = recognizer.embed_aligned(images)
+    embeddings = recognizer.embed_aligned(images).astype(np.float64)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     scores = np.sum(embeddings[0::2] * embeddings[1::2], axis=1)
     expected = thresholds_at(scores, issame, [0.25, 1e-3])
-    assert report["thresholds"] == expected
+    for got, want in zip(report["thresholds"], expected, strict=True):  # scores in float64: equal to ~1e-8
+        assert got == {**want, "threshold": pytest.approx(want["threshold"], abs=1e-6)}
     out, written = write_thresholds(model_file, report, tmp_path / "calibrated.safetensors")
     assert written == 1  # FAR 1e-3 is not measurable on 4 different pairs and is not written
     calibrated = FaceRecognizer(out, device="cpu")
@@ -101,20 +107,22 @@ def test_labelled_photo_pairs_run_end_to_end(recognizer: FaceRecognizer) -> None
     assert np.all(np.abs(scores) <= 1.0 + 1e-6)
     a, b, _ = pairs[7]
     assert scores[7] == pytest.approx(recognizer.verify(a, b).similarity, abs=1e-5)
-    report = calibrate(recognizer, shared_path("data", "deepface_testpairs", "master.csv"), [0.1, 0.01],
-                       progress=False)
+    report = calibrate(recognizer, shared_path("data", "deepface_testpairs", "master.csv"), [0.1, 0.01], progress=False)
     assert report["pairs"] == 300 and report["lowest_measurable_far"] == pytest.approx(1 / 262)
     assert [t["estimable"] for t in report["thresholds"]] == [True, True]
 
 
-def test_unusable_photos_are_reported_or_skipped(recognizer: FaceRecognizer, blank_image: np.ndarray,
-                                                 tmp_path: Path) -> None:
+def test_unusable_photos_are_reported_or_skipped(
+    recognizer: FaceRecognizer, blank_image: np.ndarray, tmp_path: Path
+) -> None:
     import cv2
 
     cv2.imwrite(str(tmp_path / "blank.png"), blank_image)
     pairs_file = tmp_path / "pairs.txt"
-    pairs_file.write_text(f"{photo('img1.jpg')} {photo('img2.jpg')} 1\n{photo('img1.jpg')} {photo('img3.jpg')} 0\n"
-                          f"{photo('img1.jpg')} blank.png 0\n")
+    pairs_file.write_text(
+        f"{photo('img1.jpg')} {photo('img2.jpg')} 1\n{photo('img1.jpg')} {photo('img3.jpg')} 0\n"
+        f"{photo('img1.jpg')} blank.png 0\n"
+    )
     with pytest.raises(CalibrationError, match="no face found.*--skip-unusable"):
         calibrate(recognizer, pairs_file, progress=False)
     report = calibrate(recognizer, pairs_file, [0.5], skip_unusable=True, progress=False)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ghostfacenets.cli import _DEFAULT_MODEL, main
+from ghostfacenets.cli import main
+from ghostfacenets.cli.pipeline import _DEFAULT_MODEL
 from ghostfacenets.pipeline import FaceRecognizer
 from ghostfacenets.pipeline.recognizer import DEFAULT_MODEL
-from tests.conftest import shared_path
-
-from .conftest import photo
+from tests.helpers import shared_path
+from tests.helpers.photos import photo
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -32,8 +32,7 @@ def test_default_model_is_the_registered_pretrained_one() -> None:
     assert _DEFAULT_MODEL == DEFAULT_MODEL and DEFAULT_MODEL in PRETRAINED
 
 
-def test_verify_json_and_text(capsys: pytest.CaptureFixture[str], model_file: Path,
-                              recognizer: FaceRecognizer) -> None:
+def test_verify_json_and_text(capsys: pytest.CaptureFixture[str], model_file: Path, recognizer: FaceRecognizer) -> None:
     a, b = photo("img1.jpg"), photo("img2.jpg")
     code, out, _ = run(capsys, "verify", a, b, "--model", model_file, "--json")
     record = json.loads(out)
@@ -56,8 +55,9 @@ def test_detect_outputs_and_crops(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 0 and "img5.jpg" in out and "score" in out.splitlines()[0]
 
 
-def test_embed_writes_the_same_vectors_as_the_api(capsys: pytest.CaptureFixture[str], model_file: Path,
-                                                  recognizer: FaceRecognizer, tmp_path: Path) -> None:
+def test_embed_writes_the_same_vectors_as_the_api(
+    capsys: pytest.CaptureFixture[str], model_file: Path, recognizer: FaceRecognizer, tmp_path: Path
+) -> None:
     images = [photo("img5.jpg"), photo("img8.jpg")]
     out_file = tmp_path / "x.npy"
     code, out, _ = run(capsys, "embed", *images, "--out", out_file, "--model", model_file, "--json")
@@ -67,8 +67,9 @@ def test_embed_writes_the_same_vectors_as_the_api(capsys: pytest.CaptureFixture[
 
 def test_gallery_round_trip(capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path) -> None:
     db = tmp_path / "g.sqlite"
-    code, out, _ = run(capsys, "enroll", "--db", db, "angelina", photo("img1.jpg"), photo("img2.jpg"),
-                       "--model", model_file)
+    code, out, _ = run(
+        capsys, "enroll", "--db", db, "angelina", photo("img1.jpg"), photo("img2.jpg"), "--model", model_file
+    )
     assert code == 0 and "enrolled 2 face(s) of angelina" in out
     assert run(capsys, "enroll", "--db", db, "jennifer", photo("img3.jpg"), "--model", model_file)[0] == 0
     code, out, _ = run(capsys, "identify", "--db", db, photo("img3.jpg"), "--model", model_file, "--json")
@@ -84,12 +85,25 @@ def test_gallery_round_trip(capsys: pytest.CaptureFixture[str], model_file: Path
     assert_one_line_error(code, err, "holds embeddings of")
 
 
-def test_calibrate_then_verify_uses_the_calibrated_threshold(capsys: pytest.CaptureFixture[str], model_file: Path,
-                                                              tmp_path: Path) -> None:
+def test_calibrate_then_verify_uses_the_calibrated_threshold(
+    capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path
+) -> None:
     sample = shared_path("fixtures", "formats", "bin_sample", "sample_py2.bin")
     out_model = tmp_path / "calibrated.safetensors"
-    code, out, _ = run(capsys, "calibrate", sample, "--model", model_file, "--far", "0.25", "--far", "0.001",
-                       "--write", out_model, "--json")
+    code, out, _ = run(
+        capsys,
+        "calibrate",
+        sample,
+        "--model",
+        model_file,
+        "--far",
+        "0.25",
+        "--far",
+        "0.001",
+        "--write",
+        out_model,
+        "--json",
+    )
     report = json.loads(out)
     assert code == 0 and report["written"]["thresholds"] == 1 and out_model.exists()
     threshold = next(t["threshold"] for t in report["thresholds"] if t["far"] == 0.25)
@@ -101,8 +115,9 @@ def test_calibrate_then_verify_uses_the_calibrated_threshold(capsys: pytest.Capt
     assert code == 0 and "target FAR" in out and "0.25" in out
 
 
-def test_bad_inputs_give_one_line_errors(capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path,
-                                         blank_image: np.ndarray) -> None:
+def test_bad_inputs_give_one_line_errors(
+    capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path, blank_image: np.ndarray
+) -> None:
     import cv2
     from PIL import Image
 
@@ -128,7 +143,7 @@ def test_bad_inputs_give_one_line_errors(capsys: pytest.CaptureFixture[str], mod
         assert_one_line_error(code, err, message)
     code, _, err = run(capsys, "verify", good, good, "--model", tmp_path / "nomodel.safetensors")
     assert_one_line_error(code, err, "no such file and not a pretrained name")
-    code, out, err = run(capsys, "detect", blank)
+    code, _out, err = run(capsys, "detect", blank)
     assert code == 1 and "no face found" in err
     assert not (tmp_path / "e.npy").exists()
 
@@ -152,8 +167,9 @@ def test_several_faces_note(capsys: pytest.CaptureFixture[str], model_file: Path
 
 
 @pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'"), ("cuda", "CUDA is not available")])
-def test_bad_device_is_one_line(capsys: pytest.CaptureFixture[str], model_file: Path, device: str,
-                                message: str) -> None:
+def test_bad_device_is_one_line(
+    capsys: pytest.CaptureFixture[str], model_file: Path, device: str, message: str
+) -> None:
     import torch
 
     if device == "cuda" and torch.cuda.is_available():
@@ -163,27 +179,40 @@ def test_bad_device_is_one_line(capsys: pytest.CaptureFixture[str], model_file: 
     assert_one_line_error(code, err, message)
 
 
-def test_detect_crops_of_images_with_the_same_name_do_not_overwrite(capsys: pytest.CaptureFixture[str],
-                                                                    tmp_path: Path) -> None:
+def test_detect_crops_of_images_with_the_same_name_do_not_overwrite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     import cv2
 
     for folder, source in (("a", "img5.jpg"), ("b", "img10.jpg"), ("c", "img16.jpg")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "x.jpg").write_bytes(photo(source).read_bytes())
     crops = tmp_path / "crops"
-    code, out, _ = run(capsys, "detect", tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "c" / "x.jpg",
-                       "--crops", crops, "--json")
+    code, out, _ = run(
+        capsys,
+        "detect",
+        tmp_path / "a" / "x.jpg",
+        tmp_path / "b" / "x.jpg",
+        tmp_path / "c" / "x.jpg",
+        "--crops",
+        crops,
+        "--json",
+    )
     records = json.loads(out)
     written = [r["crops"][0] for r in records]
-    assert code == 0 and len(set(written)) == 3 and sorted(p.name for p in crops.iterdir()) == sorted(
-        Path(p).name for p in written)
+    assert (
+        code == 0
+        and len(set(written)) == 3
+        and sorted(p.name for p in crops.iterdir()) == sorted(Path(p).name for p in written)
+    )
     pixels = [cv2.imread(p) for p in written]
     assert all(p.shape == (112, 112, 3) for p in pixels)
-    assert min(np.abs(a.astype(int) - b).mean() for i, a in enumerate(pixels) for b in pixels[i + 1:]) > 5
+    assert min(np.abs(a.astype(int) - b).mean() for i, a in enumerate(pixels) for b in pixels[i + 1 :]) > 5
 
 
-def test_detect_reports_a_failed_crop_encoding(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_detect_reports_a_failed_crop_encoding(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import cv2
 
     monkeypatch.setattr(cv2, "imencode", lambda *args: (False, None))
@@ -192,8 +221,9 @@ def test_detect_reports_a_failed_crop_encoding(capsys: pytest.CaptureFixture[str
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_enrolment_leaves_no_gallery_file(capsys: pytest.CaptureFixture[str], model_file: Path,
-                                                 tmp_path: Path, blank_image: np.ndarray) -> None:
+def test_failed_enrolment_leaves_no_gallery_file(
+    capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path, blank_image: np.ndarray
+) -> None:
     import cv2
 
     blank = tmp_path / "blank.png"
@@ -204,8 +234,9 @@ def test_failed_enrolment_leaves_no_gallery_file(capsys: pytest.CaptureFixture[s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"]
 
 
-def test_gallery_remove_strips_the_name_as_enroll_does(capsys: pytest.CaptureFixture[str], model_file: Path,
-                                                       tmp_path: Path) -> None:
+def test_gallery_remove_strips_the_name_as_enroll_does(
+    capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "g.sqlite"
     assert run(capsys, "enroll", "--db", db, " Alice ", photo("img1.jpg"), "--model", model_file)[0] == 0
     code, out, _ = run(capsys, "gallery", "--db", db, "remove", " Alice ")

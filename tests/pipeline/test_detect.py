@@ -15,8 +15,7 @@ from ghostfacenets.pipeline.detect import (
     create_detector,
     retinaface_anchors,
 )
-
-from .conftest import photo
+from tests.helpers.photos import photo
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +28,9 @@ def test_anchors_match_the_network_outputs_and_the_reference_layout(height: int,
     from retinaface.postprocess import ANCHOR_SIZES, ANCHOR_STRIDES, generate_anchors
 
     ours = retinaface_anchors(height, width)
-    reference = np.concatenate([generate_anchors(s, tuple(z), width, height, 1)[0]
-                                for s, z in zip(ANCHOR_STRIDES, ANCHOR_SIZES)])  # (cx, cy, w, h) / image size
+    reference = np.concatenate(
+        [generate_anchors(s, tuple(z), width, height, 1)[0] for s, z in zip(ANCHOR_STRIDES, ANCHOR_SIZES)]
+    )  # (cx, cy, w, h) / image size
     np.testing.assert_allclose(ours, reference * [width, height, width, height], rtol=1e-6)
     session = RetinaFaceDetector()._get_session()
     loc, _, _ = session.run(None, {"input": np.zeros((1, 3, height, width), np.float32)})

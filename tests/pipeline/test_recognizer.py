@@ -17,8 +17,8 @@ from ghostfacenets.data.images import ImageError, load_image
 from ghostfacenets.errors import GhostFaceNetsError
 from ghostfacenets.pipeline import FaceRecognizer, Gallery, NoFaceError, RetinaFaceDetector, align_face
 from ghostfacenets.pipeline.recognizer import FALLBACK_THRESHOLD, ThresholdError, weights_fingerprint
-
-from .conftest import photo
+from tests.helpers import require_module
+from tests.helpers.photos import photo
 
 
 def _reference_embedding(model_file: Path, image: np.ndarray) -> np.ndarray:
@@ -47,8 +47,13 @@ def test_every_input_kind_gives_the_same_embedding(recognizer: FaceRecognizer) -
     path = photo("img10.jpg")
     rgb = load_image(path)
     expected = recognizer.embed(path)
-    for source, order in ((str(path), "RGB"), (path.read_bytes(), "RGB"), (rgb, "RGB"),
-                          (np.ascontiguousarray(rgb[..., ::-1]), "BGR"), (Image.fromarray(rgb), "RGB")):
+    for source, order in (
+        (str(path), "RGB"),
+        (path.read_bytes(), "RGB"),
+        (rgb, "RGB"),
+        (np.ascontiguousarray(rgb[..., ::-1]), "BGR"),
+        (Image.fromarray(rgb), "RGB"),
+    ):
         np.testing.assert_allclose(recognizer.embed(source, color_order=order), expected, atol=1e-6)
     swapped = recognizer.embed(np.ascontiguousarray(rgb[..., ::-1]))  # BGR read as RGB: a different image
     assert float(swapped @ expected) < 0.9999
@@ -68,8 +73,7 @@ def test_aligned_crops_skip_detection(recognizer: FaceRecognizer) -> None:
     crop = recognizer.align(image, recognizer.detect(image)[0])
     assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
     np.testing.assert_allclose(recognizer.embed(crop), recognizer.embed(image), atol=1e-6)
-    np.testing.assert_allclose(recognizer.embed(crop, aligned=True), recognizer.embed_aligned(crop[None])[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(recognizer.embed(crop, aligned=True), recognizer.embed_aligned(crop[None])[0], atol=1e-6)
     with pytest.raises(GhostFaceNetsError, match="must be 112x112"):
         recognizer.embed(image, aligned=True)
 
@@ -116,15 +120,19 @@ def test_calibrated_thresholds_from_metadata(recognizer: FaceRecognizer, model_f
     from ghostfacenets.model_io import load_model, save_model
 
     model = load_model(model_file)
-    entries = [{"far": 1e-4, "threshold": 0.41, "set": "setA", "pairs": 9000},
-               {"far": 1e-3, "threshold": 0.33, "set": "setA", "pairs": 9000}]
+    entries = [
+        {"far": 1e-4, "threshold": 0.41, "set": "setA", "pairs": 9000},
+        {"far": 1e-3, "threshold": 0.33, "set": "setA", "pairs": 9000},
+    ]
     path = save_model(model, tmp_path / "calibrated.safetensors", {"thresholds": entries})
     calibrated = FaceRecognizer(path, device="cpu")
     default = calibrated.threshold()
     assert (default.value, default.source, default.far, default.set) == (0.33, "calibrated", 1e-3, "setA")
     assert calibrated.threshold(far=1e-4).value == 0.41
-    assert FaceRecognizer(path, far=1e-4, device="cpu").verify(photo("img1.jpg"), photo("img2.jpg")).threshold.value \
+    assert (
+        FaceRecognizer(path, far=1e-4, device="cpu").verify(photo("img1.jpg"), photo("img2.jpg")).threshold.value
         == 0.41
+    )
     with pytest.raises(ThresholdError, match="not at 0.01"):
         calibrated.threshold(far=1e-2)
     with pytest.raises(ThresholdError, match="no calibrated thresholds"):
@@ -169,8 +177,9 @@ def test_identify_in_a_gallery(recognizer: FaceRecognizer, tmp_path: Path) -> No
         recognizer.identify(photo("img3.jpg"), tmp_path / "none.sqlite")
 
 
-def test_a_gallery_refuses_another_models_embeddings(recognizer: FaceRecognizer, model_file: Path,
-                                                     tmp_path: Path) -> None:
+def test_a_gallery_refuses_another_models_embeddings(
+    recognizer: FaceRecognizer, model_file: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "g.sqlite"
     recognizer.enroll(db, "a", photo("img5.jpg"))
     no_flip = FaceRecognizer(model_file, flip=False, device="cpu")
@@ -180,8 +189,7 @@ def test_a_gallery_refuses_another_models_embeddings(recognizer: FaceRecognizer,
         no_flip.identify(photo("img5.jpg"), db)
 
 
-def test_bad_inputs_raise_one_clear_error(recognizer: FaceRecognizer, blank_image: np.ndarray,
-                                         tmp_path: Path) -> None:
+def test_bad_inputs_raise_one_clear_error(recognizer: FaceRecognizer, blank_image: np.ndarray, tmp_path: Path) -> None:
     from PIL import Image
 
     with pytest.raises(NoFaceError, match="no face found"):
@@ -211,7 +219,7 @@ def test_bad_inputs_raise_one_clear_error(recognizer: FaceRecognizer, blank_imag
 def test_an_onnx_model_gives_the_same_embeddings_and_its_metadata_thresholds(
     recognizer: FaceRecognizer, model_file: Path, tmp_path: Path
 ) -> None:
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx")
     import json
     import warnings
 
@@ -220,9 +228,15 @@ def test_an_onnx_model_gives_the_same_embeddings_and_its_metadata_thresholds(
     path = tmp_path / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the static TF-SAME padding
-        torch.onnx.export(load_model(model_file), torch.zeros(1, 3, 112, 112), str(path), input_names=["input"],
-                          output_names=["embedding"], dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}},
-                          dynamo=False)
+        torch.onnx.export(
+            load_model(model_file),
+            torch.zeros(1, 3, 112, 112),
+            str(path),
+            input_names=["input"],
+            output_names=["embedding"],
+            dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}},
+            dynamo=False,
+        )
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps({"thresholds": [{"far": 0.01, "threshold": 0.3, "set": "s"}]})
@@ -237,9 +251,11 @@ def test_an_onnx_model_gives_the_same_embeddings_and_its_metadata_thresholds(
 def test_calibrated_thresholds_apply_only_to_their_flip_setting(model_file: Path, tmp_path: Path) -> None:
     from ghostfacenets.model_io import load_model, save_model
 
-    entries = [{"far": 1e-3, "threshold": 0.33, "set": "with_flip", "flip": True},
-               {"far": 1e-2, "threshold": 0.21, "set": "unlabelled"},  # no flip key: calibrated with flip (default)
-               {"far": 1e-3, "threshold": 0.44, "set": "without_flip", "flip": False}]
+    entries = [
+        {"far": 1e-3, "threshold": 0.33, "set": "with_flip", "flip": True},
+        {"far": 1e-2, "threshold": 0.21, "set": "unlabelled"},  # no flip key: calibrated with flip (default)
+        {"far": 1e-3, "threshold": 0.44, "set": "without_flip", "flip": False},
+    ]
     path = save_model(load_model(model_file), tmp_path / "calibrated.safetensors", {"thresholds": entries})
     with_flip, without_flip = FaceRecognizer(path, device="cpu"), FaceRecognizer(path, flip=False, device="cpu")
     assert (with_flip.threshold().value, with_flip.threshold().set) == (0.33, "with_flip")

@@ -51,8 +51,10 @@ def test_saving_below_later_checkpoints_replaces_them(tmp_path: Path) -> None:
 def _write_shards(path: Path, classes: int, world: int, full: torch.Tensor, momentum: torch.Tensor) -> None:
     for rank in range(world):
         start, end = class_range(classes, rank, world)
-        torch.save({"start": start, "end": end, "weight": full[start:end], "momentum": momentum[start:end],
-                    "rng": {}}, path / f"centres-{rank:05d}.pt")
+        torch.save(
+            {"start": start, "end": end, "weight": full[start:end], "momentum": momentum[start:end], "rng": {}},
+            path / f"centres-{rank:05d}.pt",
+        )
 
 
 @pytest.mark.parametrize("saved,loaded", [(3, 2), (2, 3), (1, 4), (4, 1)])

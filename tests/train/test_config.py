@@ -15,8 +15,18 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_overrides_are_parsed_as_yaml_and_type_checked(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("output: runs/a\ndata:\n  train: /data/x\n  augment:\n    rotation: 5\ntrain:\n  epochs: 3\n")
-    config = load_config(path, ["train.epochs=7", "train.max_steps=20", "data.val=[a.bin, b.bin]", "optim.lr=1",
-                                "loss.scale=[[0, 16], [2, 48]]", "data.augment.scale=[0.9, 1.1]", "output=runs/b"])
+    config = load_config(
+        path,
+        [
+            "train.epochs=7",
+            "train.max_steps=20",
+            "data.val=[a.bin, b.bin]",
+            "optim.lr=1",
+            "loss.scale=[[0, 16], [2, 48]]",
+            "data.augment.scale=[0.9, 1.1]",
+            "output=runs/b",
+        ],
+    )
     assert config.train.epochs == 7 and config.train.max_steps == 20
     assert config.data.val == ["a.bin", "b.bin"] and config.output == "runs/b"
     assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
@@ -25,24 +35,27 @@ def test_overrides_are_parsed_as_yaml_and_type_checked(tmp_path: Path) -> None:
     assert load_config(path, ["train.max_steps=null"]).train.max_steps is None
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.epoch=3", "unknown key"),
-    ("train.epochs=three", "train.epochs: expected int"),
-    ("train.epochs=2.5", "expected int"),
-    ("data.val=x.bin", "expected a list"),
-    ("loss.type=sphereface", "loss.type"),
-    ("train.batch_size=0", "must be positive"),
-    ("data.augment.scale=[1]", "expected 2 values"),
-    ("nokey", "key=value"),
-    ("train.amp=fp8", "train.amp"),
-    ("optim.restart_t_mul=0.5", "optim.restart_t_mul must be at least 1"),
-    ("optim.restart_t_mul=0", "optim.restart_t_mul must be at least 1"),
-    ("optim.cooldown_epochs=-1", "optim.cooldown_epochs must be 0 or more"),
-    ("optim.warmup_epochs=-0.5", "optim.warmup_epochs must be 0 or more"),
-    ("optim.lr_min=-0.001", "optim.lr_min must be 0 or more"),
-    ("loss.m2=0.3", "combined"),
-    ("data.train=synthetic:10:2:3", "synthetic"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epoch=3", "unknown key"),
+        ("train.epochs=three", "train.epochs: expected int"),
+        ("train.epochs=2.5", "expected int"),
+        ("data.val=x.bin", "expected a list"),
+        ("loss.type=sphereface", "loss.type"),
+        ("train.batch_size=0", "must be positive"),
+        ("data.augment.scale=[1]", "expected 2 values"),
+        ("nokey", "key=value"),
+        ("train.amp=fp8", "train.amp"),
+        ("optim.restart_t_mul=0.5", "optim.restart_t_mul must be at least 1"),
+        ("optim.restart_t_mul=0", "optim.restart_t_mul must be at least 1"),
+        ("optim.cooldown_epochs=-1", "optim.cooldown_epochs must be 0 or more"),
+        ("optim.warmup_epochs=-0.5", "optim.warmup_epochs must be 0 or more"),
+        ("optim.lr_min=-0.001", "optim.lr_min must be 0 or more"),
+        ("loss.m2=0.3", "combined"),
+        ("data.train=synthetic:10:2:3", "synthetic"),
+    ],
+)
 def test_bad_values_say_what_is_wrong(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["data.train=/x", override])
@@ -70,9 +83,13 @@ def test_shipped_configs_load(path: Path) -> None:
 def test_paper_recipe_configs_cover_the_table() -> None:
     names = {p.stem for p in CONFIGS.glob("*.yaml")}
     assert "quickstart-cpu" in names
-    for name in ("ghostfacenetv1-1.3-1-arcface-ms1mv2", "ghostfacenetv1-1.3-2-cosface-ms1mv2",
-                 "ghostfacenetv1-1.3-2-subcenter-ms1mv2", "ghostfacenetv2-1.3-2-arcface-ms1mv3",
-                 "ghostfacenetv1-2-1-arcface-ms1mv2"):
+    for name in (
+        "ghostfacenetv1-1.3-1-arcface-ms1mv2",
+        "ghostfacenetv1-1.3-2-cosface-ms1mv2",
+        "ghostfacenetv1-1.3-2-subcenter-ms1mv2",
+        "ghostfacenetv2-1.3-2-arcface-ms1mv3",
+        "ghostfacenetv1-2-1-arcface-ms1mv2",
+    ):
         assert name in names
     config = load_config(CONFIGS / "ghostfacenetv1-1.3-1-arcface-ms1mv2.yaml")
     assert (config.model.gdc_bias, config.train.batch_size, config.train.epochs) == (True, 128, 51)

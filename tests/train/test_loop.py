@@ -25,12 +25,23 @@ from ghostfacenets.train.checkpoint import CheckpointError, list_checkpoints
 from ghostfacenets.train.config import load_config
 from ghostfacenets.train.distributed import DistributedContext
 from ghostfacenets.train.loop import Trainer, clip_gradients, parameter_groups, prepare_validation, train
-from tests.conftest import shared_path
+from tests.helpers import shared_path
 
-TINY = ["model.architecture=ghostfacenetv1-0.5-2", "model.embedding_size=32", "train.batch_size=8",
-        "data.workers=0", "train.tensorboard=false", "train.progress=false", "optim.schedule=cosine",
-        "optim.warmup_epochs=1", "optim.lr=0.05", "data.augment.rotation=8", "data.augment.shift=0.05",
-        "loss.scale=[[0, 16], [1, 32]]", "train.log_every=1"]
+TINY = [
+    "model.architecture=ghostfacenetv1-0.5-2",
+    "model.embedding_size=32",
+    "train.batch_size=8",
+    "data.workers=0",
+    "train.tensorboard=false",
+    "train.progress=false",
+    "optim.schedule=cosine",
+    "optim.warmup_epochs=1",
+    "optim.lr=0.05",
+    "data.augment.rotation=8",
+    "data.augment.shift=0.05",
+    "loss.scale=[[0, 16], [1, 32]]",
+    "train.log_every=1",
+]
 
 
 def tiny_config(output: Path, *overrides: str):
@@ -58,8 +69,9 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     random = ("data.train=synthetic:32:32", "loss.sample_rate=0.5", "model.dropout=0.2")
     straight = train(tiny_config(tmp_path / "a", "train.epochs=2", "train.max_steps=6", *random))
     assert straight.steps == 6
-    first = train(tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=3", "train.checkpoint_every=3",
-                              *random))
+    first = train(
+        tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=3", "train.checkpoint_every=3", *random)
+    )
     assert first.steps == 3
     resumed = train(tiny_config(tmp_path / "b", "train.epochs=2", "train.max_steps=6", *random))
     assert resumed.steps == 6
@@ -99,9 +111,14 @@ def test_resume_refuses_another_batch_size(tmp_path: Path) -> None:
         train(tiny_config(tmp_path, "train.epochs=2", "train.batch_size=16"))
 
 
-@pytest.mark.parametrize("override,message", [("model.embedding_size=16", "model.embedding_size=32"),
-                                              ("model.architecture=ghostfacenetv2-0.5-2", "model.architecture"),
-                                              ("loss.type=subcenter", "3 sub-centre")])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.embedding_size=16", "model.embedding_size=32"),
+        ("model.architecture=ghostfacenetv2-0.5-2", "model.architecture"),
+        ("loss.type=subcenter", "3 sub-centre"),
+    ],
+)
 def test_resume_refuses_another_model_or_head(tmp_path: Path, override: str, message: str) -> None:
     train(tiny_config(tmp_path, "train.epochs=1"))
     with pytest.raises(CheckpointError, match=message):
@@ -121,8 +138,13 @@ def test_fresh_start_in_a_used_output_is_refused(tmp_path: Path, capsys: pytest.
 
 
 def test_resuming_an_earlier_checkpoint_replaces_the_later_ones(tmp_path: Path) -> None:
-    keep = ("train.checkpoint_every=1", "train.keep_checkpoints=3", "train.val_every=1",
-            f"data.val=[{val_bin(tmp_path / 'v.bin')}]", "data.val_flip=false")
+    keep = (
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=3",
+        "train.val_every=1",
+        f"data.val=[{val_bin(tmp_path / 'v.bin')}]",
+        "data.val_flip=false",
+    )
     train(tiny_config(tmp_path / "run", "train.epochs=1", *keep))  # 4 steps: checkpoints 2, 3, 4 are kept
 
     def names() -> list[str]:
@@ -135,8 +157,9 @@ def test_resuming_an_earlier_checkpoint_replaces_the_later_ones(tmp_path: Path) 
     state_path = tmp_path / "run" / "checkpoints" / "step-000000002" / "trainer.pt"
     state = torch.load(state_path, weights_only=True)
     torch.save({**state, "best_value": 2.0}, state_path)
-    result = train(tiny_config(tmp_path / "run", "train.epochs=1", "train.max_steps=3", *keep,
-                               f"train.resume={state_path.parent}"))
+    result = train(
+        tiny_config(tmp_path / "run", "train.epochs=1", "train.max_steps=3", *keep, f"train.resume={state_path.parent}")
+    )
     assert result.steps == 3 and names() == ["step-000000002", "step-000000003"]
     assert read_metadata(tmp_path / "run" / "best.safetensors")["training"]["steps"] == 3
     assert result.best_value == result.validation["v"]["accuracy_10fold_mean"]
@@ -151,12 +174,16 @@ def test_unknown_best_metric_fails_before_training(tmp_path: Path) -> None:
 
 def test_resume_applies_the_configured_optimiser_settings(tmp_path: Path) -> None:
     train(tiny_config(tmp_path, "train.epochs=1"))
-    trainer = Trainer(tiny_config(tmp_path, "train.epochs=2", "optim.momentum=0.5", "optim.weight_decay=0.001",
-                                  "optim.nesterov=true"))
+    trainer = Trainer(
+        tiny_config(tmp_path, "train.epochs=2", "optim.momentum=0.5", "optim.weight_decay=0.001", "optim.nesterov=true")
+    )
     assert trainer.step == 4
     groups = trainer.optimizer.param_groups
     assert [(g["momentum"], g["nesterov"], g["weight_decay"]) for g in groups] == [
-        (0.5, True, 0.001), (0.5, True, 0.0), (0.5, True, 0.001)]
+        (0.5, True, 0.001),
+        (0.5, True, 0.0),
+        (0.5, True, 0.001),
+    ]
     saved = torch.load(tmp_path / "checkpoints" / "step-000000004" / "centres-00000.pt", weights_only=True)
     assert torch.equal(trainer.optimizer.state[trainer.head.weight]["momentum_buffer"], saved["momentum"])
     first = groups[0]["params"][0]
@@ -194,8 +221,11 @@ def test_fp16_overflow_skips_backbone_and_centres_together(tmp_path: Path) -> No
 
 
 def test_weight_decay_reaches_kernels_and_class_centres(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config(tmp_path, "optim.schedule=constant", "optim.warmup_epochs=0", "optim.lr=0.5",
-                                  "optim.weight_decay=0.1"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path, "optim.schedule=constant", "optim.warmup_epochs=0", "optim.lr=0.5", "optim.weight_decay=0.1"
+        )
+    )
     parameters = [*trainer.model.parameters(), trainer.head.weight]
     for p in parameters:
         p.grad = torch.zeros_like(p)
@@ -203,13 +233,21 @@ def test_weight_decay_reaches_kernels_and_class_centres(tmp_path: Path) -> None:
     decayed = {id(p) for p in parameter_groups(trainer.model, 0.1)[0]["params"]} | {id(trainer.head.weight)}
     trainer.optimiser_step()
     for p, old in zip(parameters, before):
-        torch.testing.assert_close(p.detach(), old * (1 - 0.5 * 0.1) if id(p) in decayed else old, rtol=1e-6,
-                                   atol=1e-7)
+        torch.testing.assert_close(p.detach(), old * (1 - 0.5 * 0.1) if id(p) in decayed else old, rtol=1e-6, atol=1e-7)
 
 
 def test_optimiser_step_clips_the_global_norm(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config(tmp_path, "optim.schedule=constant", "optim.warmup_epochs=0", "optim.lr=1",
-                                  "optim.weight_decay=0", "optim.momentum=0", "train.clip_grad_norm=0.5"))
+    trainer = Trainer(
+        tiny_config(
+            tmp_path,
+            "optim.schedule=constant",
+            "optim.warmup_epochs=0",
+            "optim.lr=1",
+            "optim.weight_decay=0",
+            "optim.momentum=0",
+            "train.clip_grad_norm=0.5",
+        )
+    )
     parameters = [*trainer.model.parameters(), trainer.head.weight]
     generator = torch.Generator().manual_seed(0)
     grads = [torch.randn(p.shape, generator=generator) for p in parameters]
@@ -273,9 +311,16 @@ def _folder(root: Path, identities: int, per_identity: int) -> Path:
 def test_folder_training_with_validation_and_damaged_images(tmp_path: Path) -> None:
     data = _folder(tmp_path / "faces", 6, 4)
     (data / "id0" / "9.png").write_bytes(b"broken")
-    config = tiny_config(tmp_path / "run", f"data.train={data}", "train.epochs=2",
-                         "data.train_identities=[id0, id1, id2, id3]", f"data.val=[{data}]",
-                         "data.val_identities=[id4, id5]", "data.val_pairs=20", "data.val_flip=false")
+    config = tiny_config(
+        tmp_path / "run",
+        f"data.train={data}",
+        "train.epochs=2",
+        "data.train_identities=[id0, id1, id2, id3]",
+        f"data.val=[{data}]",
+        "data.val_identities=[id4, id5]",
+        "data.val_pairs=20",
+        "data.val_flip=false",
+    )
     result = train(config)
     assert result.steps == 4  # 17 images, batch 8: 2 steps per epoch
     assert len(result.damaged) == 1 and "9.png" in result.damaged[0]
@@ -288,8 +333,22 @@ def test_folder_training_with_validation_and_damaged_images(tmp_path: Path) -> N
     assert [r["step"] for r in validations] == [2, 4]
     assert {"step", "epoch", "loss", "lr", "img_per_s"} <= set(records[0])
     # The evaluation command on the final model reproduces the last validation.
-    assert main(["evaluate", "--model", str(result.final), "--bin", str(tmp_path / "run" / "val" / "faces.bin"),
-                 "--no-flip", "--json", str(tmp_path / "eval.json"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(result.final),
+                "--bin",
+                str(tmp_path / "run" / "val" / "faces.bin"),
+                "--no-flip",
+                "--json",
+                str(tmp_path / "eval.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads((tmp_path / "eval.json").read_text())["faces"]
     assert evaluated["best_threshold_accuracy"] == pytest.approx(metrics["best_threshold_accuracy"])
     assert evaluated["auc"] == pytest.approx(metrics["auc"], abs=1e-6)
@@ -304,8 +363,12 @@ def test_weight_decay_only_on_conv_and_linear_weights() -> None:
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert {id(p) for p in decay["params"]} == {id(p) for p in convs}
-    others = {id(p) for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU))
-              for p in m.parameters(recurse=False)}
+    others = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.PReLU))
+        for p in m.parameters(recurse=False)
+    }
     others |= {id(m.bias) for m in model.modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
     assert {id(p) for p in no_decay["params"]} == others
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
@@ -341,9 +404,18 @@ def test_cli_train_json_summary(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 
 def test_quickstart_config_runs(tmp_path: Path) -> None:
     faces = shared_path("data", "att_faces")
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "quickstart-cpu.yaml",
-                         [f"data.train={faces}", f"data.val=[{faces}]", f"output={tmp_path}", "train.max_steps=1",
-                          "data.workers=0", "train.progress=false", "train.tensorboard=false"])
+    config = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "quickstart-cpu.yaml",
+        [
+            f"data.train={faces}",
+            f"data.val=[{faces}]",
+            f"output={tmp_path}",
+            "train.max_steps=1",
+            "data.workers=0",
+            "train.progress=false",
+            "train.tensorboard=false",
+        ],
+    )
     result = train(config)
     assert result.steps == 1 and load_model(result.final).config.embedding_size == 128
     images, issame = load_verification_bin(tmp_path / "val" / "att_faces.bin")

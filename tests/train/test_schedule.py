@@ -9,8 +9,9 @@ import pytest
 from ghostfacenets.train.schedule import LRSchedule
 
 
-def keras_cosine_decay_restarts(step: float, base: float, first: float, t_mul: float, m_mul: float,
-                                alpha: float) -> float:
+def keras_cosine_decay_restarts(
+    step: float, base: float, first: float, t_mul: float, m_mul: float, alpha: float
+) -> float:
     """tf.keras.optimizers.schedules.CosineDecayRestarts, written out as in its source."""
     completed = step / first
     i_restart = math.floor(math.log(1.0 - completed * (1.0 - t_mul)) / math.log(t_mul))
@@ -22,8 +23,9 @@ def keras_cosine_decay_restarts(step: float, base: float, first: float, t_mul: f
 
 def test_official_schedule_is_keras_restarts_with_cooldown_epochs() -> None:
     spe = 10  # steps per epoch
-    schedule = LRSchedule("official", 0.1, 1e-5, spe, 51 * spe, restart_epochs=45, t_mul=2, m_mul=0.5,
-                          cooldown_epochs=1)
+    schedule = LRSchedule(
+        "official", 0.1, 1e-5, spe, 51 * spe, restart_epochs=45, t_mul=2, m_mul=0.5, cooldown_epochs=1
+    )
     for step in range(0, 51 * spe, 7):
         epoch = step // spe
         if epoch == 45:  # the cool-down epoch after the first period

@@ -1,1 +1,1 @@
-"""Converters from the official Keras files (and, later, to ONNX)."""
+"""Converters from the official Keras files into PyTorch models."""

@@ -21,7 +21,12 @@ from ..errors import ConversionError
 from ..models.ghostfacenet import GhostFaceNet, GhostFaceNetConfig, build_model
 from ..models.registry import WIDTHS
 
-HEAD_LAYERS = {"GDC_dw": "head.dw", "GDC_batchnorm": "head.bn", "GDC_conv": "head.conv", "pre_embedding": "head.bn_embedding"}
+HEAD_LAYERS = {
+    "GDC_dw": "head.dw",
+    "GDC_batchnorm": "head.bn",
+    "GDC_conv": "head.conv",
+    "pre_embedding": "head.bn_embedding",
+}
 _BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
@@ -63,10 +68,11 @@ def read_keras_h5(path: str | Path) -> KerasFile:
         raise ConversionError(f"{path}: not a readable HDF5 file ({exc})") from None
     with handle as f:
         try:
-            root = f["model_weights"] if "model_weights" in f else f
+            root = f.get("model_weights", f)
             if "layer_names" not in root.attrs:
-                raise ConversionError(f"{path}: no Keras 'layer_names' attribute; not a Keras 2 h5 model or "
-                                      "weights file")
+                raise ConversionError(
+                    f"{path}: no Keras 'layer_names' attribute; not a Keras 2 h5 model or weights file"
+                )
             weights: dict[str, dict[str, np.ndarray]] = {}
             for group_name in (_text(n) for n in root.attrs["layer_names"]):
                 if group_name not in root:
@@ -77,14 +83,14 @@ def read_keras_h5(path: str | Path) -> KerasFile:
                     owner = parts[-2] if len(parts) > 1 else group_name
                     variable = re.sub(r"(_\d+)?:\d+$", "", parts[-1])
                     weights.setdefault(owner, {})[variable] = np.asarray(group[weight_name], dtype=np.float32)
-            configs, input_shape = {}, None
+            configs: dict[str, dict[str, Any]] = {}
+            input_shape = None
             raw = f.attrs.get("model_config")
             if raw is not None:
                 configs, input_shape = _flatten_config(json.loads(_text(raw)))
             version = f.attrs.get("keras_version", root.attrs.get("keras_version"))
         except (KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
-            raise ConversionError(f"{path}: damaged or unsupported Keras file ({type(exc).__name__}: {exc})") \
-                from None
+            raise ConversionError(f"{path}: damaged or unsupported Keras file ({type(exc).__name__}: {exc})") from None
     if not weights:
         raise ConversionError(f"{path}: the file holds no weights")
     return KerasFile(weights, configs, input_shape, _text(version) if version is not None else None)
@@ -132,15 +138,39 @@ def _torch_layers_v1(model: GhostFaceNet) -> dict[str, list[tuple[str, nn.Module
 
 def _v2_names(model: GhostFaceNet) -> dict[str, str]:
     """torch module path -> kecam layer name for GhostFaceNetV2."""
-    names = {"stem.0": "stem_conv", "stem.1": "stem_bn", "stem.2": "stem_prelu",
-             "final.0": "pre_conv", "final.1": "pre_bn", "final.2": "pre_prelu"}
-    ghost = {"primary_conv": "prim_conv", "primary_bn": "prim_bn", "primary_act": "prim_prelu",
-             "cheap_conv": "cheap_dw_conv", "cheap_bn": "cheap_bn", "cheap_act": "cheap_prelu",
-             "dfc.conv": "short_1_conv", "dfc.bn": "short_1_bn", "dfc.conv_h": "short_2_dw_conv",
-             "dfc.bn_h": "short_2_bn", "dfc.conv_v": "short_3_dw_conv", "dfc.bn_v": "short_3_bn"}
-    block = {"down_conv": "down_dw_conv", "down_bn": "down_bn", "se.reduce": "se_1_conv", "se.act": "se_prelu",
-             "se.expand": "se_2_conv", "shortcut.0": "short_1_dw_conv", "shortcut.1": "short_1_bn",
-             "shortcut.2": "short_2_conv", "shortcut.3": "short_2_bn"}
+    names = {
+        "stem.0": "stem_conv",
+        "stem.1": "stem_bn",
+        "stem.2": "stem_prelu",
+        "final.0": "pre_conv",
+        "final.1": "pre_bn",
+        "final.2": "pre_prelu",
+    }
+    ghost = {
+        "primary_conv": "prim_conv",
+        "primary_bn": "prim_bn",
+        "primary_act": "prim_prelu",
+        "cheap_conv": "cheap_dw_conv",
+        "cheap_bn": "cheap_bn",
+        "cheap_act": "cheap_prelu",
+        "dfc.conv": "short_1_conv",
+        "dfc.bn": "short_1_bn",
+        "dfc.conv_h": "short_2_dw_conv",
+        "dfc.bn_h": "short_2_bn",
+        "dfc.conv_v": "short_3_dw_conv",
+        "dfc.bn_v": "short_3_bn",
+    }
+    block = {
+        "down_conv": "down_dw_conv",
+        "down_bn": "down_bn",
+        "se.reduce": "se_1_conv",
+        "se.act": "se_prelu",
+        "se.expand": "se_2_conv",
+        "shortcut.0": "short_1_dw_conv",
+        "shortcut.1": "short_1_bn",
+        "shortcut.2": "short_2_conv",
+        "shortcut.3": "short_2_bn",
+    }
     for prefix in ("ghost1", "ghost2"):
         for torch_name, keras_name in ghost.items():
             block[f"{prefix}.{torch_name}"] = f"ghost_{prefix[-1]}_{keras_name}"
@@ -202,7 +232,9 @@ def _convert_tensor(module: nn.Module, layer: str, variables: dict[str, np.ndarr
     if isinstance(module, nn.PReLU):
         alpha = variables.get("alpha")
         if alpha is None or alpha.size != module.weight.numel():
-            raise ConversionError(f"layer {layer}: expected a per-channel PReLU alpha of {module.weight.numel()} values")
+            raise ConversionError(
+                f"layer {layer}: expected a per-channel PReLU alpha of {module.weight.numel()} values"
+            )
         return {"weight": alpha.reshape(-1)}
     raise ConversionError(f"internal error: cannot convert {type(module).__name__}")
 
@@ -234,8 +266,8 @@ def infer_config(keras: KerasFile) -> GhostFaceNetConfig:
     if keras.input_shape is not None:
         if len(keras.input_shape) != 4:
             raise ConversionError(f"unsupported input shape {keras.input_shape}; expected (N, H, H, 3)")
-        _, height, width, channels = keras.input_shape
-        if channels != 3 or height != width or height is None:
+        _, height, input_width, channels = keras.input_shape
+        if channels != 3 or height != input_width or height is None:
             raise ConversionError(f"unsupported input shape {keras.input_shape}; expected square RGB (H, H, 3)")
         input_size = int(height)
     epsilons = {c["epsilon"] for c in keras.configs.values() if c.get("class_name") == "BatchNormalization"}
@@ -243,8 +275,12 @@ def infer_config(keras: KerasFile) -> GhostFaceNetConfig:
         raise ConversionError(f"the file mixes BatchNormalization epsilons {sorted(epsilons)}; not supported")
     bn_eps = float(epsilons.pop()) if epsilons else 1e-5
     dropout = next((float(c.get("rate", 0.0)) for c in keras.configs.values() if c.get("class_name") == "Dropout"), 0.0)
-    stem_name = "stem_conv" if version == 2 else min(
-        (n for n in keras.weights if n not in HEAD_LAYERS and keras.kind(n) == "conv"), key=_suffix, default=None
+    stem_name = (
+        "stem_conv"
+        if version == 2
+        else min(
+            (n for n in keras.weights if n not in HEAD_LAYERS and keras.kind(n) == "conv"), key=_suffix, default=None
+        )
     )
     strides = [1, 2]
     stem_config = keras.configs.get(stem_name or "")
@@ -253,7 +289,9 @@ def infer_config(keras: KerasFile) -> GhostFaceNetConfig:
     for width in _candidate_widths():
         for stride in strides:
             try:
-                config = GhostFaceNetConfig(version, width, stride, embedding_size, gdc_bias, dropout, input_size, bn_eps)
+                config = GhostFaceNetConfig(
+                    version, width, stride, embedding_size, gdc_bias, dropout, input_size, bn_eps
+                )
             except ValueError:
                 continue
             with torch.device("meta"):

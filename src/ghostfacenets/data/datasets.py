@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -25,41 +25,19 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import GhostFaceNetsError
 from .folders import scan_identity_folder
-from .images import ImageError, decode_image
+from .images import ImageError, ResizeMode, decode_image, fit_image
 from .recordio import InsightFaceRecords, RecordError, write_insightface_records
 
-ResizeMode = Literal["pad", "resize"]
 MAX_REPLACEMENT_TRIES = 64
 MAX_PENDING = 10_000  # decoding tasks queued at once by inspection and build-rec
 _SYNTHETIC = re.compile(r"synthetic(?::([0-9]+)(?::([0-9]+))?)?")
 
 
-def fit_image(image: np.ndarray, size: int | None = 112, mode: ResizeMode = "pad") -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> (size, size, 3): ``pad`` keeps the aspect ratio (longer side = size, centred on
-    black), ``resize`` stretches. Images already at the size, and any image when ``size`` is None, are returned
-    as they are."""
-    height, width = image.shape[:2]
-    if size is None or (height == size and width == size):
-        return image
-    if mode == "resize":
-        shrink = max(height, width) > size
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if mode != "pad":
-        raise ValueError(f"resize mode must be 'pad' or 'resize', got {mode!r}")
-    factor = size / max(height, width)
-    new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
-    if (new_h, new_w) != (height, width):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top:top + new_h, left:left + new_w] = image
-    return out
-
-
 class ImageSource(Protocol):
     """Indexed labelled images: ``load(i)`` -> (uint8 RGB (H, W, 3), label); ``name(i)`` says where it is."""
 
-    num_classes: int | None
+    @property
+    def num_classes(self) -> int | None: ...
 
     def __len__(self) -> int: ...
 
@@ -82,8 +60,13 @@ def select_identities(names: Sequence[str], patterns: Sequence[str] | None) -> l
 class FolderSource:
     """``root/<identity>/<image>``; ``identities`` (shell patterns) keeps only some sub-folders, relabelled 0..K-1."""
 
-    def __init__(self, root: str | Path, identities: Sequence[str] | None = None, image_size: int | None = 112,
-                 resize: ResizeMode = "pad") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        identities: Sequence[str] | None = None,
+        image_size: int | None = 112,
+        resize: ResizeMode = "pad",
+    ) -> None:
         folder = scan_identity_folder(root)
         keep = set(select_identities(folder.names, identities))
         relabel = {old: new for new, old in enumerate(i for i, n in enumerate(folder.names) if n in keep)}
@@ -118,13 +101,16 @@ class RecordSource:
     anywhere: labels are not checked.
     """
 
-    def __init__(self, path: str | Path, image_size: int | None = 112, resize: ResizeMode = "pad",
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, image_size: int | None = 112, resize: ResizeMode = "pad", num_classes: int | None = None
+    ) -> None:
         self.records = InsightFaceRecords(path)
         declared = self.records.num_classes
         if declared is not None and num_classes is not None and num_classes != declared:
-            raise GhostFaceNetsError(f"{path}: the set declares {declared} identities (property file or header "
-                                     f"record), data.num_classes says {num_classes}; leave data.num_classes unset")
+            raise GhostFaceNetsError(
+                f"{path}: the set declares {declared} identities (property file or header "
+                f"record), data.num_classes says {num_classes}; leave data.num_classes unset"
+            )
         self.num_classes = declared if declared is not None else num_classes
         self.image_size, self.resize = image_size, resize
 
@@ -145,8 +131,9 @@ class RecordSource:
 class SyntheticSource:
     """Random images (the same for the same index) with labels ``index % num_classes``, for throughput tests."""
 
-    def __init__(self, num_images: int = 100_000, num_classes: int = 1000, image_size: int = 112,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, num_images: int = 100_000, num_classes: int = 1000, image_size: int = 112, seed: int = 0
+    ) -> None:
         self.num_images, self.num_classes, self.image_size, self.seed = num_images, num_classes, image_size, seed
 
     def __len__(self) -> int:
@@ -172,14 +159,20 @@ def parse_synthetic(text: str) -> tuple[int, int] | None:
         return None
     match = _SYNTHETIC.fullmatch(text)
     if match is None or any(int(v) < 1 for v in match.groups() if v is not None):
-        raise GhostFaceNetsError(f"{text!r}: expected synthetic[:IMAGES[:CLASSES]] with positive whole numbers, "
-                                 "e.g. synthetic:10000:100")
+        raise GhostFaceNetsError(
+            f"{text!r}: expected synthetic[:IMAGES[:CLASSES]] with positive whole numbers, e.g. synthetic:10000:100"
+        )
     images, classes = match.groups()
     return int(images or 100_000), int(classes or 1000)
 
 
-def open_source(path: str | Path, identities: Sequence[str] | None = None, image_size: int = 112,
-                resize: ResizeMode = "pad", num_classes: int | None = None) -> ImageSource:
+def open_source(
+    path: str | Path,
+    identities: Sequence[str] | None = None,
+    image_size: int = 112,
+    resize: ResizeMode = "pad",
+    num_classes: int | None = None,
+) -> ImageSource:
     """A RecordIO set (folder with ``train.rec`` or a ``.rec`` file), ``synthetic[:IMAGES[:CLASSES]]``, or an
     identity folder (any other path)."""
     synthetic = parse_synthetic(str(path))
@@ -192,7 +185,8 @@ def open_source(path: str | Path, identities: Sequence[str] | None = None, image
         if source.num_classes is None:
             raise GhostFaceNetsError(
                 f"{path}: neither a 'property' file nor an insightface header record says how many identities "
-                "there are; run 'ghostfacenets dataset inspect' and set data.num_classes")
+                "there are; run 'ghostfacenets dataset inspect' and set data.num_classes"
+            )
         return source
     return FolderSource(path, identities, image_size, resize)
 
@@ -223,11 +217,14 @@ class Augmentation:
         if self.rotation or self.scale != (1.0, 1.0) or self.shift:
             height, width = image.shape[:2]
             matrix = cv2.getRotationMatrix2D(
-                (width / 2 - 0.5, height / 2 - 0.5), self.rotation * (2 * angle - 1),
-                self.scale[0] + (self.scale[1] - self.scale[0]) * zoom)
+                (width / 2 - 0.5, height / 2 - 0.5),
+                self.rotation * (2 * angle - 1),
+                self.scale[0] + (self.scale[1] - self.scale[0]) * zoom,
+            )
             matrix[:, 2] += (self.shift * width * (2 * dx - 1), self.shift * height * (2 * dy - 1))
-            image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            image = cv2.warpAffine(
+                image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
         if self.brightness or self.contrast:
             pixels = image.astype(np.float32)
             mean = pixels.mean()
@@ -242,7 +239,7 @@ class Augmentation:
             w = min(width, max(1, round(math.sqrt(size / ratio))))
             top, left = int(ey * (height - h + 1)), int(ex * (width - w + 1))
             image = image.copy()
-            image[top:top + h, left:left + w] = int(fill * 255)
+            image[top : top + h, left : left + w] = int(fill * 255)
         if grey < self.grayscale:
             image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         if self.flip and flip < 0.5:
@@ -264,8 +261,9 @@ def _reason(name: str, exc: Exception) -> str:
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:
     """Optimiser steps of one epoch (the remaining images are dropped); an error when there is not one batch."""
     if num_samples < global_batch:
-        raise GhostFaceNetsError(f"{num_samples} training images are fewer than one batch of {global_batch}; "
-                                 "lower train.batch_size")
+        raise GhostFaceNetsError(
+            f"{num_samples} training images are fewer than one batch of {global_batch}; lower train.batch_size"
+        )
     return num_samples // global_batch
 
 
@@ -292,8 +290,10 @@ class TrainDataset(Dataset):
             except (ImageError, RecordError, OSError) as exc:
                 damaged.append(_report(self.source.name(candidate), exc))
         else:
-            raise GhostFaceNetsError(f"{MAX_REPLACEMENT_TRIES} damaged images in a row from {self.source.name(index)}: "
-                                     f"check the data with 'ghostfacenets dataset inspect'; last: {damaged[-1]}")
+            raise GhostFaceNetsError(
+                f"{MAX_REPLACEMENT_TRIES} damaged images in a row from {self.source.name(index)}: "
+                f"check the data with 'ghostfacenets dataset inspect'; last: {damaged[-1]}"
+            )
         if self.augmentation is not None:
             image = self.augmentation(image, np.random.default_rng([self.seed, epoch, position]))
         return torch.from_numpy(image), label, damaged
@@ -316,12 +316,22 @@ class TrainSampler(Sampler[SampleKey]):
     number of ranks, continues the same sequence.
     """
 
-    def __init__(self, num_samples: int, global_batch: int, rank: int = 0, world_size: int = 1,
-                 accumulation: int = 1, seed: int = 0, start_step: int = 0, total_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        accumulation: int = 1,
+        seed: int = 0,
+        start_step: int = 0,
+        total_steps: int | None = None,
+    ) -> None:
         chunks = world_size * accumulation
         if global_batch % chunks:
             raise GhostFaceNetsError(
-                f"train.batch_size {global_batch} must be divisible by processes x accumulation = {chunks}")
+                f"train.batch_size {global_batch} must be divisible by processes x accumulation = {chunks}"
+            )
         self.num_samples, self.global_batch, self.rank, self.world_size = num_samples, global_batch, rank, world_size
         self.accumulation, self.seed, self.start_step = accumulation, seed, start_step
         self.micro_batch = global_batch // chunks
@@ -374,14 +384,19 @@ def inspect_source(source: ImageSource, workers: int = 4, progress: bool = True)
     damaged: list[tuple[int, str]] = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = bounded_map(pool, check, len(source))
-        for index, (label, problem) in enumerate(tqdm(results, total=len(source), disable=not progress,
-                                                      desc="inspect", unit="img", leave=False)):
+        for index, (label, problem) in enumerate(
+            tqdm(results, total=len(source), disable=not progress, desc="inspect", unit="img", leave=False)
+        ):
             if problem is not None:
                 damaged.append((index, problem))
             else:
                 labels.add(label)
-    return {"images": len(source), "readable": len(source) - len(damaged), "identities": len(labels),
-            "damaged": damaged}
+    return {
+        "images": len(source),
+        "readable": len(source) - len(damaged),
+        "identities": len(labels),
+        "damaged": damaged,
+    }
 
 
 def inspect_dataset(path: str | Path, workers: int = 4, progress: bool = True) -> dict[str, Any]:
@@ -391,20 +406,20 @@ def inspect_dataset(path: str | Path, workers: int = 4, progress: bool = True) -
     the identity count that ``property`` or the header record declares."""
     problems: list[tuple[int | str, str]] = []
     if is_record_set(path):
-        source: FolderSource | RecordSource = RecordSource(path, image_size=None)
-        records = source.records
+        record_source = RecordSource(path, image_size=None)
+        records = record_source.records
         lines = [f"line {n}: cannot parse {text!r}" for n, text in records.file.bad_index_lines]
         if lines:
             problems.append((str(records.file.idx_path), "; ".join(lines)))
         if records.header_problem is not None:
             problems.append((0, records.header_problem))
-        report = {"path": str(path), "format": "recordio", **inspect_source(source, workers, progress)}
+        report = {"path": str(path), "format": "recordio", **inspect_source(record_source, workers, progress)}
         problems += [(records.image_keys[i], reason) for i, reason in report.pop("damaged")]
-        report["declared_identities"] = source.num_classes
+        report["declared_identities"] = record_source.num_classes
     else:
-        source = FolderSource(path, image_size=None)
-        report = {"path": str(path), "format": "folder", **inspect_source(source, workers, progress)}
-        problems += [(str(source.paths[i]), reason) for i, reason in report.pop("damaged")]
+        folder_source = FolderSource(path, image_size=None)
+        report = {"path": str(path), "format": "folder", **inspect_source(folder_source, workers, progress)}
+        problems += [(str(folder_source.paths[i]), reason) for i, reason in report.pop("damaged")]
     report["corrupt"] = [where for where, _ in problems]
     report["corrupt_reasons"] = {str(where): reason for where, reason in problems}
     return report
@@ -454,8 +469,9 @@ def build_records(
     def records() -> Iterator[tuple[bytes, int]]:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             results = bounded_map(pool, encode, len(source))
-            for index, payload, problem in tqdm(results, total=len(source), disable=not progress,
-                                                desc="build-rec", unit="img", leave=False):
+            for index, payload, problem in tqdm(
+                results, total=len(source), disable=not progress, desc="build-rec", unit="img", leave=False
+            ):
                 if problem is not None:
                     skipped.append(problem)
                 else:

@@ -33,7 +33,9 @@ def scan_identity_folder(root: str | Path, min_images: int = 1) -> IdentityFolde
     names: list[str] = []
     for identity in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         images = sorted(
-            p for p in identity.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            p
+            for p in identity.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
         if len(images) < min_images:
             continue
@@ -43,7 +45,6 @@ def scan_identity_folder(root: str | Path, min_images: int = 1) -> IdentityFolde
         labels.extend([label] * len(images))
     if not names:
         raise GhostFaceNetsError(
-            f"{root}: no identity sub-folders with at least {min_images} image(s) "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+            f"{root}: no identity sub-folders with at least {min_images} image(s) ({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return IdentityFolder(root, paths, labels, names)

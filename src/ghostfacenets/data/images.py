@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import GhostFaceNetsError
 
 MAX_PIXELS = 80_000_000  # larger images are refused before decoding (a 12000 x 6600 photo passes)
+ResizeMode = Literal["pad", "resize"]
 ImageSource = str | Path | bytes | bytearray | memoryview | np.ndarray | Any  # Any: PIL.Image.Image
 
 
@@ -101,11 +102,31 @@ def load_image(
         except OSError as exc:
             raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
         return decode_image(data, str(path), max_pixels)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
-        Image = None
-    if Image is not None and isinstance(source, Image.Image):
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
         _check_size(source.width, source.height, max_pixels, "PIL image")
         return np.asarray(source.convert("RGB"), dtype=np.uint8).copy()
     raise ImageError(f"unsupported image source of type {type(source).__name__}")
+
+
+def fit_image(image: np.ndarray, size: int | None = 112, mode: ResizeMode = "pad") -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> (size, size, 3): ``pad`` keeps the aspect ratio (longer side = size, centred on
+    black), ``resize`` stretches. Images already at the size, and any image when ``size`` is None, are returned
+    as they are."""
+    height, width = image.shape[:2]
+    if size is None or (height == size and width == size):
+        return image
+    if mode == "resize":
+        shrink = max(height, width) > size
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if mode != "pad":
+        raise ValueError(f"resize mode must be 'pad' or 'resize', got {mode!r}")
+    factor = size / max(height, width)
+    new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+    if (new_h, new_w) != (height, width):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = image
+    return out

@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..atomic import atomic_path
 from ..errors import GhostFaceNetsError
+from ..files import atomic_path
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -80,7 +80,7 @@ def encode_record(data: bytes) -> bytes:
         raise ValueError("RecordIO records must be smaller than 512 MiB")
     out, start = bytearray(), 0
     for i in range(0, len(data) - len(data) % 4, 4):
-        if data[i:i + 4] == _MAGIC_BYTES:
+        if data[i : i + 4] == _MAGIC_BYTES:
             out += struct.pack("<II", MAGIC, ((1 if start == 0 else 2) << 29) | (i - start)) + data[start:i]
             start = i + 4
     out += struct.pack("<II", MAGIC, ((3 if start else 0) << 29) | (len(data) - start)) + data[start:]
@@ -130,8 +130,9 @@ class RecordFile:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
-            os.close(self._fd)
+        fd = getattr(self, "_fd", None)
+        if fd is not None and self._pid == os.getpid():
+            os.close(fd)
         self._fd = None
 
     def _read(self, offset: int, size: int) -> bytes:
@@ -164,8 +165,9 @@ class RecordFile:
             position += 8 + length + (-length % 4)
             if cflag in (0, 3):
                 if (cflag == 3) != (len(parts) > 1):
-                    raise RecordError(f"{name}: continuation flag {cflag} at byte {position} after {len(parts) - 1} "
-                                      "part(s)")
+                    raise RecordError(
+                        f"{name}: continuation flag {cflag} at byte {position} after {len(parts) - 1} part(s)"
+                    )
                 return parts, position
             if cflag not in (1, 2) or (cflag == 1) != (len(parts) == 1):
                 raise RecordError(f"{name}: bad continuation flag {cflag} at byte {position}")
@@ -296,7 +298,7 @@ def read_property(directory: str | Path) -> tuple[int, int, int] | None:
 
 
 def write_property(directory: str | Path, classes: int, height: int, width: int) -> Path:
-    from ..atomic import atomic_write
+    from ..files import atomic_write
 
     path = Path(directory) / "property"
     with atomic_write(path, "w") as f:
@@ -329,9 +331,11 @@ class InsightFaceRecords:
                     self.header = header
                     keys = [k for k in keys if 1 <= k < first]
                 else:
-                    self.header_problem = (f"header labels {list(header.label)} are not the key range [images + 1, "
-                                           f"images + 1 + identities] of this file's {len(keys)} records; the header "
-                                           "is ignored and every other record is read as an image")
+                    self.header_problem = (
+                        f"header labels {list(header.label)} are not the key range [images + 1, "
+                        f"images + 1 + identities] of this file's {len(keys)} records; the header "
+                        "is ignored and every other record is read as an image"
+                    )
                     keys = keys[1:]
         #: keys of the image records, in file order
         self.image_keys: list[int] = keys
@@ -344,7 +348,7 @@ class InsightFaceRecords:
         """Identities from ``property`` or the header record; None when neither says (labels must be scanned)."""
         if self.property is not None:
             return self.property[0]
-        if self.header is not None and len(self.header.label) >= 2:
+        if self.header is not None and isinstance(self.header.label, tuple) and len(self.header.label) >= 2:
             return int(self.header.label[1] - self.header.label[0])
         return None
 

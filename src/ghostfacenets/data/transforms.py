@@ -29,3 +29,8 @@ def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected RGB images shaped (N, H, W, 3), got {tuple(batch.shape)}")
     return (batch.permute(0, 3, 1, 2).float() - PIXEL_MEAN) / PIXEL_STD
+
+
+def to_array(images: np.ndarray) -> np.ndarray:
+    """:func:`to_tensor` for numpy callers (onnxruntime, LiteRT, ExecuTorch): contiguous float32 (N, 3, H, W)."""
+    return np.ascontiguousarray(to_tensor(images).numpy())

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write
 from ..errors import GhostFaceNetsError
+from ..files import atomic_write
 from .images import ImageError, decode_image
 
 PICKLE_PROTOCOL = 4
@@ -73,7 +73,16 @@ def _unpickle(path: Path) -> Any:
             f"{path}: refused: the pickle holds something other than images and labels ({exc}); "
             "a verification .bin holds only (list of encoded images, list of booleans)"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        MemoryError,
+    ) as exc:
         raise VerificationBinError(f"{path}: not a verification .bin (damaged or not a pickle: {exc})") from None
 
 
@@ -84,7 +93,9 @@ def read_verification_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
         raise VerificationBinError(f"{path}: no such file")
     obj = _unpickle(path)
     if not isinstance(obj, (tuple, list)) or len(obj) != 2 or not all(isinstance(x, (list, tuple)) for x in obj):
-        raise VerificationBinError(f"{path}: expected a pickled (images, issame) pair of lists, got {type(obj).__name__}")
+        raise VerificationBinError(
+            f"{path}: expected a pickled (images, issame) pair of lists, got {type(obj).__name__}"
+        )
     bins, issame = obj
     if not all(isinstance(b, (bytes, bytearray)) for b in bins):
         raise VerificationBinError(f"{path}: the image list holds something other than encoded image bytes")

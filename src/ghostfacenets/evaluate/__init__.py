@@ -1,4 +1,4 @@
-"""Evaluation: embedding with flip TTA, verification metrics, ``.bin`` sets, identity folders, IJB-B/C.
+"""Evaluation: verification metrics, ``.bin`` sets, identity folders, IJB-B/C.
 
 Public names are imported lazily (``from ghostfacenets.evaluate import evaluate_bin``).
 """
@@ -9,8 +9,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_embedder": "ghostfacenets.evaluate.embed",
-    "embed_images": "ghostfacenets.evaluate.embed",
     "verification_metrics": "ghostfacenets.evaluate.metrics",
     "roc_curve": "ghostfacenets.evaluate.metrics",
     "threshold_at_far": "ghostfacenets.evaluate.metrics",
@@ -18,6 +16,7 @@ _EXPORTS = {
     "evaluate_folder": "ghostfacenets.evaluate.pairs",
     "make_pairs": "ghostfacenets.evaluate.pairs",
     "evaluate_ijb": "ghostfacenets.evaluate.ijb",
+    "compare_embedders": "ghostfacenets.evaluate.agreement",
 }
 
 __all__ = list(_EXPORTS)

@@ -30,7 +30,7 @@ import torch
 from ..data.images import load_image
 from ..data.transforms import INPUT_SIZE
 from ..errors import GhostFaceNetsError
-from .embed import Embedder, load_embedder
+from ..inference import Embedder, load_embedder
 from .metrics import allowed_false_accepts, roc_auc, roc_curve, tar_at_far
 
 FPIR_TARGETS = {"1e-1": 1e-1, "1e-2": 1e-2, "1e-3": 1e-3, "1e-4": 1e-4}
@@ -62,8 +62,10 @@ def find_layout(root: str | Path) -> IJBLayout:
     meta = root / "meta"
     found = sorted(meta.glob("*_face_tid_mid.txt")) if meta.is_dir() else []
     if len(found) != 1:
-        raise IJBError(f"{root}: expected one meta/<ijbb|ijbc>_face_tid_mid.txt (insightface's IJB layout, see "
-                       f"docs/evaluation.md), found {len(found)}")
+        raise IJBError(
+            f"{root}: expected one meta/<ijbb|ijbc>_face_tid_mid.txt (insightface's IJB layout, see "
+            f"docs/evaluation.md), found {len(found)}"
+        )
     target = found[0].name[: -len("_face_tid_mid.txt")]
     files = {kind: meta / f"{target}_{kind}.txt" for kind in ("template_pair_label", "name_5pts_score")}
     for path in files.values():
@@ -74,8 +76,16 @@ def find_layout(root: str | Path) -> IJBLayout:
         raise IJBError(f"{images}: missing folder of loose face crops")
     galleries = {p.stem.rsplit("_", 1)[-1]: p for p in sorted(meta.glob(f"{target}_1N_gallery_*.csv"))}
     probes = meta / f"{target}_1N_probe_mixed.csv"
-    return IJBLayout(root, target, found[0], files["template_pair_label"], files["name_5pts_score"], images,
-                     galleries, probes if probes.is_file() else None)
+    return IJBLayout(
+        root,
+        target,
+        found[0],
+        files["template_pair_label"],
+        files["name_5pts_score"],
+        images,
+        galleries,
+        probes if probes.is_file() else None,
+    )
 
 
 def _read_rows(path: Path, columns: int) -> list[list[str]]:
@@ -144,8 +154,9 @@ def read_meta(layout: IJBLayout) -> IJBMeta:
     unknown = np.setdiff1d(pairs[:, :2], ids[:, 0])
     if unknown.size:
         raise IJBError(f"{layout.template_pair_label}: template(s) without faces, e.g. {unknown[0]}")
-    return IJBMeta(names, ids[:, 0], ids[:, 1], values[:, :10].reshape(-1, 5, 2), values[:, 10], pairs[:, :2],
-                   pairs[:, 2] == 1)
+    return IJBMeta(
+        names, ids[:, 0], ids[:, 1], values[:, :10].reshape(-1, 5, 2), values[:, 10], pairs[:, :2], pairs[:, 2] == 1
+    )
 
 
 def read_template_subjects(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +199,7 @@ def read_search_lists(layout: IJBLayout, meta: IJBMeta) -> SearchLists | None:
 
 
 def _aligned_crop(path: Path, landmarks: np.ndarray) -> np.ndarray:
-    from ..pipeline.align import align_face
+    from ..data.align import align_face
 
     return align_face(load_image(path), landmarks)
 
@@ -211,8 +222,10 @@ def embed_faces(
 
     starts = list(range(0, len(meta.names), batch_size))
     parts = []
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(meta.names), desc=f"{layout.target} faces", unit="img", disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(meta.names), desc=f"{layout.target} faces", unit="img", disable=not progress) as bar,
+    ):
         pending: list[Future] = [pool.submit(load, s) for s in starts[:workers]]
         for k in range(len(starts)):
             crops = pending.pop(0).result()
@@ -268,8 +281,11 @@ def verification_1to1(unique_templates: np.ndarray, feats: np.ndarray, meta: IJB
     for start in range(0, len(rows_a), PAIR_CHUNK):  # IJB-C has 15.7 M pairs: bounded memory
         chunk = slice(start, start + PAIR_CHUNK)
         scores[chunk] = np.einsum("ij,ij->i", feats[rows_a[chunk]], feats[rows_b[chunk]])
-    result: dict[str, Any] = {"pairs": int(len(scores)), "same_pairs": int(meta.labels.sum()),
-                              "tar_at_far": tar_at_far(scores, meta.labels)}
+    result: dict[str, Any] = {
+        "pairs": len(scores),
+        "same_pairs": int(meta.labels.sum()),
+        "tar_at_far": tar_at_far(scores, meta.labels),
+    }
     result["auc"] = roc_auc(*roc_curve(scores, meta.labels)[:2]) if 0 < meta.labels.sum() < len(scores) else None
     return result
 
@@ -301,7 +317,7 @@ def search_1toN(
     return {
         "mated_probes": int(mated.sum()),
         "non_mated_probes": int((~mated).sum()),
-        "gallery_templates": int(len(gallery_subjects)),
+        "gallery_templates": len(gallery_subjects),
         **{f"rank{r}": (float(np.mean(ranks <= r)) if mated.any() else None) for r in RANKS},
         "tpir_at_fpir": tpir,
         "_hits": {r: int(np.sum(ranks <= r)) for r in RANKS},
@@ -318,8 +334,7 @@ def identification_1toN(
     probe_feats = feats[_rows_of(unique_templates, probe_templates, "1:N probes")]
     galleries, hits, mated = {}, dict.fromkeys(RANKS, 0), 0
     for name, (templates, subjects) in lists.galleries.items():
-        result = search_1toN(probe_feats, probe_subjects, feats[_rows_of(unique_templates, templates, name)],
-                             subjects)
+        result = search_1toN(probe_feats, probe_subjects, feats[_rows_of(unique_templates, templates, name)], subjects)
         for r, count in result.pop("_hits").items():
             hits[r] += count
         mated += result["mated_probes"]
@@ -329,7 +344,7 @@ def identification_1toN(
         values = [g["tpir_at_fpir"][key] for g in galleries.values()]
         tpir[key] = None if any(v is None for v in values) else float(np.mean(values))
     return {
-        "probes": int(len(probe_templates)),
+        "probes": len(probe_templates),
         **{f"rank{r}": (hits[r] / mated if mated else None) for r in RANKS},
         "tpir_at_fpir": tpir,
         "galleries": galleries,
@@ -357,8 +372,9 @@ def evaluate_ijb(
     if features is None:
         embedder = load_embedder(model_or_embedder, device)
         if embedder.input_size not in (None, (INPUT_SIZE, INPUT_SIZE)):
-            raise IJBError(f"{embedder.name} needs {embedder.input_size} crops; IJB faces are aligned to "
-                           f"{INPUT_SIZE}x{INPUT_SIZE}")
+            raise IJBError(
+                f"{embedder.name} needs {embedder.input_size} crops; IJB faces are aligned to {INPUT_SIZE}x{INPUT_SIZE}"
+            )
         features = embed_faces(embedder, layout, meta, flip, batch_size, progress)
     elif len(features) != len(meta.names):
         raise IJBError(f"{len(features)} features for {len(meta.names)} faces")
@@ -368,7 +384,7 @@ def evaluate_ijb(
     return {
         "target": layout.target.upper(),
         "faces": len(meta.names),
-        "templates": int(len(unique_templates)),
+        "templates": len(unique_templates),
         "flip": flip,
         "detector_score": detector_score,
         "normalize_images": normalize_images,

@@ -43,8 +43,9 @@ def _check_pairs(embeddings_a: np.ndarray, embeddings_b: np.ndarray, issame: Any
     a, b = np.asarray(embeddings_a), np.asarray(embeddings_b)
     labels = np.asarray(issame, dtype=bool).reshape(-1)
     if a.ndim != 2 or a.shape != b.shape or a.shape[0] != labels.shape[0]:
-        raise GhostFaceNetsError(f"expected two embedding arrays (P, D) and P labels, got {a.shape}, {b.shape}, "
-                                 f"{labels.shape}")
+        raise GhostFaceNetsError(
+            f"expected two embedding arrays (P, D) and P labels, got {a.shape}, {b.shape}, {labels.shape}"
+        )
     return labels
 
 
@@ -59,10 +60,15 @@ def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, 
     time, so memory grows with N x D + P, not P x D."""
     normalized = l2_normalize(embeddings)
     pairs = np.asarray(pairs).reshape(-1, 2)
-    if normalized.ndim != 2 or not np.issubdtype(pairs.dtype, np.integer) or (
-            pairs.size and (pairs.min() < 0 or pairs.max() >= len(normalized))):
-        raise GhostFaceNetsError(f"expected embeddings (N, D) and pairs (P, 2) of row indices below N, got "
-                                 f"{normalized.shape} and {pairs.dtype} {pairs.shape}")
+    if (
+        normalized.ndim != 2
+        or not np.issubdtype(pairs.dtype, np.integer)
+        or (pairs.size and (pairs.min() < 0 or pairs.max() >= len(normalized)))
+    ):
+        raise GhostFaceNetsError(
+            f"expected embeddings (N, D) and pairs (P, 2) of row indices below N, got "
+            f"{normalized.shape} and {pairs.dtype} {pairs.shape}"
+        )
     scores, distances = np.empty(len(pairs)), np.empty(len(pairs))
     step = max(1, PAIR_CHUNK_ELEMENTS // max(normalized.shape[1], 1))
     for start in range(0, len(pairs), step):
@@ -73,8 +79,9 @@ def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, 
     return scores, distances
 
 
-def _stacked(embeddings_a: np.ndarray, embeddings_b: np.ndarray, issame: Any) -> tuple[np.ndarray, np.ndarray,
-                                                                                         np.ndarray]:
+def _stacked(
+    embeddings_a: np.ndarray, embeddings_b: np.ndarray, issame: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two (P, D) arrays as one (2P, D) array, the (P, 2) row indices of their pairs, and the P labels."""
     labels = _check_pairs(embeddings_a, embeddings_b, issame)
     index = np.arange(labels.size)
@@ -152,7 +159,9 @@ def best_threshold_accuracy(scores: Any, issame: Any) -> tuple[float, float]:
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(issame, dtype=bool).reshape(-1)
     if scores.size == 0 or scores.shape != labels.shape:
-        raise GhostFaceNetsError(f"expected as many labels as scores (at least one), got {scores.shape}, {labels.shape}")
+        raise GhostFaceNetsError(
+            f"expected as many labels as scores (at least one), got {scores.shape}, {labels.shape}"
+        )
     candidates = np.concatenate([[_below_all(scores)], np.unique(scores)])
     same = np.sort(scores[labels])
     diff = np.sort(scores[~labels])
@@ -172,7 +181,9 @@ def roc_curve(scores: Any, issame: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(issame, dtype=bool).reshape(-1)
     if scores.shape != labels.shape or scores.size == 0:
-        raise GhostFaceNetsError(f"expected as many labels as scores (at least one), got {scores.shape}, {labels.shape}")
+        raise GhostFaceNetsError(
+            f"expected as many labels as scores (at least one), got {scores.shape}, {labels.shape}"
+        )
     n_same, n_diff = int(labels.sum()), int((~labels).sum())
     if n_same == 0 or n_diff == 0:
         raise GhostFaceNetsError("a ROC curve needs both same and different pairs")
@@ -202,7 +213,7 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 def allowed_false_accepts(n_diff: int, far: float) -> int:
     """How many different pairs may be accepted at FAR ``far``: floor(far x n_diff)."""
-    return int(math.floor(far * n_diff + 1e-9))
+    return math.floor(far * n_diff + 1e-9)
 
 
 def threshold_at_far(scores: Any, issame: Any, far: float) -> tuple[float, float]:
@@ -257,11 +268,13 @@ def metrics_of_scores(scores: np.ndarray, distances: np.ndarray, issame: Any, fo
     if labels.size == 0:
         raise GhostFaceNetsError("no pairs to evaluate")
     if not scores.shape == distances.shape == labels.shape:
-        raise GhostFaceNetsError(f"expected as many scores, distances and labels, got {scores.shape}, "
-                                 f"{distances.shape}, {labels.shape}")
+        raise GhostFaceNetsError(
+            f"expected as many scores, distances and labels, got {scores.shape}, {distances.shape}, {labels.shape}"
+        )
     if fold_ids is not None or labels.size >= DEFAULT_FOLDS:
         accuracies, _ = kfold_accuracy_of_distances(distances, labels, DEFAULT_FOLDS, fold_ids)
-        mean, std = float(np.mean(accuracies)), float(np.std(accuracies))
+        mean: float | None = float(np.mean(accuracies))
+        std: float | None = float(np.std(accuracies))
     else:
         mean = std = None
     accuracy, threshold = best_threshold_accuracy(scores, labels)

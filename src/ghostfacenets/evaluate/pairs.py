@@ -13,7 +13,7 @@ from ..data.folders import IdentityFolder, scan_identity_folder
 from ..data.images import ImageError, decode_image
 from ..data.verification_bin import write_verification_bin
 from ..errors import GhostFaceNetsError
-from .embed import embed_images, load_embedder
+from ..inference import embed_images, load_embedder
 from .verification import SetEvaluation, evaluate_embedded_pairs
 
 MAX_EXHAUSTIVE_PAIRS = 20_000_000  # about 100 bytes a pair while pairs are drawn and scored: 2 GB at the cap
@@ -61,8 +61,10 @@ def make_pairs(labels: Any, num_pairs: int | None = None, seed: int = 0) -> tupl
     n_diff_available = total - len(same)
     if num_pairs is None:
         if total > MAX_EXHAUSTIVE_PAIRS:
-            raise GhostFaceNetsError(f"{n} images make {total:,} pairs, more than the {MAX_EXHAUSTIVE_PAIRS:,} "
-                                     "evaluated exhaustively; sample some with a pair count instead (--pairs N)")
+            raise GhostFaceNetsError(
+                f"{n} images make {total:,} pairs, more than the {MAX_EXHAUSTIVE_PAIRS:,} "
+                "evaluated exhaustively; sample some with a pair count instead (--pairs N)"
+            )
         i, j = np.triu_indices(n, k=1)
         pairs = np.stack([i, j], axis=1)
     else:
@@ -94,8 +96,10 @@ def _crops(folder: IdentityFolder, size: int | None, what: str) -> Iterator[tupl
             raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
         image = decode_image(data, str(path))
         if size is not None and image.shape[:2] != (size, size):
-            raise ImageError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels; {what} hold aligned {size}x{size} "
-                             "crops (align the faces first)")
+            raise ImageError(
+                f"{path}: {image.shape[1]}x{image.shape[0]} pixels; {what} hold aligned {size}x{size} "
+                "crops (align the faces first)"
+            )
         first_shape = first_shape or image.shape
         if image.shape != first_shape:
             raise ImageError(f"{folder.root}: crops of different sizes {sorted({first_shape, image.shape})}")
@@ -122,8 +126,9 @@ def evaluate_folder(
     return evaluate_embedded_pairs(Path(root).resolve().name, embeddings, pairs, issame, flip)
 
 
-def make_bin(root: str | Path, output: str | Path, num_pairs: int | None = None, seed: int = 0,
-             size: int | None = 112) -> tuple[Path, int, int]:
+def make_bin(
+    root: str | Path, output: str | Path, num_pairs: int | None = None, seed: int = 0, size: int | None = 112
+) -> tuple[Path, int, int]:
     """Write a ``.bin`` of pairs from an identity folder; images are stored as their original encoded bytes.
 
     Returns (path, pairs, same pairs). ``size``: the crop size every image must have (None: any, but one size).

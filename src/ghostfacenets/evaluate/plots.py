@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..atomic import atomic_path
 from ..errors import GhostFaceNetsError
+from ..files import atomic_path
 from .metrics import roc_curve
 from .verification import SetEvaluation
 
@@ -18,8 +18,10 @@ def check_plot_path(path: str | Path) -> Path:
     path = Path(path)
     formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix and path.suffix.lstrip(".").lower() not in formats:
-        raise GhostFaceNetsError(f"{path}: matplotlib cannot write {path.suffix} figures; use one of "
-                                 f"{', '.join('.' + f for f in sorted(formats))}")
+        raise GhostFaceNetsError(
+            f"{path}: matplotlib cannot write {path.suffix} figures; use one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
     return path
 
 

@@ -77,7 +77,11 @@ class CombinedMargin(nn.Module):
 
 
 def margin_from_name(
-    name: str, margin: float | None = None, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
+    name: str,
+    margin: float | None = None,
+    m1: float = 1.0,
+    m2: float = 0.5,
+    m3: float = 0.0,
     fallback: Fallback = "official",
 ) -> CombinedMargin:
     """``arcface`` / ``subcenter`` (angular margin, default 0.5), ``cosface`` (cosine margin, default 0.35) or

@@ -56,7 +56,7 @@ class _AllGather(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.contiguous()
         dist.all_reduce(grad, group=ctx.group)
-        local = grad[ctx.rank * ctx.size:(ctx.rank + 1) * ctx.size]
+        local = grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
         return local * ctx.world, None
 
 
@@ -113,7 +113,7 @@ def initial_centres(
         values = torch.empty(hi - lo, subcenters, embedding_size)
         nn.init.trunc_normal_(values, 0.0, std, -2 * std, 2 * std, generator=generator)
         a, b = max(lo, start), min(hi, end)
-        out[a - start:b - start] = values[a - lo:b - lo]
+        out[a - start : b - start] = values[a - lo : b - lo]
     return out
 
 
@@ -155,14 +155,19 @@ class PartialFC(nn.Module):
         self.reset_parameters(seed)
 
     def extra_repr(self) -> str:
-        return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, subcenters={self.subcenters}, "
-                f"classes=[{self.class_start}, {self.class_end}), sample_rate={self.sample_rate}")
+        return (
+            f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, subcenters={self.subcenters}, "
+            f"classes=[{self.class_start}, {self.class_end}), sample_rate={self.sample_rate}"
+        )
 
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:
         """Official NormDense init for this rank's shard; the same centres whatever the number of ranks."""
-        self.weight.copy_(initial_centres(self.num_classes, self.subcenters, self.embedding_size,
-                                          self.class_start, self.class_end, seed))
+        self.weight.copy_(
+            initial_centres(
+                self.num_classes, self.subcenters, self.embedding_size, self.class_start, self.class_end, seed
+            )
+        )
         self.negative_generator.manual_seed(seed * 1000003 + 999983 + self.rank)
 
     def _sample(self, local_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +199,7 @@ class PartialFC(nn.Module):
         labels = labels.long()
         in_shard = (labels >= self.class_start) & (labels < self.class_end)
         local_labels = torch.where(in_shard, labels - self.class_start, torch.full_like(labels, -1))
-        weight = self.weight
+        weight: torch.Tensor = self.weight
         if self.num_sample < self.num_local:
             index, local_labels = self._sample(local_labels)
             weight = weight[index]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import typing
 
 import torch
 from torch import nn
@@ -85,8 +86,16 @@ def _static_same_conv(conv: Conv2dSame, height: int, width: int) -> nn.Module:
     """``conv`` as a plain convolution with the fixed TF-"same" padding of an input of ``height`` x ``width``."""
     top, bottom = tf_same_padding(height, conv.kernel_size[0], conv.stride[0])
     left, right = tf_same_padding(width, conv.kernel_size[1], conv.stride[1])
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, groups=conv.groups,
-                      bias=conv.bias is not None, dtype=conv.weight.dtype, device=conv.weight.device)
+    plain = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        typing.cast(tuple[int, int], conv.kernel_size),
+        typing.cast(tuple[int, int], conv.stride),
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        dtype=conv.weight.dtype,
+        device=conv.weight.device,
+    )
     plain.load_state_dict(conv.state_dict())
     plain.requires_grad_(False)
     if top == bottom and left == right:

@@ -74,7 +74,7 @@ class SqueezeExcite(nn.Module):
         self.reduce = nn.Conv2d(channels, hidden, 1, bias=True)
         self.act = prelu(hidden)
         self.expand = nn.Conv2d(hidden, channels, 1, bias=True)
-        self.gate = HardSigmoidKeras2() if version == 1 else HardSigmoidTorch()
+        self.gate: nn.Module = HardSigmoidKeras2() if version == 1 else HardSigmoidTorch()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = x.mean(dim=(2, 3), keepdim=True)
@@ -101,6 +101,8 @@ class GhostBottleneck(nn.Module):
         ghost1 = GhostModuleDFC if use_dfc else GhostModule
         self.ghost1 = ghost1(in_channels, expansion, True, version, bn_eps)
         mid = self.ghost1.out_channels
+        self.down_conv: nn.Module | None
+        self.down_bn: nn.Module | None
         if stride > 1:
             self.down_conv = conv2d(mid, mid, kernel_size, stride, groups=mid, tf_same=tf_same)
             self.down_bn = batch_norm(mid, bn_eps)
@@ -109,6 +111,7 @@ class GhostBottleneck(nn.Module):
             self.down_bn = None
         self.se = SqueezeExcite(mid, se_ratio, version) if se_ratio > 0 else None
         self.ghost2 = GhostModule(mid, out_channels, False, version, bn_eps)
+        self.shortcut: nn.Module
         if in_channels == out_channels and stride == 1:
             self.shortcut = nn.Identity()
         else:
@@ -121,7 +124,7 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.ghost1(x)
-        if self.down_conv is not None:
+        if self.down_conv is not None and self.down_bn is not None:
             y = self.down_bn(self.down_conv(y))
         if self.se is not None:
             y = self.se(y)

@@ -79,7 +79,7 @@ class GDCHead(nn.Module):
         super().__init__()
         self.dw = nn.Conv2d(channels, channels, kernel, groups=channels, bias=False)
         self.bn = batch_norm(channels, eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout: nn.Module = nn.Dropout(dropout)
         self.conv = nn.Conv2d(channels, embedding_size, 1, bias=bias)
         self.bn_embedding = nn.BatchNorm1d(embedding_size, eps=eps, momentum=0.1)
 
@@ -107,7 +107,9 @@ class GhostFaceNet(nn.Module):
         for i, (exp, out) in enumerate(config.block_channels()):
             use_dfc = config.version == 2 and i >= V2_PLAIN_BLOCKS
             blocks.append(
-                GhostBottleneck(in_channels, exp, out, KERNELS[i], STRIDES[i], SE_RATIOS[i], use_dfc, config.version, eps)
+                GhostBottleneck(
+                    in_channels, exp, out, KERNELS[i], STRIDES[i], SE_RATIOS[i], use_dfc, config.version, eps
+                )
             )
             in_channels = blocks[-1].ghost2.out_channels
         self.blocks = nn.Sequential(*blocks)

@@ -51,9 +51,7 @@ def conv2d(
     if tf_same and stride > 1:
         return Conv2dSame(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
     ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-    return nn.Conv2d(
-        in_channels, out_channels, ks, stride, padding=(ks[0] // 2, ks[1] // 2), groups=groups, bias=bias
-    )
+    return nn.Conv2d(in_channels, out_channels, ks, stride, padding=(ks[0] // 2, ks[1] // 2), groups=groups, bias=bias)
 
 
 def batch_norm(channels: int, eps: float) -> nn.BatchNorm2d:

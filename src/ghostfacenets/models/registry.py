@@ -72,8 +72,14 @@ class PretrainedWeights:
             "architecture": self.architecture,
             "config": self.config().to_dict(),
             "preprocessing": default_preprocessing(),
-            "source": {"name": self.name, "url": self.url, "filename": self.filename, "size": self.size,
-                       "sha256": self.sha256, "format": "keras-h5"},
+            "source": {
+                "name": self.name,
+                "url": self.url,
+                "filename": self.filename,
+                "size": self.size,
+                "sha256": self.sha256,
+                "format": "keras-h5",
+            },
             **{k: record[k] for k in ("training_data", "loss", "license", "reported_accuracy", "notes", "thresholds")},
         }
 
@@ -95,8 +101,13 @@ PRETRAINED: dict[str, PretrainedWeights] = {
             training_data="MS1MV3 (ms1m-retinaface-t1)",
             loss="ArcFace (m=0.5, scale 32 then 64)",
             license=NON_COMMERCIAL,
-            reported_accuracy={"lfw": 99.73, "cfp_fp": 96.83, "agedb_30": 98.00, "ijbb_tar_at_far_1e-4": 93.12,
-                               "ijbc_tar_at_far_1e-4": 94.94},
+            reported_accuracy={
+                "lfw": 99.73,
+                "cfp_fp": 96.83,
+                "agedb_30": 98.00,
+                "ijbb_tar_at_far_1e-4": 93.12,
+                "ijbc_tar_at_far_1e-4": 94.94,
+            },
             notes="Official GhostFaceNets release v1.2 (Alansari et al., IEEE Access 2023); accuracies as the "
             "authors report them (flip TTA, best threshold on the whole set), not measured here.",
         )

@@ -1,8 +1,9 @@
 """From photos to decisions: detect faces, align them to the ArcFace template, embed, verify and identify."""
 
-from .align import align_face, estimate_transform
+from ..data.align import align_face, estimate_transform
+from ..gallery.base import ModelId
+from ..gallery.sqlite import Gallery
 from .detect import DETECTORS, Face, FaceDetector, RetinaFaceDetector, create_detector
-from .gallery import Gallery, ModelId
 from .recognizer import FaceRecognizer, Identification, Match, NoFaceError, Threshold, Verification
 
 __all__ = [

@@ -61,8 +61,10 @@ def read_pairs_file(path: str | Path, root: str | Path | None = None) -> list[tu
         if label is None:
             if number == 1 and len(fields) == 3:
                 continue  # header
-            raise CalibrationError(f"{path}, pair line {number}: expected 'image_a image_b label' with a label such as "
-                                   f"1/0 or yes/no, got {row}")
+            raise CalibrationError(
+                f"{path}, pair line {number}: expected 'image_a image_b label' with a label such as "
+                f"1/0 or yes/no, got {row}"
+            )
         pairs.append((base / fields[0], base / fields[1], label))
     if not pairs:
         raise CalibrationError(f"{path}: no pairs in the file")
@@ -70,7 +72,9 @@ def read_pairs_file(path: str | Path, root: str | Path | None = None) -> list[tu
 
 
 def score_photo_pairs(
-    recognizer: FaceRecognizer, pairs: Sequence[tuple[Path, Path, bool]], skip_unusable: bool = False,
+    recognizer: FaceRecognizer,
+    pairs: Sequence[tuple[Path, Path, bool]],
+    skip_unusable: bool = False,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(cosine scores, labels, problems): each distinct photo is detected, aligned and embedded once. With
@@ -96,13 +100,16 @@ def score_photo_pairs(
     return np.array(scores, dtype=np.float64), np.array(labels, dtype=bool), list(problems.values())
 
 
-def score_bin(recognizer: FaceRecognizer, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine scores, labels) of an insightface verification ``.bin`` (aligned crops; no detection)."""
-    from ..data.verification_bin import load_verification_bin
+def score_bin(recognizer: FaceRecognizer, path: str | Path, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine scores, labels) of an insightface verification ``.bin`` (aligned crops; no detection), scored as
+    ``evaluate`` scores it (each distinct image embedded once)."""
+    from ..evaluate.metrics import pair_scores
+    from ..evaluate.verification import embed_bin
 
-    images, issame = load_verification_bin(path)
-    embeddings = recognizer.embed_aligned(images)
-    return np.sum(embeddings[0::2] * embeddings[1::2], axis=1).astype(np.float64), np.asarray(issame, dtype=bool)
+    embeddings, pairs, issame = embed_bin(
+        recognizer.embedder, path, recognizer.flip, recognizer.batch_size, progress=progress
+    )
+    return pair_scores(embeddings, pairs)[0], issame
 
 
 def thresholds_at(scores: np.ndarray, issame: np.ndarray, fars: Sequence[float]) -> list[dict[str, Any]]:
@@ -117,19 +124,27 @@ def thresholds_at(scores: np.ndarray, issame: np.ndarray, fars: Sequence[float])
             raise CalibrationError(f"a target FAR lies strictly between 0 and 1, got {far:g}")
         threshold, frr = threshold_at_far(scores, issame, far)
         false_accepts = int(np.sum(scores[~issame] > threshold))
-        records.append({
-            "far": far,
-            "threshold": float(threshold),  # not rounded: rounding down would accept more different pairs
-            "frr": round(frr, 6),
-            "measured_far": round(false_accepts / n_diff, 6) if n_diff else None,
-            "estimable": n_diff * far >= 1 - 1e-9,
-        })
+        records.append(
+            {
+                "far": far,
+                "threshold": float(threshold),  # not rounded: rounding down would accept more different pairs
+                "frr": round(frr, 6),
+                "measured_far": round(false_accepts / n_diff, 6) if n_diff else None,
+                "estimable": n_diff * far >= 1 - 1e-9,
+            }
+        )
     return records
 
 
 def calibrate(
-    recognizer: FaceRecognizer, source: str | Path, fars: Sequence[float] = (1e-2, 1e-3), *,
-    set_name: str | None = None, root: str | Path | None = None, skip_unusable: bool = False, progress: bool = True,
+    recognizer: FaceRecognizer,
+    source: str | Path,
+    fars: Sequence[float] = (1e-2, 1e-3),
+    *,
+    set_name: str | None = None,
+    root: str | Path | None = None,
+    skip_unusable: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Calibrate thresholds at ``fars`` on a pairs file or a ``.bin``; returns a JSON-ready report."""
     source = Path(source)
@@ -137,7 +152,7 @@ def calibrate(
         raise CalibrationError(f"{source}: no such file")
     problems: list[str] = []
     if source.suffix.lower() == ".bin":
-        scores, issame = score_bin(recognizer, source)
+        scores, issame = score_bin(recognizer, source, progress)
         detector = "none (aligned crops)"
     else:
         pairs = read_pairs_file(source, root)
@@ -145,8 +160,10 @@ def calibrate(
         detector = recognizer.detector.name
     n_same, n_diff = int(issame.sum()), int((~issame).sum())
     if n_same == 0 or n_diff == 0:
-        raise CalibrationError(f"{source}: calibration needs both same and different pairs; found {n_same} same "
-                               f"and {n_diff} different usable pairs")
+        raise CalibrationError(
+            f"{source}: calibration needs both same and different pairs; found {n_same} same "
+            f"and {n_diff} different usable pairs"
+        )
     return {
         "set": set_name or source.stem,
         "pairs": int(issame.size),
@@ -166,8 +183,11 @@ def metadata_thresholds(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The entries of a calibration report that go into model metadata (only FARs the set could measure)."""
     date = datetime.now(timezone.utc).date().isoformat()
     common = {k: report[k] for k in ("set", "pairs", "same_pairs", "different_pairs", "flip", "detector", "rule")}
-    return [{"far": t["far"], "threshold": t["threshold"], "frr": t["frr"], **common, "metric": "cosine",
-             "date": date} for t in report["thresholds"] if t["estimable"]]
+    return [
+        {"far": t["far"], "threshold": t["threshold"], "frr": t["frr"], **common, "metric": "cosine", "date": date}
+        for t in report["thresholds"]
+        if t["estimable"]
+    ]
 
 
 def write_thresholds(model_source: Any, report: dict[str, Any], output: str | Path) -> tuple[Path, int]:
@@ -177,14 +197,21 @@ def write_thresholds(model_source: Any, report: dict[str, Any], output: str | Pa
     from ..model_io import load_model, save_model
 
     if str(model_source).lower().endswith(".onnx"):
-        raise CalibrationError("thresholds are written into the package's own model format; give the .h5, "
-                               ".safetensors or pretrained name the ONNX file came from")
+        raise CalibrationError(
+            "thresholds are written into the package's own model format; give the .h5, "
+            ".safetensors or pretrained name the ONNX file came from"
+        )
     new = metadata_thresholds(report)
     if not new:
-        raise CalibrationError(f"no target FAR is measurable on {report['different_pairs']} different pairs "
-                               f"(the lowest is {report['lowest_measurable_far']:.2g}); nothing written")
+        raise CalibrationError(
+            f"no target FAR is measurable on {report['different_pairs']} different pairs "
+            f"(the lowest is {report['lowest_measurable_far']:.2g}); nothing written"
+        )
     model = load_model(model_source)
-    kept = [t for t in model.metadata.get("thresholds") or []
-            if not any(t.get("set") == n["set"] and math.isclose(t.get("far", -1), n["far"]) for n in new)]
+    kept = [
+        t
+        for t in model.metadata.get("thresholds") or []
+        if not any(t.get("set") == n["set"] and math.isclose(t.get("far", -1), n["far"]) for n in new)
+    ]
     merged = sorted(kept + new, key=lambda t: (t["far"], str(t.get("set"))))
     return save_model(model, output, {"thresholds": merged}), len(new)

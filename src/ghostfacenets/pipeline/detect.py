@@ -52,8 +52,10 @@ class Face:
         return {
             "box": [round(float(v), decimals) for v in self.box],
             "score": round(float(self.score), 4),
-            "landmarks": {n: [round(float(x), decimals), round(float(y), decimals)]
-                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)},
+            "landmarks": {
+                n: [round(float(x), decimals), round(float(y), decimals)]
+                for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)
+            },
         }
 
 
@@ -88,9 +90,7 @@ def retinaface_anchors(height: int, width: int) -> np.ndarray:
     return np.concatenate(levels).astype(np.float32)
 
 
-def decode_retinaface(
-    loc: np.ndarray, landmarks: np.ndarray, anchors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def decode_retinaface(loc: np.ndarray, landmarks: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Network regressions -> boxes (A, 4) as x1, y1, x2, y2 and landmarks (A, 5, 2), in input pixels."""
     centre_var, size_var = _VARIANCES
     centres = anchors[:, :2] + loc[:, :2] * centre_var * anchors[:, 2:]
@@ -181,8 +181,8 @@ class RetinaFaceDetector(FaceDetector):
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
-        kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.score_threshold, self.nms_threshold)
-        kept = np.asarray(kept, dtype=np.int64).reshape(-1)
+        nms = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.score_threshold, self.nms_threshold)
+        kept = np.asarray(nms, dtype=np.int64).reshape(-1)
         faces = [
             Face(boxes[i].astype(np.float32), float(scores[i]), points[i].astype(np.float32))
             for i in kept

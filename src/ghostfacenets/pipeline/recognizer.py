@@ -13,12 +13,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..data.align import align_face
 from ..data.images import ImageSource, load_image
 from ..data.transforms import INPUT_SIZE
 from ..errors import GhostFaceNetsError
-from .align import align_face
+from ..gallery.base import ModelId
+from ..gallery.sqlite import Enrolment, Gallery
+from ..inference import OnnxEmbedder, embed_images, load_embedder, resolve_device
 from .detect import Face, FaceDetector, create_detector
-from .gallery import Enrolment, Gallery, ModelId
 
 DEFAULT_MODEL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"
 DEFAULT_FAR = 1e-3
@@ -26,9 +28,11 @@ DEFAULT_FAR = 1e-3
 # README's LFW example (GhostFaceNetV1-1.3-2, flip TTA, best accuracy on LFW). Not calibrated for any other model or
 # data; ``ghostfacenets calibrate`` measures the right one for a target false-accept rate.
 FALLBACK_THRESHOLD = 0.2235
-FALLBACK_NOTE = ("fallback: not calibrated for this model; the official README's LFW cosine threshold for "
-                 "GhostFaceNetV1-1.3-2 (run `ghostfacenets calibrate` on labelled pairs for a threshold at a "
-                 "known FAR)")
+FALLBACK_NOTE = (
+    "fallback: not calibrated for this model; the official README's LFW cosine threshold for "
+    "GhostFaceNetV1-1.3-2 (run `ghostfacenets calibrate` on labelled pairs for a threshold at a "
+    "known FAR)"
+)
 ColorOrder = Literal["RGB", "BGR"]
 
 
@@ -52,15 +56,20 @@ class Threshold:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.value, "threshold_source": self.source, "threshold_far": self.far,
-                "threshold_set": self.set, "threshold_note": self.note}
+        return {
+            "threshold": self.value,
+            "threshold_source": self.source,
+            "threshold_far": self.far,
+            "threshold_set": self.set,
+            "threshold_note": self.note,
+        }
 
 
 @dataclass(frozen=True)
 class FaceEmbedding:
     """A face found in an image, with its L2-normalised embedding."""
 
-    face: Face
+    face: Face | None  # None for an aligned crop given as is
     embedding: np.ndarray
     faces_in_image: int = 1
 
@@ -78,8 +87,11 @@ class Verification:
     faces_in_b: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"similarity": round(self.similarity, 6), "is_same": self.is_same,
-                                  **self.threshold.to_dict()}
+        record: dict[str, Any] = {
+            "similarity": round(self.similarity, 6),
+            "is_same": self.is_same,
+            **self.threshold.to_dict(),
+        }
         for key, face, count in (("a", self.face_a, self.faces_in_a), ("b", self.face_b, self.faces_in_b)):
             record[f"face_{key}"] = face.to_dict() if face is not None else None
             record[f"faces_in_{key}"] = count
@@ -113,9 +125,13 @@ class Identification:
         return self.matches[0].name if self.matches and self.matches[0].is_match else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"identity": self.identity, "matches": [m.to_dict() for m in self.matches],
-                "face": self.face.to_dict() if self.face is not None else None,
-                "faces_in_image": self.faces_in_image, **self.threshold.to_dict()}
+        return {
+            "identity": self.identity,
+            "matches": [m.to_dict() for m in self.matches],
+            "face": self.face.to_dict() if self.face is not None else None,
+            "faces_in_image": self.faces_in_image,
+            **self.threshold.to_dict(),
+        }
 
 
 @dataclass
@@ -142,7 +158,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def image_sha256(source: ImageSource) -> str:
     """sha256 of an image file's bytes, of encoded bytes, or of a decoded array's pixels (with its shape)."""
     if isinstance(source, (str, Path)):
-        from ..model_io import sha256_file
+        from ..files import sha256_file
 
         return sha256_file(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -173,7 +189,8 @@ class FaceRecognizer:
     use), a ``.h5`` / ``.safetensors`` / ``.onnx`` file, or an ``nn.Module``. ``detector``: "retinaface" or a
     :class:`FaceDetector`. ``threshold``: fixed cosine threshold (else the model's calibrated one at ``far``, else a
     labelled fallback). ``flip``: flip test-time augmentation as in the paper. ``device``: None picks CUDA when
-    available. ``detector_options`` go to the detector (``score_threshold``, ``max_size``, ...).
+    available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
+    package's one rule). ``detector_options`` go to the detector (``score_threshold``, ``max_size``, ...).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
@@ -189,6 +206,7 @@ class FaceRecognizer:
         far: float | None = None,
         flip: bool = True,
         device: str | torch.device | None = None,
+        backend: str = "auto",
         batch_size: int = 64,
         **detector_options: Any,
     ) -> None:
@@ -196,6 +214,7 @@ class FaceRecognizer:
         self.flip = flip
         self.batch_size = batch_size
         self.device = device
+        self.backend = backend
         self._fixed_threshold = threshold
         self.far = far
         self._loaded = self._load(model)
@@ -205,15 +224,14 @@ class FaceRecognizer:
 
     # ---------------------------------------------------------------------------------------------- model
     def _load(self, model: Any) -> _Loaded:
-        from ..evaluate.embed import OnnxEmbedder, TorchEmbedder, load_embedder, resolve_device
-
         if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
-            embedder = load_embedder(model, self.device)
+            embedder = load_embedder(model, self.device, self.backend)
             metadata = self._onnx_metadata(embedder) if isinstance(embedder, OnnxEmbedder) else {}
-            from ..model_io import sha256_file
+            from ..files import sha256_file
 
             return _Loaded(embedder, metadata, Path(model).name, sha256_file(model))
         device = resolve_device(self.device)  # before loading: a bad device fails before any download
+        module: torch.nn.Module
         if isinstance(model, (str, Path)):
             from ..model_io import load_model
 
@@ -225,7 +243,8 @@ class FaceRecognizer:
             raise GhostFaceNetsError(f"cannot use a {type(model).__name__} as a model; give a name, a file or a module")
         metadata = dict(getattr(module, "metadata", {}) or {})
         name = metadata.get("source", {}).get("name") or name
-        return _Loaded(TorchEmbedder(module, device, name=name), metadata, name, weights_fingerprint(module))
+        embedder = load_embedder(module, device, self.backend)
+        return _Loaded(embedder, metadata, name, weights_fingerprint(module))
 
     @staticmethod
     def _onnx_metadata(embedder: Any) -> dict[str, Any]:
@@ -238,6 +257,11 @@ class FaceRecognizer:
             return {}
 
     @property
+    def embedder(self) -> Any:
+        """The embedder the model runs as (:func:`ghostfacenets.inference.load_embedder`)."""
+        return self._loaded.embedder
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """The model's metadata (source, licence, calibrated ``thresholds``, ...)."""
         return self._loaded.metadata
@@ -246,8 +270,10 @@ class FaceRecognizer:
     def model_id(self) -> ModelId:
         """Identifies the embedding space (weights fingerprint, size, flip) for galleries."""
         if self._model_id is None:
-            dim = self._loaded.embedder.embedding_size or self.embed_aligned(
-                np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)).shape[1]
+            dim = (
+                self._loaded.embedder.embedding_size
+                or self.embed_aligned(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)).shape[1]
+            )
             self._model_id = ModelId(self._loaded.model_name, self._loaded.fingerprint, int(dim), self.flip)
         return self._model_id
 
@@ -257,8 +283,8 @@ class FaceRecognizer:
         calibrated threshold at ``far`` (default: the recognizer's ``far``, else 1e-3 if calibrated, else the lowest
         calibrated FAR) among those calibrated with the recognizer's flip setting (an entry without ``flip`` counts
         as flip on), else the labelled fallback."""
-        if threshold is not None or self._fixed_threshold is not None:
-            value = threshold if threshold is not None else self._fixed_threshold
+        value = threshold if threshold is not None else self._fixed_threshold
+        if value is not None:
             if not -1.0 <= float(value) <= 1.0:
                 raise ThresholdError(f"a cosine threshold lies in [-1, 1], got {value}")
             return Threshold(float(value), "user", note="given by the user")
@@ -274,16 +300,22 @@ class FaceRecognizer:
                 if chosen is None:
                     known = ", ".join(f"{t['far']:g}" for t in calibrated)
                     raise ThresholdError(f"the model has calibrated thresholds at FAR {known}, not at {far:g}")
-            note = (f"calibrated at FAR {chosen['far']:g} on {chosen.get('set', 'unnamed set')}"
-                    f" ({chosen.get('pairs', '?')} pairs)")
+            note = (
+                f"calibrated at FAR {chosen['far']:g} on {chosen.get('set', 'unnamed set')}"
+                f" ({chosen.get('pairs', '?')} pairs)"
+            )
             return Threshold(float(chosen["threshold"]), "calibrated", float(chosen["far"]), chosen.get("set"), note)
         if far is not None and entries:
             other, mine = ("off", "on") if self.flip else ("on", "off")
-            raise ThresholdError(f"the model's thresholds were calibrated with flip {other}, not with flip {mine}; "
-                                 f"run `ghostfacenets calibrate` with flip {mine}, or give a threshold")
+            raise ThresholdError(
+                f"the model's thresholds were calibrated with flip {other}, not with flip {mine}; "
+                f"run `ghostfacenets calibrate` with flip {mine}, or give a threshold"
+            )
         if far is not None:
-            raise ThresholdError("the model carries no calibrated thresholds; run `ghostfacenets calibrate` on "
-                                 "labelled pairs, or give a threshold")
+            raise ThresholdError(
+                "the model carries no calibrated thresholds; run `ghostfacenets calibrate` on "
+                "labelled pairs, or give a threshold"
+            )
         return Threshold(FALLBACK_THRESHOLD, "fallback", note=FALLBACK_NOTE)
 
     # ---------------------------------------------------------------------------------------------- stages
@@ -300,34 +332,37 @@ class FaceRecognizer:
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings (N, D) of aligned uint8 RGB crops (N, 112, 112, 3)."""
-        from ..evaluate.embed import embed_images
-
-        raw = embed_images(self._loaded.embedder, crops, batch_size=self.batch_size, flip=self.flip,
-                           device=self.device, progress=False)
+        raw = embed_images(
+            self.embedder, crops, batch_size=self.batch_size, flip=self.flip, device=self.device, progress=False
+        )
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         if not np.all(np.isfinite(raw)) or np.any(norms == 0):
             raise GhostFaceNetsError("the model produced a zero or non-finite embedding")
         return (raw / norms).astype(np.float32)
 
-    def _faces(self, images: Sequence[Any], color_order: ColorOrder, all_faces: bool,
-               aligned: bool | None) -> list[list[tuple[Face | None, np.ndarray, int]]]:
+    def _faces(
+        self, images: Sequence[Any], color_order: ColorOrder, all_faces: bool, aligned: bool | None
+    ) -> list[list[tuple[Face | None, np.ndarray, int]]]:
         """Per image: (face or None for an aligned crop, aligned crop, faces found) for the largest face (an image
         without one raises :class:`NoFaceError`) or every face (none for an image without one)."""
-        result = []
+        result: list[list[tuple[Face | None, np.ndarray, int]]] = []
         for index, source in enumerate(images):
             pixels = load_image(source, color_order)
             name = _describe(source, index if len(images) > 1 else None)
             is_crop = aligned if aligned is not None else pixels.shape[:2] == (INPUT_SIZE, INPUT_SIZE)
             if is_crop:
                 if pixels.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
-                    raise GhostFaceNetsError(f"{name}: an aligned crop must be {INPUT_SIZE}x{INPUT_SIZE}"
-                                             f", got {pixels.shape[1]}x{pixels.shape[0]}")
+                    raise GhostFaceNetsError(
+                        f"{name}: an aligned crop must be {INPUT_SIZE}x{INPUT_SIZE}"
+                        f", got {pixels.shape[1]}x{pixels.shape[0]}"
+                    )
                 result.append([(None, pixels, 1)])
                 continue
             faces = self._detect(pixels)
             if not faces and not all_faces:
-                raise NoFaceError(f"{name}: no face found (detector score threshold "
-                                  f"{getattr(self.detector, 'score_threshold', '?')})")
+                raise NoFaceError(
+                    f"{name}: no face found (detector score threshold {getattr(self.detector, 'score_threshold', '?')})"
+                )
             chosen = faces if all_faces else faces[:1]
             result.append([(f, align_face(pixels, f.landmarks), len(faces)) for f in chosen])
         return result
@@ -357,8 +392,14 @@ class FaceRecognizer:
 
     # ---------------------------------------------------------------------------------------------- verification
     def verify(
-        self, a: Any, b: Any, *, threshold: float | None = None, far: float | None = None,
-        color_order: ColorOrder = "RGB", aligned: bool | None = None,
+        self,
+        a: Any,
+        b: Any,
+        *,
+        threshold: float | None = None,
+        far: float | None = None,
+        color_order: ColorOrder = "RGB",
+        aligned: bool | None = None,
     ) -> Verification | list[Verification]:
         """Are the largest faces of ``a`` and ``b`` the same person? Lists of equal length give a list of results."""
         sources_a, batch_a = _as_list(a)
@@ -371,8 +412,17 @@ class FaceRecognizer:
         results = []
         for ra, rb in zip(records[:n], records[n:]):
             similarity = float(np.clip(np.dot(ra[0].embedding, rb[0].embedding), -1.0, 1.0))
-            results.append(Verification(similarity, chosen, similarity > chosen.value, ra[0].face, rb[0].face,
-                                        ra[0].faces_in_image, rb[0].faces_in_image))
+            results.append(
+                Verification(
+                    similarity,
+                    chosen,
+                    similarity > chosen.value,
+                    ra[0].face,
+                    rb[0].face,
+                    ra[0].faces_in_image,
+                    rb[0].faces_in_image,
+                )
+            )
         return results if batch_a else results[0]
 
     # ---------------------------------------------------------------------------------------------- galleries
@@ -380,8 +430,14 @@ class FaceRecognizer:
     def _gallery(gallery: Gallery | str | Path, create: bool) -> Gallery:
         return gallery if isinstance(gallery, Gallery) else Gallery(gallery, create=create)
 
-    def enroll(self, gallery: Gallery | str | Path, name: str, images: Any,
-               color_order: ColorOrder = "RGB", aligned: bool | None = None) -> int:
+    def enroll(
+        self,
+        gallery: Gallery | str | Path,
+        name: str,
+        images: Any,
+        color_order: ColorOrder = "RGB",
+        aligned: bool | None = None,
+    ) -> int:
         """Add the largest face of each image to identity ``name`` in one transaction; returns how many faces were
         added (images already enrolled for ``name`` are skipped). Every image must hold a face. A gallery file that
         does not exist yet is created only after every image is embedded."""
@@ -393,8 +449,12 @@ class FaceRecognizer:
                 store.check_model(self.model_id)  # before embedding: another model's gallery fails fast
             records = self._embed_records(self._faces(sources, color_order, False, aligned))
             faces = [
-                Enrolment(r[0].embedding, image_sha256(source), _describe(source),
-                          {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None)
+                Enrolment(
+                    r[0].embedding,
+                    image_sha256(source),
+                    _describe(source),
+                    {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None,
+                )
                 for source, r in zip(sources, records)
             ]
             if store is None:
@@ -404,8 +464,9 @@ class FaceRecognizer:
             if store is not None and store is not gallery:
                 store.close()
 
-    def _identify(self, store: Gallery, records: list[FaceEmbedding], k: int, chosen: Threshold,
-                  backend: str) -> list[Identification]:
+    def _identify(
+        self, store: Gallery, records: list[FaceEmbedding], k: int, chosen: Threshold, backend: str
+    ) -> list[Identification]:
         if not records:
             return []
         found = store.search(np.stack([r.embedding for r in records]), self.model_id, k, backend)
@@ -415,8 +476,15 @@ class FaceRecognizer:
         ]
 
     def identify(
-        self, image: ImageSource, gallery: Gallery | str | Path, k: int = 5, *, threshold: float | None = None,
-        far: float | None = None, backend: str = "exact", color_order: ColorOrder = "RGB",
+        self,
+        image: ImageSource,
+        gallery: Gallery | str | Path,
+        k: int = 5,
+        *,
+        threshold: float | None = None,
+        far: float | None = None,
+        backend: str = "exact",
+        color_order: ColorOrder = "RGB",
         aligned: bool | None = None,
     ) -> Identification:
         """The ``k`` gallery identities most similar to the largest face in ``image``."""
@@ -431,8 +499,15 @@ class FaceRecognizer:
                 store.close()
 
     def identify_faces(
-        self, image: ImageSource, gallery: Gallery | str | Path, k: int = 5, *, threshold: float | None = None,
-        far: float | None = None, backend: str = "exact", color_order: ColorOrder = "RGB",
+        self,
+        image: ImageSource,
+        gallery: Gallery | str | Path,
+        k: int = 5,
+        *,
+        threshold: float | None = None,
+        far: float | None = None,
+        backend: str = "exact",
+        color_order: ColorOrder = "RGB",
     ) -> list[Identification]:
         """``identify`` for every face in ``image``, largest first ([] when there is none)."""
         chosen = self.threshold(threshold, far)

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
 from ..errors import GhostFaceNetsError
+from ..files import atomic_path
 from .distributed import DistributedContext
 
 FORMAT_VERSION = 1
@@ -68,13 +68,22 @@ def save_checkpoint(
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     context.barrier()
-    _save_tensor_file({"start": shard.start, "end": shard.end, "weight": shard.weight.detach().cpu(),
-                       "momentum": None if shard.momentum is None else shard.momentum.detach().cpu(),
-                       "rng": rng_state}, partial / f"centres-{context.rank:05d}.pt")
+    _save_tensor_file(
+        {
+            "start": shard.start,
+            "end": shard.end,
+            "weight": shard.weight.detach().cpu(),
+            "momentum": None if shard.momentum is None else shard.momentum.detach().cpu(),
+            "rng": rng_state,
+        },
+        partial / f"centres-{context.rank:05d}.pt",
+    )
     context.barrier()
     if context.is_main:
-        _save_tensor_file({**trainer_state, "format_version": FORMAT_VERSION, "world_size": context.world_size},
-                          partial / "trainer.pt")
+        _save_tensor_file(
+            {**trainer_state, "format_version": FORMAT_VERSION, "world_size": context.world_size},
+            partial / "trainer.pt",
+        )
         if final.exists():
             shutil.rmtree(final)
         partial.rename(final)
@@ -150,7 +159,8 @@ def load_centre_shard(path: Path, start: int, end: int, saved_world_size: int) -
         covered = hi
     if covered != end:
         raise CheckpointError(f"{path}: class centres {covered}..{end} are missing")
-    momentum = None if any(m is None for m in momenta) else torch.cat(momenta)
+    present = [m for m in momenta if m is not None]
+    momentum = torch.cat(present) if len(present) == len(momenta) else None
     return CentreShard(start, end, torch.cat(weights), momentum)
 
 

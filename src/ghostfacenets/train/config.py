@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 
 from ..data.datasets import Augmentation, parse_synthetic
+from ..data.images import ResizeMode
 from ..errors import GhostFaceNetsError
-from ..losses.margins import margin_from_name
+from ..losses.margins import Fallback, margin_from_name
 
 
 class ConfigError(GhostFaceNetsError):
@@ -48,7 +49,7 @@ class DataSection:
     val_identities: list[str] | None = None  # sub-folders of folder validation sets
     val_pairs: int | None = 6000  # pairs drawn from folder validation sets (half same); null: every pair
     val_flip: bool = True
-    resize: str = "pad"  # images not at the input size: pad (keep aspect, black borders) or resize (stretch)
+    resize: ResizeMode = "pad"  # images not at the input size: pad (keep aspect, black borders) or resize (stretch)
     workers: int = 4
     augment: Augmentation = field(default_factory=Augmentation)
 
@@ -62,7 +63,7 @@ class LossSection:
     m1: float = 1.0  # combined only: cos(m1 * theta + m2) - m3
     m2: float = 0.5
     m3: float = 0.0
-    fallback: str = "official"  # official | insightface | none
+    fallback: Fallback = "official"
     subcenters: int | None = None  # null: 3 for subcenter, 1 otherwise
     scale: list[tuple[float, float]] = field(default_factory=lambda: [(0.0, 32.0), (1.0, 64.0)])  # (epoch, scale)
     sample_rate: float = 1.0
@@ -149,10 +150,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
+    if origin is typing.Literal:
+        _choice(value, args, key)
+        return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(hint, value, key)
+        return _build(typing.cast(type, hint), value, key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -176,8 +180,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         where = prefix or "top level"
-        raise ConfigError(f"unknown key(s) {', '.join(f'{prefix}.{k}'.lstrip('.') for k in unknown)} ({where} "
-                          f"has: {', '.join(sorted(known))})")
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{prefix}.{k}'.lstrip('.') for k in unknown)} ({where} "
+            f"has: {', '.join(sorted(known))})"
+        )
     kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}".lstrip(".")) for name, value in values.items()}
     return cls(**kwargs)
 
@@ -228,7 +234,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config_from_dict(tree)
 
 
-def _choice(value: str, options: tuple[str, ...], key: str) -> None:
+def _choice(value: Any, options: tuple[Any, ...], key: str) -> None:
     if value not in options:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(options)}")
 
@@ -236,25 +242,36 @@ def _choice(value: str, options: tuple[str, ...], key: str) -> None:
 def validate(config: TrainConfig) -> None:
     """Cross-field checks with messages that say what to change."""
     _choice(config.loss.type, ("arcface", "cosface", "subcenter", "combined"), "loss.type")
-    _choice(config.loss.fallback, ("official", "insightface", "none"), "loss.fallback")
+    _choice(config.loss.fallback, typing.get_args(Fallback), "loss.fallback")
     _choice(config.optim.schedule, ("official", "cosine", "poly", "constant"), "optim.schedule")
     _choice(config.train.amp, ("auto", "bf16", "fp16", "none"), "train.amp")
-    _choice(config.data.resize, ("pad", "resize"), "data.resize")
-    positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
-                "train.accumulation": config.train.accumulation, "train.log_every": config.train.log_every,
-                "optim.lr": config.optim.lr, "optim.restart_epochs": config.optim.restart_epochs}
+    _choice(config.data.resize, typing.get_args(ResizeMode), "data.resize")
+    positive = {
+        "train.epochs": config.train.epochs,
+        "train.batch_size": config.train.batch_size,
+        "train.accumulation": config.train.accumulation,
+        "train.log_every": config.train.log_every,
+        "optim.lr": config.optim.lr,
+        "optim.restart_epochs": config.optim.restart_epochs,
+    }
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     optim = config.optim
-    non_negative = {"optim.lr_min": optim.lr_min, "optim.warmup_epochs": optim.warmup_epochs,
-                    "optim.warmup_lr": optim.warmup_lr, "optim.cooldown_epochs": optim.cooldown_epochs}
+    non_negative = {
+        "optim.lr_min": optim.lr_min,
+        "optim.warmup_epochs": optim.warmup_epochs,
+        "optim.warmup_lr": optim.warmup_lr,
+        "optim.cooldown_epochs": optim.cooldown_epochs,
+    }
     for key, value in non_negative.items():
         if not value >= 0:
             raise ConfigError(f"{key} must be 0 or more, got {value}")
     if not optim.restart_t_mul >= 1:
-        raise ConfigError(f"optim.restart_t_mul must be at least 1 (each cosine period as long as the one before "
-                          f"or longer), got {optim.restart_t_mul}")
+        raise ConfigError(
+            f"optim.restart_t_mul must be at least 1 (each cosine period as long as the one before "
+            f"or longer), got {optim.restart_t_mul}"
+        )
     for key in ("max_steps", "val_every", "checkpoint_every"):
         value = getattr(config.train, key)
         if value is not None and value < 1:
@@ -267,15 +284,18 @@ def validate(config: TrainConfig) -> None:
     if loss.type == "combined" and loss.margin is not None:
         raise ConfigError("loss.margin does not apply to loss.type=combined: set loss.m1, loss.m2 and loss.m3")
     if loss.type != "combined" and (loss.m1, loss.m2, loss.m3) != (1.0, 0.5, 0.0):
-        raise ConfigError(f"loss.m1, loss.m2 and loss.m3 apply to loss.type=combined only: set loss.margin for "
-                          f"{loss.type}")
+        raise ConfigError(
+            f"loss.m1, loss.m2 and loss.m3 apply to loss.type=combined only: set loss.margin for {loss.type}"
+        )
     try:
         margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from None
     if not config.data.train:
-        raise ConfigError("data.train is not set: give an identity folder, a RecordIO folder or synthetic:N:C "
-                          "(e.g. data.train=/data/faces_emore)")
+        raise ConfigError(
+            "data.train is not set: give an identity folder, a RecordIO folder or synthetic:N:C "
+            "(e.g. data.train=/data/faces_emore)"
+        )
     try:
         parse_synthetic(config.data.train)
     except GhostFaceNetsError as exc:

@@ -7,7 +7,7 @@ creates a process group, so a single GPU or CPU needs neither NCCL nor gloo.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ class DistributedContext:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     group: dist.ProcessGroup | None = None
 
     @property
@@ -62,7 +62,7 @@ class DistributedContext:
         return tensor
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def process_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> this process's GPU when CUDA is available, else CPU; ``cuda`` -> ``cuda:<local rank>``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,7 +79,7 @@ def init_distributed(device_name: str = "auto", timeout_minutes: float = 30.0) -
     """One-process context, or join the process group that ``torchrun`` describes in the environment."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = process_device(device_name, local_rank)
     if world_size == 1:
         return DistributedContext(device=device)
     if device.type == "cuda":

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
+from ..files import atomic_write
 
 
 def _scalars(prefix: str, record: dict[str, Any]) -> dict[str, float]:
@@ -50,11 +50,13 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                warnings.warn("TensorBoard logging is off: install it with pip install 'ghostfacenets[tensorboard]'",
-                              stacklevel=2)
+                warnings.warn(
+                    "TensorBoard logging is off: install it with pip install 'ghostfacenets[tensorboard]'", stacklevel=2
+                )
             else:
-                self._writer = SummaryWriter(str(output / "tensorboard"), purge_step=resume_step + 1 if resume_step
-                                             else None)
+                self._writer = SummaryWriter(
+                    str(output / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+                )
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")

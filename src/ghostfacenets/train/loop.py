@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import FolderSource, TrainDataset, TrainSampler, collate, open_source, steps_per_epoch
+from ..data.images import ResizeMode
+from ..data.transforms import to_tensor
 from ..errors import GhostFaceNetsError
 from ..losses import PartialFC, ScaleSchedule, margin_from_name
 from ..models.ghostfacenet import GhostFaceNet
@@ -61,7 +64,8 @@ class TrainResult:
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on convolution and linear weights only, not on BN, PReLU or biases (the official recipe)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
             is_kernel = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
@@ -69,8 +73,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def clip_gradients(parameters: list[nn.Parameter], centres: nn.Parameter, max_norm: float,
-                   context: DistributedContext) -> torch.Tensor:
+def clip_gradients(
+    parameters: list[nn.Parameter], centres: nn.Parameter, max_norm: float, context: DistributedContext
+) -> torch.Tensor:
     """Scale all gradients so that their global norm (backbone plus every rank's centre shard) is at most
     ``max_norm``; returns the norm before clipping."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -83,27 +88,28 @@ def clip_gradients(parameters: list[nn.Parameter], centres: nn.Parameter, max_no
     return total
 
 
-def normalise(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 (N, H, W, 3) RGB on the device -> float (N, 3, H, W), (x - 127.5) / 128 as the official code."""
-    x = (images.permute(0, 3, 1, 2).float() - 127.5) / 128.0
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
-def build_model(config: TrainConfig) -> GhostFaceNet:
+def model_from_config(config: TrainConfig) -> GhostFaceNet:
     """A fresh model of ``model.architecture`` (seeded by ``train.seed``), or initialised from ``model.init``."""
     from ..model_io import load_model
     from ..models.registry import create_model
 
     section = config.model
     torch.manual_seed(config.train.seed)
-    model = create_model(section.architecture, embedding_size=section.embedding_size, gdc_bias=section.gdc_bias,
-                         dropout=section.dropout, input_size=section.input_size)
+    model = create_model(
+        section.architecture,
+        embedding_size=section.embedding_size,
+        gdc_bias=section.gdc_bias,
+        dropout=section.dropout,
+        input_size=section.input_size,
+    )
     if section.init:
         source = load_model(section.init)
         fixed = ("version", "width", "stem_stride", "embedding_size", "gdc_bias", "input_size")
         if any(getattr(source.config, key) != getattr(model.config, key) for key in fixed):
-            raise GhostFaceNetsError(f"model.init {section.init}: its architecture {source.config} differs from "
-                                     f"the configured {model.config}")
+            raise GhostFaceNetsError(
+                f"model.init {section.init}: its architecture {source.config} differs from "
+                f"the configured {model.config}"
+            )
         model.load_state_dict(source.state_dict())
     return model
 
@@ -128,7 +134,7 @@ def prepare_validation(config: TrainConfig, output: Path, context: DistributedCo
     """``.bin`` files to validate on; identity folders are turned into a ``.bin`` of seeded pairs under
     ``output/val`` (by rank 0; kept while ``val_identities``, ``val_pairs``, the size and resize mode stay the same,
     as ``<name>.json`` beside it records). Checks ``train.best_metric`` against the set names first, on every rank."""
-    from ..atomic import atomic_write
+    from ..files import atomic_write
 
     entries = [Path(entry) for entry in config.data.val]
     for path in entries:
@@ -139,8 +145,9 @@ def prepare_validation(config: TrainConfig, output: Path, context: DistributedCo
         raise GhostFaceNetsError(f"data.val: two validation sets have the same name ({', '.join(names)})")
     metric = config.train.best_metric
     if names and metric != "mean" and metric not in names:
-        raise GhostFaceNetsError(f"train.best_metric {metric!r} is neither a validation set ({', '.join(names)}) "
-                                 "nor 'mean'")
+        raise GhostFaceNetsError(
+            f"train.best_metric {metric!r} is neither a validation set ({', '.join(names)}) nor 'mean'"
+        )
     paths = []
     for path in entries:
         if path.is_file():
@@ -148,12 +155,19 @@ def prepare_validation(config: TrainConfig, output: Path, context: DistributedCo
             continue
         target = output / "val" / f"{path.name}.bin"
         data = config.data
-        made_with = {"folder": str(path.resolve()), "identities": data.val_identities, "pairs": data.val_pairs,
-                     "size": config.model.input_size, "resize": data.resize, "seed": 0}
+        made_with = {
+            "folder": str(path.resolve()),
+            "identities": data.val_identities,
+            "pairs": data.val_pairs,
+            "size": config.model.input_size,
+            "resize": data.resize,
+            "seed": 0,
+        }
         record = target.with_suffix(".json")
         if context.is_main and not (target.exists() and _read_json(record) == made_with):
-            write_pairs_bin(path, target, data.val_identities, data.val_pairs, config.model.input_size,
-                            data.resize)  # pairs of seed 0 whatever train.seed: comparable runs
+            write_pairs_bin(
+                path, target, data.val_identities, data.val_pairs, config.model.input_size, data.resize
+            )  # pairs of seed 0 whatever train.seed: comparable runs
             with atomic_write(record, "w") as f:
                 json.dump(made_with, f)
         paths.append(target)
@@ -161,8 +175,15 @@ def prepare_validation(config: TrainConfig, output: Path, context: DistributedCo
     return paths
 
 
-def write_pairs_bin(folder: str | Path, target: str | Path, identities: list[str] | None, pairs: int | None,
-                    size: int, resize: str, seed: int = 0) -> tuple[int, int]:
+def write_pairs_bin(
+    folder: str | Path,
+    target: str | Path,
+    identities: list[str] | None,
+    pairs: int | None,
+    size: int,
+    resize: ResizeMode,
+    seed: int = 0,
+) -> tuple[int, int]:
     """A verification ``.bin`` of pairs of an identity folder's images (fitted to ``size``); (pairs, same pairs)."""
     from ..data.verification_bin import write_verification_bin
     from ..evaluate.pairs import make_pairs
@@ -196,8 +217,11 @@ def _model_step(path: Path) -> int | None:
 
 
 def _rng_state(head: PartialFC, device: torch.device) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "negatives": head.negative_generator.get_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "negatives": head.negative_generator.get_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
 
 
 def _worker_init(_: int) -> None:
@@ -217,8 +241,11 @@ class Trainer:
         self.output = Path(cfg.output)
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-        self.source = open_source(cfg.data.train, cfg.data.train_identities, cfg.model.input_size,
-                                  cfg.data.resize, cfg.data.num_classes)
+        self.source = open_source(
+            cfg.data.train, cfg.data.train_identities, cfg.model.input_size, cfg.data.resize, cfg.data.num_classes
+        )
+        if self.source.num_classes is None:  # open_source refuses such sets; a guard for other sources
+            raise GhostFaceNetsError(f"{cfg.data.train}: the number of identities is unknown; set data.num_classes")
         self.num_classes = int(self.source.num_classes)
         self.steps_per_epoch = steps_per_epoch(len(self.source), cfg.train.batch_size)
         self.total_steps = cfg.train.epochs * self.steps_per_epoch
@@ -226,18 +253,26 @@ class Trainer:
         self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch, self.total_steps)
         self.scale = ScaleSchedule.from_pairs(cfg.loss.scale)
 
-        self.model = build_model(cfg).to(self.device)
+        self.model = model_from_config(cfg).to(self.device)
         loss = cfg.loss
         margin = margin_from_name(loss.type, loss.margin, loss.m1, loss.m2, loss.m3, loss.fallback)
-        self.head = PartialFC(cfg.model.embedding_size, self.num_classes, margin, loss.subcenter_count,
-                              loss.sample_rate, ctx.group, cfg.train.seed).to(self.device)
+        self.head = PartialFC(
+            cfg.model.embedding_size,
+            self.num_classes,
+            margin,
+            loss.subcenter_count,
+            loss.sample_rate,
+            ctx.group,
+            cfg.train.seed,
+        ).to(self.device)
         torch.manual_seed(cfg.train.seed * 1000 + ctx.rank)
-        self.channels_last = cfg.train.channels_last
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch's stub omits it
         optim = cfg.optim
-        groups = [*parameter_groups(self.model, optim.weight_decay),
-                  {"params": [self.head.weight], "weight_decay": optim.weight_decay}]
+        groups = [
+            *parameter_groups(self.model, optim.weight_decay),
+            {"params": [self.head.weight], "weight_decay": optim.weight_decay},
+        ]
         self.optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov)
         self.amp = self._amp_mode(cfg.train.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
@@ -251,10 +286,11 @@ class Trainer:
         self.forward_model: nn.Module = self.model
         if ctx.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
             self.forward_model = self.ddp
         if cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
+            self.forward_model = typing.cast(nn.Module, torch.compile(self.forward_model))
 
     def _amp_mode(self, mode: str) -> str:
         if mode == "auto":
@@ -268,30 +304,50 @@ class Trainer:
     def _trainer_state(self) -> dict[str, Any]:
         optimizer = self.optimizer.state_dict()
         optimizer["state"] = _without_centres(optimizer["state"], optimizer)  # their momentum is saved per rank
-        return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "model": self.model.state_dict(),
-                "optimizer": optimizer, "scaler": self.scaler.state_dict(),
-                "best_value": self.best_value, "config": self.config.to_dict(), "num_classes": self.num_classes,
-                "num_images": len(self.source), "global_batch": self.config.train.batch_size}
+        return {
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer,
+            "scaler": self.scaler.state_dict(),
+            "best_value": self.best_value,
+            "config": self.config.to_dict(),
+            "num_classes": self.num_classes,
+            "num_images": len(self.source),
+            "global_batch": self.config.train.batch_size,
+        }
 
     def save_checkpoint(self) -> Path:
         momentum = self.optimizer.state.get(self.head.weight, {}).get("momentum_buffer")
         shard = CentreShard(self.head.class_start, self.head.class_end, self.head.weight, momentum)
-        path = save_checkpoint(self.context, self.output, self.step, self._trainer_state(), shard,
-                               _rng_state(self.head, self.device), self.config.train.keep_checkpoints)
+        path = save_checkpoint(
+            self.context,
+            self.output,
+            self.step,
+            self._trainer_state(),
+            shard,
+            _rng_state(self.head, self.device),
+            self.config.train.keep_checkpoints,
+        )
         self._write_damaged()
         return path
 
     def _refuse_used_output(self, resume: str) -> None:
         """A start that does not continue a checkpoint of ``output`` must not mix with a run already there."""
         used = (["checkpoints"] if list_checkpoints(checkpoint_root(self.output)) else []) + [
-            name for name in ("best.safetensors", "final.safetensors") if (self.output / name).exists()]
+            name for name in ("best.safetensors", "final.safetensors") if (self.output / name).exists()
+        ]
         if not used:
             return
         if resume == "auto":
-            raise CheckpointError(f"{self.output} holds {', '.join(used)} but no checkpoint to resume from: choose "
-                                  "another output (or remove those files to start anew there)")
-        raise CheckpointError(f"{self.output} already holds a training run ({', '.join(used)}): resume it with "
-                              "train.resume=auto, or choose another output")
+            raise CheckpointError(
+                f"{self.output} holds {', '.join(used)} but no checkpoint to resume from: choose "
+                "another output (or remove those files to start anew there)"
+            )
+        raise CheckpointError(
+            f"{self.output} already holds a training run ({', '.join(used)}): resume it with "
+            "train.resume=auto, or choose another output"
+        )
 
     def _resume(self) -> None:
         cfg = self.config
@@ -305,19 +361,27 @@ class Trainer:
         state = load_trainer_state(path)
         shard = load_centre_shard(path, self.head.class_start, self.head.class_end, int(state["world_size"]))
         saved_model = state["config"]["model"]
-        checks = [("num_classes", state.get("num_classes"), self.num_classes),
-                  ("num_images", state.get("num_images"), len(self.source)),
-                  ("train.batch_size", state.get("global_batch"), cfg.train.batch_size),
-                  *((f"model.{key}", saved_model.get(key), getattr(cfg.model, key))
-                    for key in ("architecture", "embedding_size", "gdc_bias", "input_size"))]
+        checks = [
+            ("num_classes", state.get("num_classes"), self.num_classes),
+            ("num_images", state.get("num_images"), len(self.source)),
+            ("train.batch_size", state.get("global_batch"), cfg.train.batch_size),
+            *(
+                (f"model.{key}", saved_model.get(key), getattr(cfg.model, key))
+                for key in ("architecture", "embedding_size", "gdc_bias", "input_size")
+            ),
+        ]
         for key, saved, current in checks:
             if saved != current:
-                raise CheckpointError(f"{path}: saved with {key}={saved}, this run has {current}; resume with the "
-                                      "same data, model and train.batch_size, or choose another output")
+                raise CheckpointError(
+                    f"{path}: saved with {key}={saved}, this run has {current}; resume with the "
+                    "same data, model and train.batch_size, or choose another output"
+                )
         if shard.weight.shape[1:] != self.head.weight.shape[1:]:
-            raise CheckpointError(f"{path}: its class centres have {shard.weight.shape[1]} sub-centre(s), this run "
-                                  f"{self.head.subcenters} sub-centre(s) (loss.type, loss.subcenters); resume with the "
-                                  "same loss, or choose another output")
+            raise CheckpointError(
+                f"{path}: its class centres have {shard.weight.shape[1]} sub-centre(s), this run "
+                f"{self.head.subcenters} sub-centre(s) (loss.type, loss.subcenters); resume with the "
+                "same loss, or choose another output"
+            )
         self.model.load_state_dict(state["model"])
         # The backbone's momentum from the checkpoint; momentum, weight decay and nesterov as configured now.
         configured = self.optimizer.state_dict()
@@ -351,8 +415,10 @@ class Trainer:
             torch.manual_seed(seed)
             self.head.negative_generator.manual_seed(seed + 1)
         if self.context.is_main:
-            console(f"resumed from {path} at step {self.step} ({self.step / self.steps_per_epoch:.2f} epochs, "
-                    f"saved by {state['world_size']} process(es))")
+            console(
+                f"resumed from {path} at step {self.step} ({self.step / self.steps_per_epoch:.2f} epochs, "
+                f"saved by {state['world_size']} process(es))"
+            )
 
     def _share_damaged(self) -> None:
         """Collective: every rank learns the damaged images the others found since the last exchange."""
@@ -362,7 +428,7 @@ class Trainer:
         self._unshared = []
 
     def _write_damaged(self) -> None:
-        from ..atomic import atomic_write
+        from ..files import atomic_write
 
         self._share_damaged()
         if self.context.is_main and self.damaged:
@@ -377,8 +443,9 @@ class Trainer:
             from ..evaluate.verification import evaluate_bin
 
             for path in val_paths:
-                results[path.stem] = evaluate_bin(self.model, path, flip=self.config.data.val_flip,
-                                                  batch_size=256, device=self.device, progress=False)
+                results[path.stem] = evaluate_bin(
+                    self.model, path, flip=self.config.data.val_flip, batch_size=256, device=self.device, progress=False
+                )
             key = self.config.train.best_key
             value = self._selection_value(results, key)
             improved = value is not None and (self.best_value is None or value > self.best_value)
@@ -386,11 +453,19 @@ class Trainer:
                 self.best_value = value
                 self.save_model(self.output / "best.safetensors", results)
             summary = ", ".join(f"{name} {_format(r.get(key))}" for name, r in results.items())
-            console(f"step {self.step} epoch {self.step / self.steps_per_epoch:.2f}: {key} {summary}"
-                    f"{' (best)' if improved else ''}")
+            console(
+                f"step {self.step} epoch {self.step / self.steps_per_epoch:.2f}: {key} {summary}"
+                f"{' (best)' if improved else ''}"
+            )
             if log is not None:
-                log.write({"step": self.step, "epoch": self.step / self.steps_per_epoch, "val": results,
-                           "best_value": self.best_value})
+                log.write(
+                    {
+                        "step": self.step,
+                        "epoch": self.step / self.steps_per_epoch,
+                        "val": results,
+                        "best_value": self.best_value,
+                    }
+                )
         self.best_value = self.context.broadcast_object(self.best_value)
         self.context.barrier()
         return results
@@ -410,35 +485,66 @@ class Trainer:
 
         cfg = self.config
         identities = f" (identities {', '.join(cfg.data.train_identities)})" if cfg.data.train_identities else ""
-        training = {"data": cfg.data.train + identities, "images": len(self.source), "identities": self.num_classes,
-                    "steps": self.step, "epochs": self.step / self.steps_per_epoch, "config": cfg.to_dict(),
-                    "validation": validation or {}}
-        return save_model(self.model, path, {"training_data": cfg.data.train + identities,
-                                             "loss": loss_description(cfg), "training": training,
-                                             "license": LICENSE_NOTE})
+        training = {
+            "data": cfg.data.train + identities,
+            "images": len(self.source),
+            "identities": self.num_classes,
+            "steps": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "config": cfg.to_dict(),
+            "validation": validation or {},
+        }
+        return save_model(
+            self.model,
+            path,
+            {
+                "training_data": cfg.data.train + identities,
+                "loss": loss_description(cfg),
+                "training": training,
+                "license": LICENSE_NOTE,
+            },
+        )
 
     # -------------------------------------------------------------------------------------------------------- run
     def _loader(self) -> DataLoader:
         cfg, ctx = self.config, self.context
-        sampler = TrainSampler(len(self.source), cfg.train.batch_size, ctx.rank, ctx.world_size,
-                               cfg.train.accumulation, cfg.train.seed, self.step, self.stop_step)
+        sampler = TrainSampler(
+            len(self.source),
+            cfg.train.batch_size,
+            ctx.rank,
+            ctx.world_size,
+            cfg.train.accumulation,
+            cfg.train.seed,
+            self.step,
+            self.stop_step,
+        )
         workers = cfg.data.workers
         # Its own generator: an iterator draws its base seed from it, not from the global RNG that dropout uses,
         # so a resumed run draws the same dropout masks as an uninterrupted one.
-        return DataLoader(TrainDataset(self.source, cfg.data.augment, cfg.train.seed), batch_size=sampler.micro_batch,
-                          sampler=sampler, num_workers=workers, collate_fn=collate,
-                          pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init if workers else None,
-                          prefetch_factor=4 if workers else None, persistent_workers=False,
-                          generator=torch.Generator().manual_seed(cfg.train.seed))
+        return DataLoader(
+            TrainDataset(self.source, cfg.data.augment, cfg.train.seed),
+            batch_size=sampler.micro_batch,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(cfg.train.seed),
+        )
 
     def forward_backward(self, images: torch.Tensor, labels: torch.Tensor, last_micro: bool = True) -> torch.Tensor:
         """One micro-batch on the device (uint8 (N, H, W, 3) RGB, labels (N,)): forward, loss divided by the
         accumulation count, backward (DDP synchronises gradients only on the ``last_micro``). Returns the loss."""
-        x = normalise(images, self.channels_last)
+        x = to_tensor(images).contiguous(memory_format=self.memory_format)
         scale = self.scale(self.step // self.steps_per_epoch)
         sync = self.ddp.no_sync() if self.ddp is not None and not last_micro else contextlib.nullcontext()
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
-                    if self.amp != "none" else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+            if self.amp != "none"
+            else contextlib.nullcontext()
+        )
         with sync:
             with autocast:
                 embeddings = self.forward_model(x)
@@ -453,8 +559,9 @@ class Trainer:
             group["lr"] = lr
         if self.config.train.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            clip_gradients(list(self.model.parameters()), self.head.weight, self.config.train.clip_grad_norm,
-                           self.context)
+            clip_gradients(
+                list(self.model.parameters()), self.head.weight, self.config.train.clip_grad_norm, self.context
+            )
         # One optimiser, one overflow check: with fp16 an inf or NaN in any gradient skips backbone and centres
         # together. Every rank skips the same steps: an overflow on one rank reaches every rank's backbone
         # gradients, through the all-reduce in the backward of the embedding all-gather and through DDP.
@@ -474,8 +581,14 @@ class Trainer:
         checkpoint_every = cfg.train.checkpoint_every or self.steps_per_epoch
         results: dict[str, dict[str, Any]] = {}  # filled on rank 0 only
         validated_at: int | None = None  # the same on every rank
-        bar = tqdm(total=self.stop_step, initial=self.step, unit="step", desc="train", dynamic_ncols=True,
-                   disable=not (ctx.is_main and cfg.train.progress))
+        bar = tqdm(
+            total=self.stop_step,
+            initial=self.step,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+            disable=not (ctx.is_main and cfg.train.progress),
+        )
         window_loss, window_steps, window_start = torch.zeros((), device=self.device), 0, time.perf_counter()
         micro = 0
         self.model.train()
@@ -487,8 +600,9 @@ class Trainer:
                         self._unshared.append(report)
                         console(f"damaged image skipped (replaced by the next readable one): {report}")
                 last_micro = micro == accumulation - 1
-                window_loss += self.forward_backward(images.to(self.device, non_blocking=True),
-                                                     labels.to(self.device, non_blocking=True), last_micro)
+                window_loss += self.forward_backward(
+                    images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True), last_micro
+                )
                 micro += 1
                 if not last_micro:
                     continue
@@ -502,11 +616,19 @@ class Trainer:
                     self._share_damaged()
                     mean_loss = float(window_loss) / window_steps
                     if not math.isfinite(mean_loss):
-                        raise GhostFaceNetsError(f"the loss is {mean_loss} at step {self.step}: lower optim.lr or "
-                                                 "use train.clip_grad_norm")
+                        raise GhostFaceNetsError(
+                            f"the loss is {mean_loss} at step {self.step}: lower optim.lr or use train.clip_grad_norm"
+                        )
                     speed = window_steps * cfg.train.batch_size / (time.perf_counter() - window_start)
-                    record = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": mean_loss,
-                              "lr": lr, "scale": scale, "img_per_s": speed, "damaged": len(self.damaged)}
+                    record = {
+                        "step": self.step,
+                        "epoch": self.step / self.steps_per_epoch,
+                        "loss": mean_loss,
+                        "lr": lr,
+                        "scale": scale,
+                        "img_per_s": speed,
+                        "damaged": len(self.damaged),
+                    }
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}", refresh=False)
                     if log is not None:
                         log.write(record)
@@ -533,9 +655,16 @@ class Trainer:
             self.save_model(final, results)
         ctx.barrier()
         best = self.output / "best.safetensors"
-        return TrainResult(self.output, final, self.step, self.step / self.steps_per_epoch,
-                           best if self.best_value is not None and best.exists() else None, self.best_value, results,
-                           sorted(self.damaged))
+        return TrainResult(
+            self.output,
+            final,
+            self.step,
+            self.step / self.steps_per_epoch,
+            best if self.best_value is not None and best.exists() else None,
+            self.best_value,
+            results,
+            sorted(self.damaged),
+        )
 
 
 def train(config: TrainConfig, context: DistributedContext | None = None) -> TrainResult:

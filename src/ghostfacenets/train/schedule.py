@@ -34,14 +34,27 @@ class LRSchedule:
 
     def __post_init__(self) -> None:
         if self.kind == "official" and not (self.t_mul >= 1 and self.cooldown_epochs >= 0):
-            raise ValueError(f"restart periods would never end: t_mul must be at least 1 and cooldown_epochs 0 or "
-                             f"more, got t_mul={self.t_mul}, cooldown_epochs={self.cooldown_epochs}")
+            raise ValueError(
+                f"restart periods would never end: t_mul must be at least 1 and cooldown_epochs 0 or "
+                f"more, got t_mul={self.t_mul}, cooldown_epochs={self.cooldown_epochs}"
+            )
 
     @classmethod
     def from_config(cls, optim: OptimSection, steps_per_epoch: int, total_steps: int) -> LRSchedule:
-        return cls(optim.schedule, optim.lr, optim.lr_min, steps_per_epoch, total_steps,
-                   round(optim.warmup_epochs * steps_per_epoch), optim.warmup_lr, optim.restart_epochs,
-                   optim.restart_t_mul, optim.restart_m_mul, optim.cooldown_epochs, optim.power)
+        return cls(
+            optim.schedule,
+            optim.lr,
+            optim.lr_min,
+            steps_per_epoch,
+            total_steps,
+            round(optim.warmup_epochs * steps_per_epoch),
+            optim.warmup_lr,
+            optim.restart_epochs,
+            optim.restart_t_mul,
+            optim.restart_m_mul,
+            optim.cooldown_epochs,
+            optim.power,
+        )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from torch import nn
+
+from tests.helpers import require_module
 
 
 def pooled_colour_model(grid: int = 4) -> nn.Module:
@@ -15,7 +16,7 @@ def pooled_colour_model(grid: int = 4) -> nn.Module:
 
 def pooled_colour_onnx(path: Path, size: int = 112, grid: int = 4) -> Path:
     """The same function for ``size`` x ``size`` inputs as an ONNX file (input "input", output "embedding")."""
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx")
     from onnx import TensorProto, helper
 
     cell = size // grid
@@ -24,7 +25,8 @@ def pooled_colour_onnx(path: Path, size: int = 112, grid: int = 4) -> Path:
         helper.make_node("Flatten", ["pooled"], ["embedding"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "pooled_colour",
+        nodes,
+        "pooled_colour",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3 * grid * grid])],
     )

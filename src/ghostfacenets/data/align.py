@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..data.transforms import ARCFACE_TEMPLATE, INPUT_SIZE
+from .transforms import ARCFACE_TEMPLATE, INPUT_SIZE
 
 
 def _checked_landmarks(landmarks: np.ndarray) -> np.ndarray:
@@ -30,8 +30,13 @@ def estimate_transform(landmarks: np.ndarray, size: int = INPUT_SIZE) -> np.ndar
     if spread < 1e-6:
         raise ValueError("the five landmarks coincide; no transform can be estimated")
     matrix, _ = cv2.estimateAffinePartial2D(
-        points, template, method=cv2.RANSAC, ransacReprojThreshold=1e3 * spread * (1 + size / INPUT_SIZE),
-        maxIters=1, confidence=0.5, refineIters=100,
+        points,
+        template,
+        method=cv2.RANSAC,
+        ransacReprojThreshold=1e3 * spread * (1 + size / INPUT_SIZE),
+        maxIters=1,
+        confidence=0.5,
+        refineIters=100,
     )
     if matrix is None:
         raise ValueError("no similarity transform fits these landmarks")

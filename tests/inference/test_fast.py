@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from ghostfacenets.errors import GhostFaceNetsError
-from ghostfacenets.evaluate.embed import embed_images
-from ghostfacenets.inference import FastEmbedder, bucket_plan, optimize_for_inference
+from ghostfacenets.inference import embed_images
+from ghostfacenets.inference.fast import FastEmbedder, bucket_plan, optimize_for_inference
 from ghostfacenets.models.fuse import is_fused
 from ghostfacenets.models.registry import create_model
-from tests.models.test_fuse import randomized
+from tests.helpers.models import randomized
 
 
 @pytest.fixture(scope="module")
@@ -61,31 +61,35 @@ def test_optimize_for_inference_is_fused_and_channels_last(model: torch.nn.Modul
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_torch_backend_matches_model(model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor,
-                                     channels_last: bool) -> None:
+def test_torch_backend_matches_model(
+    model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor, channels_last: bool
+) -> None:
     embedder = FastEmbedder(model, channels_last=channels_last)
     for rows in (1, 9) if channels_last else (3,):
         _assert_same(embedder(inputs[:rows]), expected[:rows])
     assert embedder(inputs[:0]).shape == (0, 512)
 
 
-def test_static_buckets_pad_without_leaking(model: torch.nn.Module, inputs: torch.Tensor,
-                                            expected: torch.Tensor) -> None:
+def test_static_buckets_pad_without_leaking(
+    model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor
+) -> None:
     embedder = FastEmbedder(model, buckets=(1, 4))
     for rows in (3, 9):  # 3 runs in the 4-bucket with one zero row; 9 = 4 + 4 + 1
         _assert_same(embedder(inputs[:rows]), expected[:rows])
     _assert_same(embedder(inputs[5:8]), expected[5:8])  # reused buffers hold no stale rows
 
 
-def test_onnxruntime_backend_matches_model(model: torch.nn.Module, inputs: torch.Tensor,
-                                           expected: torch.Tensor) -> None:
+def test_onnxruntime_backend_matches_model(
+    model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor
+) -> None:
     embedder = FastEmbedder(model, backend="onnxruntime", threads=1)
     _assert_same(embedder(inputs[:1]), expected[:1])
     _assert_same(embedder(inputs), expected)
 
 
-def test_compile_backend_compiles_once_per_bucket(model: torch.nn.Module, inputs: torch.Tensor,
-                                                  expected: torch.Tensor) -> None:
+def test_compile_backend_compiles_once_per_bucket(
+    model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor
+) -> None:
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -123,8 +127,9 @@ def test_bad_arguments_are_refused(model: torch.nn.Module) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_cuda_graph_backend_matches_model(model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor,
-                                          dtype: torch.dtype) -> None:
+def test_cuda_graph_backend_matches_model(
+    model: torch.nn.Module, inputs: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype
+) -> None:
     embedder = FastEmbedder(model, backend="cuda-graph", device="cuda", dtype=dtype, buckets=(1, 4)).warm_up()
     for rows in (1, 3, 9):
         out = embedder(inputs[:rows]).cpu()

@@ -11,8 +11,9 @@ from torch import nn
 
 from ghostfacenets import create_model, load_model
 from ghostfacenets.errors import GhostFaceNetsError, ModelFileError
-from ghostfacenets.evaluate.embed import OnnxEmbedder, TorchEmbedder, embed_images, load_embedder
-from tests.conftest import shared_path
+from ghostfacenets.inference import OnnxEmbedder, TorchEmbedder, embed_images, load_embedder
+from tests.helpers import require_module, shared_path
+from tests.helpers.toy_models import pooled_colour_onnx
 
 SIZE = 8
 
@@ -71,7 +72,7 @@ def test_input_checks(images: np.ndarray) -> None:
 
 def test_load_embedder_sources(tmp_path: Path) -> None:
     model = create_model("ghostfacenetv1-0.5-2", embedding_size=64)
-    embedder = load_embedder(model)
+    embedder = load_embedder(model, backend="eager")
     assert isinstance(embedder, TorchEmbedder) and embedder.input_size == (112, 112)
     assert embedder.embedding_size == 64 and embedder.device == torch.device("cpu")
     assert load_embedder(embedder) is embedder
@@ -84,20 +85,18 @@ def test_load_embedder_sources(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("with_onnx", [True, False])
-def test_models_loaded_for_the_cpu_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      with_onnx: bool) -> None:
+def test_models_loaded_for_the_cpu_take_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_onnx: bool
+) -> None:
     """A GhostFaceNet loaded from a file runs with onnxruntime on the CPU (BN-fused PyTorch without the onnx extra),
     and embeds as the plain PyTorch model does."""
     from ghostfacenets import save_model
-    from ghostfacenets.convert import onnx as onnx_module
-    from ghostfacenets.inference import FastEmbedder
+    from ghostfacenets.inference import FastEmbedder, embedders
 
     if with_onnx:
-        pytest.importorskip("onnx")
+        require_module("onnx")
     else:
-        def missing() -> None:
-            raise onnx_module.OnnxError("no onnx here")
-        monkeypatch.setattr(onnx_module, "_require_onnx", missing)
+        monkeypatch.setattr(embedders, "onnx_available", lambda: False)
     model = create_model("ghostfacenetv2-0.5-2", embedding_size=64)
     with torch.no_grad():  # non-trivial BN statistics, so that folding them is tested
         for module in model.modules():
@@ -105,7 +104,7 @@ def test_models_loaded_for_the_cpu_take_the_fast_path(tmp_path: Path, monkeypatc
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     loaded = load_embedder(save_model(model, tmp_path / "m.safetensors"), device="cpu")
-    assert isinstance(loaded, FastEmbedder) and loaded.backend == ("onnxruntime" if with_onnx else "torch")
+    assert isinstance(loaded, FastEmbedder) and loaded.backend == ("onnxruntime" if with_onnx else "fused")
     assert loaded.name.endswith(f"({loaded.backend})")
     crops = np.random.default_rng(2).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)  # more than one ONNX chunk
     fast = embed_images(loaded, crops, batch_size=40, progress=False).astype(np.float64)
@@ -131,7 +130,7 @@ def test_keras_reference_embeddings_end_to_end() -> None:
 # ------------------------------------------------------------------------------------------------------------ ONNX
 def _linear_onnx(path: Path, model: nn.Module, batch: int | str, input_name: str, fp16: bool = False) -> Path:
     """A hand-built ONNX graph computing the same function as ``model`` (no exporter involved)."""
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     weight = model[1].weight.detach().numpy().T.astype(np.float32)
@@ -141,12 +140,18 @@ def _linear_onnx(path: Path, model: nn.Module, batch: int | str, input_name: str
     if fp16:
         nodes.append(helper.make_node("Cast", [input_name], ["as_float"], to=TensorProto.FLOAT))
         source = "as_float"
-    nodes += [helper.make_node("Flatten", [source], ["flat"], axis=1),
-              helper.make_node("Gemm", ["flat", "W", "B"], ["embedding"])]
+    nodes += [
+        helper.make_node("Flatten", [source], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["embedding"]),
+    ]
     graph = helper.make_graph(
-        nodes, "linear",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT,
-                                       [batch, 3, SIZE, SIZE])],
+        nodes,
+        "linear",
+        [
+            helper.make_tensor_value_info(
+                input_name, TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT, [batch, 3, SIZE, SIZE]
+            )
+        ],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, weight.shape[1]])],
         [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")],
     )
@@ -194,7 +199,7 @@ def test_reduced_precision_model_gets_matching_input(images: np.ndarray) -> None
 
 
 def test_device_names_are_checked_with_one_clear_error(tmp_path: Path) -> None:
-    from ghostfacenets.evaluate.embed import resolve_device
+    from ghostfacenets.inference import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None).type in ("cpu", "cuda")
     for bad in ("gpu", "cuda:x", "", 3.5):
@@ -202,7 +207,7 @@ def test_device_names_are_checked_with_one_clear_error(tmp_path: Path) -> None:
             resolve_device(bad)
     with pytest.raises(GhostFaceNetsError, match="unknown device"):
         load_embedder(_linear_model(), "gpu")
-    onnx_path = pytest.importorskip("tests.evaluate.toy_models").pooled_colour_onnx(tmp_path / "m.onnx")
+    onnx_path = pooled_colour_onnx(tmp_path / "m.onnx")
     with pytest.raises(GhostFaceNetsError, match="unknown device"):
         load_embedder(onnx_path, "gpu")
     if not torch.cuda.is_available():
@@ -214,3 +219,29 @@ def test_device_names_are_checked_with_one_clear_error(tmp_path: Path) -> None:
     elif torch.cuda.device_count() < 8:
         with pytest.raises(GhostFaceNetsError, match="no GPU cuda:7"):
             resolve_device("cuda:7")
+
+
+def test_the_backend_rule_for_modules_files_and_explicit_choices(tmp_path: Path) -> None:
+    """auto: a GhostFaceNet on the CPU runs with onnxruntime, any other module eagerly; an explicit backend is obeyed
+    and a backend that cannot run the source is one clear error."""
+    from ghostfacenets.inference import FastEmbedder
+
+    require_module("onnx")
+    model = create_model("ghostfacenetv1-0.5-2", embedding_size=32)
+    assert (
+        isinstance(load_embedder(model, "cpu"), FastEmbedder) and load_embedder(model, "cpu").backend == "onnxruntime"
+    )
+    eager = load_embedder(model, "cpu", backend="eager")
+    assert isinstance(eager, TorchEmbedder) and eager.model is model
+    fused = load_embedder(model, "cpu", backend="fused")
+    assert isinstance(fused, FastEmbedder) and fused.backend == "fused"
+    other = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    assert isinstance(load_embedder(other, "cpu"), TorchEmbedder)
+    with pytest.raises(GhostFaceNetsError, match="needs a GhostFaceNet"):
+        load_embedder(other, "cpu", backend="fused")
+    with pytest.raises(GhostFaceNetsError, match="unknown backend 'tflite'"):
+        load_embedder(model, "cpu", backend="tflite")
+    onnx_path = pooled_colour_onnx(tmp_path / "m.onnx")
+    assert isinstance(load_embedder(onnx_path, backend="onnxruntime"), OnnxEmbedder)
+    with pytest.raises(GhostFaceNetsError, match="runs with onnxruntime"):
+        load_embedder(onnx_path, backend="fused")

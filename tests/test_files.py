@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from ghostfacenets.atomic import atomic_path, atomic_write
+from ghostfacenets.files import atomic_path, atomic_write
 
 
 def test_failed_write_keeps_the_old_content(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target, "w") as f:
-            f.write("half of the new")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as f:
+        f.write("half of the new")
+        raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 

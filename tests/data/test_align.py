@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ghostfacenets.data.align import align_face, estimate_transform, transform_points
 from ghostfacenets.data.transforms import ARCFACE_TEMPLATE
-from ghostfacenets.pipeline.align import align_face, estimate_transform, transform_points
-
-from .conftest import photo
+from tests.helpers.photos import photo
 
 
 def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -65,9 +64,9 @@ def test_warped_pixels_land_on_the_template() -> None:
         image[(xx - x) ** 2 + (yy - y) ** 2 <= 9] = 255
     crop = align_face(image, points).astype(np.float64)[..., 0]
     for tx, ty in ARCFACE_TEMPLATE:
-        y0, x0 = int(round(ty)) - 6, int(round(tx)) - 6
-        window = crop[y0:y0 + 13, x0:x0 + 13]
-        wy, wx = np.mgrid[y0:y0 + 13, x0:x0 + 13]
+        y0, x0 = round(ty) - 6, round(tx) - 6
+        window = crop[y0 : y0 + 13, x0 : x0 + 13]
+        wy, wx = np.mgrid[y0 : y0 + 13, x0 : x0 + 13]
         centre = np.array([(wx * window).sum(), (wy * window).sum()]) / window.sum()
         np.testing.assert_allclose(centre, [tx, ty], atol=0.35)
 

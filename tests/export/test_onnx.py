@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
@@ -16,28 +15,29 @@ from torch import nn
 
 from ghostfacenets import load_model, save_model
 from ghostfacenets.cli import main
-from ghostfacenets.convert.onnx import (
+from ghostfacenets.data.crops import load_face_crops
+from ghostfacenets.errors import GhostFaceNetsError
+from ghostfacenets.evaluate.agreement import agreement, compare_embedders
+from ghostfacenets.export.onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
     OnnxError,
     OnnxPReLU,
-    agreement,
-    compare_onnx,
     convert_float16,
     export_onnx,
-    letterbox,
-    load_face_crops,
     quantize_int8,
     read_onnx_metadata,
-    run_onnx,
 )
-from ghostfacenets.data.verification_bin import load_verification_bin
-from ghostfacenets.errors import GhostFaceNetsError
+from ghostfacenets.inference import embed_images
 from ghostfacenets.models.registry import create_model
-from tests.conftest import shared_path
-from tests.models.test_fuse import randomized
+from tests.helpers import shared_path
+from tests.helpers.models import randomized
 
 KERAS = ["v1_w1.3_s1", "v2_w1_s1"]
+
+
+def _run(path: Path, faces: np.ndarray) -> np.ndarray:
+    return embed_images(path, faces, flip=False, progress=False)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,8 +55,12 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def keras_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("keras_onnx")
-    return {name: export_onnx(load_model(shared_path("fixtures", "keras_reference", name, "model.h5")),
-                              folder / f"{name}.onnx") for name in KERAS}
+    return {
+        name: export_onnx(
+            load_model(shared_path("fixtures", "keras_reference", name, "model.h5")), folder / f"{name}.onnx"
+        )
+        for name in KERAS
+    }
 
 
 @pytest.mark.parametrize("name", KERAS)
@@ -129,29 +133,6 @@ def test_read_metadata_refuses_foreign_onnx(tmp_path: Path) -> None:
         read_onnx_metadata(tmp_path / "x.onnx")
 
 
-def test_letterbox_and_face_crops_from_folder_and_bin() -> None:
-    att = shared_path("data", "att_faces")
-    crops = load_face_crops(att, limit=5)
-    assert crops.shape == (5, 112, 112, 3) and crops.dtype == np.uint8
-    first = cv2.imread(str(sorted(att.rglob("*.pgm"))[0]), cv2.IMREAD_GRAYSCALE)  # 112 high, 92 wide
-    np.testing.assert_array_equal(crops[0][:, 10:102, 0], first)
-    assert (crops[0][:, :10] == 127).all() and (crops[0][:, 102:] == 127).all()
-    wide = np.full((50, 100, 3), 200, np.uint8)
-    boxed = letterbox(wide)
-    assert boxed.shape == (112, 112, 3) and (boxed[:28] == 127).all() and (boxed[28:84] == 200).all()
-    sample = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
-    np.testing.assert_array_equal(load_face_crops(sample), load_verification_bin(sample)[0])
-
-
-def test_agreement_by_hand() -> None:
-    reference = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
-    candidate = np.array([[1.0, 1.0], [0.0, 5.0], [-3.0, -4.0]])
-    result = agreement(reference, candidate)
-    assert result.faces == 3
-    assert result.min == pytest.approx(-1.0)
-    assert result.mean == pytest.approx((2 ** -0.5 + 1.0 - 1.0) / 3)
-
-
 @pytest.fixture(scope="module")
 def small_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = load_model(shared_path("fixtures", "keras_reference", "v1_w1_s2", "model.h5"))
@@ -164,7 +145,7 @@ def test_float16_keeps_float32_io_and_agrees(small_export: Path, tmp_path: Path)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
     faces = load_face_crops(shared_path("data", "att_faces"), limit=20)
-    assert agreement(run_onnx(small_export, faces), run_onnx(half, faces)).min >= 0.999
+    assert agreement(_run(small_export, faces), _run(half, faces)).min >= 0.999
     assert read_onnx_metadata(half)["onnx"]["precision"] == "float16"
 
 
@@ -184,7 +165,7 @@ def test_int8_quantisation_and_report(small_export: Path, tmp_path: Path) -> Non
 
     faces = load_face_crops(att, limit=60)
     sample = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
-    report = compare_onnx(small_export, quantised, faces, [sample])
+    report = compare_embedders(small_export, quantised, faces, [sample])
     # Random-weight fixture: agreement is what int8 preserves of the float32 function (0.98 measured here); a broken
     # calibration (wrong normalisation, wrong input) lands far lower.
     assert 0.9 <= report["agreement"]["cosine_mean"] < 1.0
@@ -194,7 +175,7 @@ def test_int8_quantisation_and_report(small_export: Path, tmp_path: Path) -> Non
     assert entry["change_points"]["best_threshold_accuracy"] == pytest.approx(change)
     assert report["batch1_latency_ms"]["reference"] > 0
 
-    same = compare_onnx(small_export, small_export, faces[:8], [sample])
+    same = compare_embedders(small_export, small_export, faces[:8], [sample])
     assert same["agreement"]["cosine_min"] == pytest.approx(1.0)
     assert same["verification"][0]["change_points"]["best_threshold_accuracy"] == 0.0
 
@@ -212,9 +193,27 @@ def test_cli_export_with_fp16_and_int8(tmp_path: Path, capsys: pytest.CaptureFix
     sample = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     model_path = save_model(randomized(create_model("ghostfacenetv2-0.5-2"), seed=2), tmp_path / "m.safetensors")
     out = tmp_path / "out" / "m.onnx"
-    code = main(["export", str(model_path), "--onnx", str(out), "--fp16", "--int8", "--calib", str(att),
-                 "--calib-count", "16", "--calib-method", "minmax", "--keep-float-blocks", "2", "--bin", str(sample),
-                 "--json"])
+    code = main(
+        [
+            "export",
+            str(model_path),
+            "--onnx",
+            str(out),
+            "--fp16",
+            "--int8",
+            "--calib",
+            str(att),
+            "--calib-count",
+            "16",
+            "--calib-method",
+            "minmax",
+            "--keep-float-blocks",
+            "2",
+            "--bin",
+            str(sample),
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["architecture"] == "ghostfacenetv2-0.5-2"

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ghostfacenets.pipeline.gallery import Enrolment, Gallery, GalleryError, ModelId
+from ghostfacenets.gallery.base import GalleryError, ModelId
+from ghostfacenets.gallery.sqlite import Enrolment, Gallery
+from tests.helpers import require_module
 
 MODEL = ModelId("test-model", "a" * 64, 8, True)
 
@@ -19,8 +21,9 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
 
 
 def _faces(vectors: np.ndarray, tag: str) -> list[Enrolment]:
-    return [Enrolment(v, f"{tag}-{i}".ljust(64, "0"), f"{tag}{i}.jpg", {"box": [0, 0, 1, 1]})
-            for i, v in enumerate(vectors)]
+    return [
+        Enrolment(v, f"{tag}-{i}".ljust(64, "0"), f"{tag}{i}.jpg", {"box": [0, 0, 1, 1]}) for i, v in enumerate(vectors)
+    ]
 
 
 @pytest.fixture
@@ -53,7 +56,7 @@ def test_enrolled_face_finds_itself(filled: tuple[Gallery, dict[str, np.ndarray]
 
 
 def test_faiss_backend_agrees_with_exact_search(tmp_path: Path) -> None:
-    pytest.importorskip("faiss")
+    require_module("faiss")
     rng = np.random.default_rng(2)
     model = ModelId("m", "b" * 64, 32, False)
     with Gallery(tmp_path / "g.sqlite") as gallery:
@@ -63,17 +66,19 @@ def test_faiss_backend_agrees_with_exact_search(tmp_path: Path) -> None:
         exact = gallery.search(queries, model, 5)
         approximate = gallery.search(queries, model, 5, backend="faiss")
     assert [[n for n, _ in r] for r in approximate] == [[n for n, _ in r] for r in exact]
-    np.testing.assert_allclose([[s for _, s in r] for r in approximate], [[s for _, s in r] for r in exact],
-                               atol=1e-5)
+    np.testing.assert_allclose([[s for _, s in r] for r in approximate], [[s for _, s in r] for r in exact], atol=1e-5)
 
 
-def test_storage_is_float32_blobs_with_model_and_hash(filled: tuple[Gallery, dict[str, np.ndarray]],
-                                                      tmp_path: Path) -> None:
-    gallery, people = filled
+def test_storage_is_float32_blobs_with_model_and_hash(
+    filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    _gallery, people = filled
     db = sqlite3.connect(tmp_path / "g.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    rows = db.execute("SELECT i.name, e.embedding, e.dim, e.model_name, e.model_sha256, e.image_sha256 FROM embeddings"
-                      " e JOIN identities i ON i.id = e.identity_id WHERE i.name = 'ann' ORDER BY e.id").fetchall()
+    rows = db.execute(
+        "SELECT i.name, e.embedding, e.dim, e.model_name, e.model_sha256, e.image_sha256 FROM embeddings"
+        " e JOIN identities i ON i.id = e.identity_id WHERE i.name = 'ann' ORDER BY e.id"
+    ).fetchall()
     db.close()
     assert len(rows) == 3
     for i, (_, blob, dim, model_name, model_sha, image_sha) in enumerate(rows):
@@ -126,8 +131,7 @@ def test_other_models_embeddings_are_refused(filled: tuple[Gallery, dict[str, np
             gallery.search(people["bob"], model)
 
 
-def test_a_second_connection_sees_new_enrolments(filled: tuple[Gallery, dict[str, np.ndarray]],
-                                                 tmp_path: Path) -> None:
+def test_a_second_connection_sees_new_enrolments(filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path) -> None:
     gallery, _ = filled
     vector = _unit(np.random.default_rng(5), 1)
     assert gallery.search(vector, MODEL, 1)[0][0][0] != "fay"  # fills the search cache
@@ -175,7 +179,7 @@ class _EnrolsAfterFirstRead:
 
 
 def test_search_reads_a_consistent_snapshot(filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path) -> None:
-    gallery, people = filled
+    gallery, _people = filled
     newcomer = _unit(np.random.default_rng(8), 1)
 
     def enrol() -> None:
@@ -195,7 +199,7 @@ def test_search_reads_a_consistent_snapshot(filled: tuple[Gallery, dict[str, np.
 @pytest.fixture
 def locked(filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The gallery of ``filled`` while another connection holds its write lock (busy timeout cut to 50 ms)."""
-    import ghostfacenets.pipeline.gallery as gallery_module
+    import ghostfacenets.gallery.sqlite as gallery_module
 
     monkeypatch.setattr(gallery_module, "BUSY_TIMEOUT_S", 0.05)
     gallery, people = filled
@@ -208,7 +212,7 @@ def locked(filled: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path, monkey
 
 
 def test_a_locked_gallery_gives_a_gallery_error(locked: tuple[Gallery, dict[str, np.ndarray]]) -> None:
-    gallery, people = locked
+    gallery, _people = locked
     with pytest.raises(GalleryError, match="database is locked"):  # not "cannot rollback" on top of it
         gallery.enroll("eve", _faces(_unit(np.random.default_rng(9), 1), "eve"), MODEL)
     with pytest.raises(GalleryError, match="database is locked"):
@@ -216,8 +220,9 @@ def test_a_locked_gallery_gives_a_gallery_error(locked: tuple[Gallery, dict[str,
     assert [r.name for r in gallery.identities()] == ["ann", "bob", "cy", "dee"]  # reading still works
 
 
-def test_a_locked_gallery_through_the_cli(locked: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_locked_gallery_through_the_cli(
+    locked: tuple[Gallery, dict[str, np.ndarray]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ghostfacenets.cli import main
 
     assert main(["gallery", "--db", str(tmp_path / "g.sqlite"), "remove", "ann"]) == 2

@@ -22,14 +22,21 @@ def _keras_variables(module: nn.Module) -> dict[str, np.ndarray]:
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     if isinstance(module, nn.Conv2d):
         depthwise = module.groups > 1 and module.groups == module.in_channels
-        out = {"depthwise_kernel": state["weight"].transpose(2, 3, 0, 1)} if depthwise else {
-            "kernel": state["weight"].transpose(2, 3, 1, 0)}
+        out = (
+            {"depthwise_kernel": state["weight"].transpose(2, 3, 0, 1)}
+            if depthwise
+            else {"kernel": state["weight"].transpose(2, 3, 1, 0)}
+        )
         if "bias" in state:
             out["bias"] = state["bias"]
         return out
     if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        return {"gamma": state["weight"], "beta": state["bias"], "moving_mean": state["running_mean"],
-                "moving_variance": state["running_var"]}
+        return {
+            "gamma": state["weight"],
+            "beta": state["bias"],
+            "moving_mean": state["running_mean"],
+            "moving_variance": state["running_var"],
+        }
     if isinstance(module, nn.PReLU):
         return {"alpha": state["weight"].reshape(1, 1, -1)}
     raise TypeError(type(module))
@@ -60,8 +67,9 @@ def keras_layers(model: GhostFaceNet, offsets: tuple[int, int, int, int] = (7, 3
     return layers
 
 
-def write_keras_h5(model: GhostFaceNet, path: Path, whole_model: bool = True, seed: int = 0,
-                   policy: str | None = None) -> Path:
+def write_keras_h5(
+    model: GhostFaceNet, path: Path, whole_model: bool = True, seed: int = 0, policy: str | None = None
+) -> Path:
     """Write ``model`` as Keras would save it: whole model (with a minimal model_config) or weights only."""
     layers = keras_layers(model)
     names = list(layers) + ["input_1", "GDC_flatten", "embedding"]
@@ -87,8 +95,13 @@ def write_keras_h5(model: GhostFaceNet, path: Path, whole_model: bool = True, se
 def _model_config(model: GhostFaceNet, layers: dict[str, nn.Module], policy: str | None) -> dict:
     dtype = {"module": "keras", "class_name": "Policy", "config": {"name": policy}} if policy else "float32"
     size = model.config.input_size
-    config_layers = [{"class_name": "InputLayer", "name": "input_1",
-                      "config": {"name": "input_1", "batch_input_shape": [None, size, size, 3], "dtype": "float32"}}]
+    config_layers = [
+        {
+            "class_name": "InputLayer",
+            "name": "input_1",
+            "config": {"name": "input_1", "batch_input_shape": [None, size, size, 3], "dtype": "float32"},
+        }
+    ]
     for name, module in layers.items():
         config: dict = {"name": name, "dtype": dtype}
         if isinstance(module, nn.Conv2d):

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import GhostFaceNetsError
+from .base import GalleryError, ModelId
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before "database is locked"
@@ -47,10 +47,6 @@ CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
 """
 
 
-class GalleryError(GhostFaceNetsError):
-    """A gallery file that cannot be used as asked."""
-
-
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -65,19 +61,6 @@ def _sqlite_errors(method: _Method) -> _Method:
             raise GalleryError(f"{self.path}: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class ModelId:
-    """What makes embeddings comparable: the weights (sha256 fingerprint), flip TTA and the embedding size."""
-
-    name: str
-    sha256: str
-    dim: int
-    flip: bool
-
-    def describe(self) -> str:
-        return f"{self.name} (weights sha256 {self.sha256[:12]}, {self.dim}-d, flip {'on' if self.flip else 'off'})"
 
 
 @dataclass(frozen=True)
@@ -200,7 +183,9 @@ class Gallery:
             for f in faces:
                 row = self._db.execute(
                     "SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                    "WHERE e.model_sha256 = ? AND e.image_sha256 = ?", (model.sha256, f.image_sha256)).fetchone()
+                    "WHERE e.model_sha256 = ? AND e.image_sha256 = ?",
+                    (model.sha256, f.image_sha256),
+                ).fetchone()
                 if row is not None:
                     if row[0] != name:
                         raise GalleryError(f"{f.source or 'image'} is already enrolled as {row[0]!r}")
@@ -208,8 +193,17 @@ class Gallery:
                 self._db.execute(
                     "INSERT INTO embeddings(identity_id, embedding, dim, model_name, model_sha256, image_sha256, "
                     "source, face, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (identity_id, np.asarray(f.embedding, dtype="<f4").tobytes(), model.dim, model.name,
-                     model.sha256, f.image_sha256, f.source, json.dumps(f.face) if f.face else None, _now()),
+                    (
+                        identity_id,
+                        np.asarray(f.embedding, dtype="<f4").tobytes(),
+                        model.dim,
+                        model.name,
+                        model.sha256,
+                        f.image_sha256,
+                        f.source,
+                        json.dumps(f.face) if f.face else None,
+                        _now(),
+                    ),
                 )
                 added += 1
             self._db.execute("COMMIT")
@@ -244,7 +238,8 @@ class Gallery:
         """Every identity with its number of embeddings, by name."""
         rows = self._db.execute(
             "SELECT i.name, COUNT(e.id), i.created FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id "
-            "GROUP BY i.id ORDER BY i.name").fetchall()
+            "GROUP BY i.id ORDER BY i.name"
+        ).fetchall()
         return [IdentityRecord(*r) for r in rows]
 
     @_sqlite_errors
@@ -257,7 +252,8 @@ class Gallery:
         if self._cache is None or self._cache[0] != version:
             rows = self._db.execute(  # one query, so one snapshot: a concurrent enrolment is in it or not at all
                 "SELECT e.identity_id, i.name, e.embedding, e.dim FROM embeddings e "
-                "JOIN identities i ON i.id = e.identity_id ORDER BY e.id").fetchall()
+                "JOIN identities i ON i.id = e.identity_id ORDER BY e.id"
+            ).fetchall()
             identities = sorted({r[0]: r[1] for r in rows}.items())  # by identity id
             names = [name for _, name in identities]
             index = {identity_id: i for i, (identity_id, _) in enumerate(identities)}

@@ -1,8 +1,20 @@
-"""Batched embedding of aligned face crops with optional flip test-time augmentation, for PyTorch and ONNX models.
+"""Embedders: what turns aligned face crops into embeddings, and the one rule that picks how a model runs.
 
-Every embedder takes uint8 RGB crops (N, H, W, 3), normalises them as the official code does, (x - 127.5) / 128,
-in NCHW layout, and returns raw embeddings (N, D) as float32. With ``flip`` the result is
-embedding(x) + embedding(flip_lr(x)) (the paper's setting), not normalised.
+Every embedder takes uint8 RGB crops (N, H, W, 3), normalises them as the official code does
+(:func:`ghostfacenets.data.transforms.to_tensor`), and returns raw embeddings (N, D) as float32. With ``flip`` the
+result is embedding(x) + embedding(flip_lr(x)) (the paper's setting), not normalised.
+
+:func:`load_embedder` is used by evaluation, the face pipeline (``FaceRecognizer``, the service) and training
+validation alike. With ``backend="auto"`` it picks:
+
+* an ``.onnx`` file: onnxruntime (its CUDA provider when a GPU is asked for and present);
+* a GhostFaceNet (a module, a file or a pretrained name) on the CPU: ``"onnxruntime"`` (the model exported in memory,
+  about four times PyTorch eager on two cores, docs/benchmarks.md), or ``"fused"`` PyTorch without the onnx extra;
+* a GhostFaceNet on a GPU: ``"fused"`` (BatchNorm folded, channels-last);
+* any other ``nn.Module``: ``"eager"`` (run as it is).
+
+``backend`` may also name one of :data:`BACKENDS` explicitly. An embedder made from a module is a snapshot of its
+weights at that moment (except ``"eager"``, which runs the module itself).
 """
 
 from __future__ import annotations
@@ -14,17 +26,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.transforms import PIXEL_MEAN, PIXEL_STD, to_tensor
+from ..data.transforms import to_array, to_tensor
 from ..errors import GhostFaceNetsError, ModelFileError
+from ..export.onnx import onnx_available
+from ..models.ghostfacenet import GhostFaceNet
+from .fast import BACKENDS as FAST_BACKENDS
+from .fast import FastEmbedder
 
 
 @runtime_checkable
 class Embedder(Protocol):
     """Turns a batch of uint8 RGB crops into float32 embeddings."""
 
-    name: str
-    input_size: tuple[int, int] | None  # (H, W) the model needs, None when any size is accepted
-    embedding_size: int | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) the model needs, None when any size is accepted."""
+        ...
+
+    @property
+    def embedding_size(self) -> int | None: ...
 
     def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
         """uint8 RGB (N, H, W, 3) -> float32 (N, D); with ``flip`` the sum over the image and its mirror."""
@@ -50,8 +73,9 @@ def resolve_device(device: str | torch.device | None, check_available: bool = Tr
             why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
             raise GhostFaceNetsError(f"device {device!r}: CUDA is not available ({why}); use cpu")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise GhostFaceNetsError(f"device {device!r}: no GPU cuda:{resolved.index} "
-                                     f"({torch.cuda.device_count()} visible)")
+            raise GhostFaceNetsError(
+                f"device {device!r}: no GPU cuda:{resolved.index} ({torch.cuda.device_count()} visible)"
+            )
     return resolved
 
 
@@ -113,8 +137,9 @@ class OnnxEmbedder:
             raise ModelFileError(f"{self.path}: not a usable ONNX model ({exc})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise ModelFileError(f"{self.path}: expected one input shaped (N, 3, H, W), got "
-                                 f"{[(i.name, i.shape) for i in inputs]}")
+            raise ModelFileError(
+                f"{self.path}: expected one input shaped (N, 3, H, W), got {[(i.name, i.shape) for i in inputs]}"
+            )
         self.input_name = inputs[0].name
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         batch, channels, height, width = inputs[0].shape
@@ -134,7 +159,7 @@ class OnnxEmbedder:
             return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
         parts = []
         for start in range(0, n, self.fixed_batch):
-            chunk = x[start:start + self.fixed_batch]
+            chunk = x[start : start + self.fixed_batch]
             pad = self.fixed_batch - chunk.shape[0]
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
@@ -143,62 +168,77 @@ class OnnxEmbedder:
         return np.concatenate(parts)
 
     def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
-        x = ((images.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(0, 3, 1, 2)
-        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        x = to_array(images).astype(self.input_dtype, copy=False)
         out = self._run(x)
         if flip:
             out = out + self._run(np.ascontiguousarray(x[..., ::-1]))
         return out.reshape(out.shape[0], -1)
 
 
-def load_embedder(source: Any, device: str | torch.device | None = None) -> Embedder:
-    """An embedder from an ``.onnx`` path, an ``nn.Module``, an embedder, or anything ``load_model`` accepts.
+AUTO = "auto"
+EAGER = "eager"
+BACKENDS = (AUTO, EAGER, *FAST_BACKENDS)
+
+
+def load_embedder(source: Any, device: str | torch.device | None = None, backend: str = AUTO) -> Embedder:
+    """An embedder from an ``.onnx`` path, an ``nn.Module``, an embedder, or anything ``load_model`` accepts, run by
+    ``backend`` (:data:`BACKENDS`; "auto" follows the rule in this module's docstring).
 
     ``device``: "cpu", "cuda", ...; None picks CUDA when available (an ``nn.Module`` then stays where it is).
     """
+    if backend not in BACKENDS:
+        raise GhostFaceNetsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if isinstance(source, Embedder):
         return source
-    if isinstance(source, nn.Module):
-        return TorchEmbedder(source, device)
     if isinstance(source, (str, Path)) and str(source).lower().endswith(".onnx"):
+        if backend not in (AUTO, "onnxruntime"):
+            raise GhostFaceNetsError(f"{source}: an ONNX file runs with onnxruntime, not with backend {backend!r}")
         if not Path(source).is_file():
             raise ModelFileError(f"{source}: no such file")
         return OnnxEmbedder(source, device)
     if isinstance(source, (str, Path)):
         from ..model_io import load_model
 
-        device = resolve_device(device)  # before loading: a bad device fails before any download
-        model = load_model(source)
-        if device.type == "cpu":
-            return cpu_embedder(model, str(source))
-        return TorchEmbedder(model, device, name=str(source))
+        resolved = resolve_device(device)  # before loading: a bad device fails before any download
+        return _module_embedder(load_model(source), resolved, backend, str(source))
+    if isinstance(source, nn.Module):
+        return _module_embedder(source, device, backend, None)
     raise ModelFileError(f"cannot make an embedder from a {type(source).__name__}; give a model, a file or a name")
 
 
-def cpu_embedder(model: nn.Module, name: str) -> Embedder:
-    """The fastest CPU embedder of a model loaded for evaluation: a GhostFaceNet runs with onnxruntime (about four
-    times PyTorch eager on two cores, docs/benchmarks.md; outputs within cosine 0.99999), or BN-fused PyTorch without
-    the onnx extra; other modules run as they are."""
-    from ..convert.onnx import OnnxError
-    from ..inference import FastEmbedder
-    from ..models.ghostfacenet import GhostFaceNet
-
+def _module_embedder(model: nn.Module, device: str | torch.device | None, backend: str, name: str | None) -> Embedder:
+    """The embedder ``backend`` names for a module; "auto" as the module docstring says."""
+    if backend == AUTO:
+        if not isinstance(model, GhostFaceNet):
+            backend = EAGER
+        else:
+            where = resolve_device(device) if device is not None else _module_device(model)
+            backend = "onnxruntime" if where.type == "cpu" and onnx_available() else "fused"
+            device = where
+    if backend == EAGER:
+        return TorchEmbedder(model, device, name=name)
     if not isinstance(model, GhostFaceNet):
-        return TorchEmbedder(model, "cpu", name=name)
-    try:
-        embedder = FastEmbedder(model, backend="onnxruntime")
-    except OnnxError:
-        embedder = FastEmbedder(model, backend="torch", device="cpu")
-    embedder.name = f"{name} ({embedder.backend})"
+        raise GhostFaceNetsError(f"backend {backend!r} needs a GhostFaceNet, got a {type(model).__name__}")
+    if backend == "onnxruntime" and device is not None and resolve_device(device).type != "cpu":
+        raise GhostFaceNetsError("the onnxruntime backend runs on the CPU; export an ONNX file for other devices")
+    embedder = FastEmbedder(model, backend=backend, device=resolve_device(device) if device is not None else None)
+    if name:
+        embedder.name = f"{name} ({backend})"
     return embedder
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def check_images(images: Any, name: str = "images") -> np.ndarray:
     """Validate uint8 RGB crops shaped (N, H, W, 3) and return them as an array."""
     array = np.asarray(images)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise GhostFaceNetsError(f"{name}: expected uint8 RGB crops shaped (N, H, W, 3), got {array.dtype} "
-                                 f"{array.shape}")
+        raise GhostFaceNetsError(
+            f"{name}: expected uint8 RGB crops shaped (N, H, W, 3), got {array.dtype} {array.shape}"
+        )
     return array
 
 
@@ -231,7 +271,7 @@ def embed_images(
     parts = []
     with tqdm(total=len(images), desc="embedding", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
+            batch = images[start : start + batch_size]
             parts.append(embedder.embed_batch(batch, flip))
             bar.update(len(batch))
     return np.concatenate(parts).astype(np.float32, copy=False)

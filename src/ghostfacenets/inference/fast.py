@@ -2,7 +2,7 @@
 
 ``FastEmbedder(model, backend=...)`` wraps a model for one of four ways of running it:
 
-* ``"torch"``: BatchNorm folded (:func:`ghostfacenets.models.fuse.fuse_model`), channels-last, inference mode, any
+* ``"fused"``: BatchNorm folded (:func:`ghostfacenets.models.fuse.fuse_model`), channels-last, inference mode, any
   batch size; the default on every device.
 * ``"onnxruntime"``: the fused model exported in memory and run by onnxruntime on the CPU, usually the fastest CPU
   path at batch 1 (see docs/deployment.md).
@@ -13,7 +13,7 @@
 
 With buckets, a batch of N rows runs as full chunks of the largest bucket plus the smallest bucket that holds the
 rest, padded with zeros; padding rows never reach the output. ``FastEmbedder`` also satisfies the embedder protocol of
-:mod:`ghostfacenets.evaluate.embed`, so ``embed_images(FastEmbedder(model), crops)`` works.
+:mod:`ghostfacenets.inference.embedders`, so ``embed_images(FastEmbedder(model), crops)`` works.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.transforms import to_tensor
-from .errors import GhostFaceNetsError
-from .models.fuse import fuse_model
-from .models.ghostfacenet import GhostFaceNet
+from ..data.transforms import to_tensor
+from ..errors import GhostFaceNetsError
+from ..models.fuse import fuse_model
+from ..models.ghostfacenet import GhostFaceNet
 
-BACKENDS = ("torch", "onnxruntime", "compile", "cuda-graph")
+BACKENDS = ("fused", "onnxruntime", "compile", "cuda-graph")
 DEFAULT_BUCKETS = (1, 8, 32, 128)
 # onnxruntime runs large batches in pieces of this many rows: on two CPU cores V1-1.3-1 ran 1.2x faster in pieces of
 # 16 than in one batch of 256, V1-1.3-2 about the same.
@@ -61,15 +61,23 @@ def optimize_for_inference(
     """A fused copy of ``model`` on ``device`` in ``dtype``, channels-last by default (2x faster on CPUs with
     oneDNN and what GPU tensor cores want)."""
     fused = fuse_model(model).to(device=device, dtype=dtype)
-    return fused.to(memory_format=torch.channels_last) if channels_last else fused
+    if not channels_last:
+        return fused
+    return fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub omits it
 
 
 class _StaticBatches:
     """Runs a function of fixed-shape batches with one persistent input buffer per bucket; with ``cuda_graphs`` each
     bucket is captured once as a CUDA graph (with its output buffer) and replayed."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], buckets: Sequence[int], sample: torch.Tensor,
-                 memory_format: torch.memory_format, cuda_graphs: bool) -> None:
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        buckets: Sequence[int],
+        sample: torch.Tensor,
+        memory_format: torch.memory_format,
+        cuda_graphs: bool,
+    ) -> None:
         bucket_plan(0, buckets)  # validates the buckets
         self.fn = fn
         self.buckets = tuple(sorted(set(buckets)))
@@ -109,7 +117,7 @@ class _StaticBatches:
             if bucket not in self.inputs:
                 self._prepare(bucket)
             static = self.inputs[bucket]
-            static[:rows].copy_(x[start:start + rows])
+            static[:rows].copy_(x[start : start + rows])
             if rows < bucket:
                 static[rows:].zero_()
             if self.cuda_graphs:
@@ -127,14 +135,14 @@ class FastEmbedder:
     embeddings (N, D); ``embed_batch`` takes uint8 RGB crops. See the module docstring for the backends.
 
     ``dtype``: torch.float16 or torch.bfloat16 for GPUs (outputs are returned as float32). ``buckets``: the fixed batch
-    sizes of "compile" and "cuda-graph" (default 1, 8, 32, 128); also usable with "torch". ``compile_options``: passed
+    sizes of "compile" and "cuda-graph" (default 1, 8, 32, 128); also usable with "fused". ``compile_options``: passed
     to ``torch.compile``. ``threads``: onnxruntime's intra-op threads (default: all cores).
     """
 
     def __init__(
         self,
         model: GhostFaceNet,
-        backend: str = "torch",
+        backend: str = "fused",
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         channels_last: bool = True,
@@ -151,8 +159,10 @@ class FastEmbedder:
         if backend == "cuda-graph" and self.device.type != "cuda":
             raise GhostFaceNetsError("the cuda-graph backend needs a CUDA device (device='cuda')")
         if backend == "onnxruntime" and (self.device.type != "cpu" or dtype != torch.float32):
-            raise GhostFaceNetsError("the onnxruntime backend runs float32 on the CPU; export an ONNX file "
-                                     "(ghostfacenets export) for other onnxruntime providers")
+            raise GhostFaceNetsError(
+                "the onnxruntime backend runs float32 on the CPU; export an ONNX file "
+                "(ghostfacenets export) for other onnxruntime providers"
+            )
         self.dtype = dtype
         size = model.config.input_size
         self.input_size = (size, size)
@@ -171,7 +181,8 @@ class FastEmbedder:
             buckets = DEFAULT_BUCKETS
         if buckets is not None:
             sample = torch.zeros(1, 3, size, size, device=self.device, dtype=dtype).contiguous(
-                memory_format=self.memory_format)
+                memory_format=self.memory_format
+            )
             fn = _StaticBatches(fn, buckets, sample, self.memory_format, cuda_graphs=backend == "cuda-graph")
         self._runner = fn
 
@@ -179,7 +190,7 @@ class FastEmbedder:
     def _onnxruntime_runner(model: GhostFaceNet, threads: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
         import onnxruntime as ort
 
-        from .convert.onnx import INPUT_NAME, OUTPUT_NAME, onnx_bytes
+        from ..export.onnx import INPUT_NAME, OUTPUT_NAME, onnx_bytes
 
         options = ort.SessionOptions()
         if threads:
@@ -188,8 +199,14 @@ class FastEmbedder:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             feed = np.ascontiguousarray(x.detach().cpu().float().numpy())
-            return torch.from_numpy(np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: feed[i:i + ONNX_CHUNK]})[0]
-                                                    for i in range(0, len(feed), ONNX_CHUNK)]))
+            return torch.from_numpy(
+                np.concatenate(
+                    [
+                        session.run([OUTPUT_NAME], {INPUT_NAME: feed[i : i + ONNX_CHUNK]})[0]
+                        for i in range(0, len(feed), ONNX_CHUNK)
+                    ]
+                )
+            )
 
         return run
 
@@ -220,4 +237,3 @@ class FastEmbedder:
         out = self(torch.cat([x, torch.flip(x, dims=[3])]))
         n = x.shape[0]
         return (out[:n] + out[n:]).cpu().numpy()
-

@@ -1,0 +1,38 @@
+"""Face galleries: named collections of subjects and their face embeddings, behind one interface
+(:class:`GalleryStore`) with SQLite and PostgreSQL + pgvector backends."""
+
+from .base import (
+    DEFAULT_GALLERY,
+    ApiKey,
+    Candidate,
+    ConflictError,
+    Enrolled,
+    ExportedFace,
+    GalleryError,
+    GalleryInfo,
+    GalleryStore,
+    ModelId,
+    ModelMismatchError,
+    NewFace,
+    NotFoundError,
+    StoredFace,
+    Subject,
+)
+
+__all__ = [
+    "DEFAULT_GALLERY",
+    "ApiKey",
+    "Candidate",
+    "ConflictError",
+    "Enrolled",
+    "ExportedFace",
+    "GalleryError",
+    "GalleryInfo",
+    "GalleryStore",
+    "ModelId",
+    "ModelMismatchError",
+    "NewFace",
+    "NotFoundError",
+    "StoredFace",
+    "Subject",
+]
