@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from ghostfacenets import create_model, save_model
+from ghostfacenets import __version__, create_model, save_model
 from ghostfacenets.cli import main
 from ghostfacenets.data.verification_bin import load_verification_bin
 from ghostfacenets.evaluate.metrics import verification_metrics
@@ -57,7 +58,9 @@ def test_evaluate_bins_json_plot_and_table(onnx_model: Path, tmp_path: Path, cap
     assert code == 0
     printed = capsys.readouterr().out
     assert "sample_py2" in printed and "best-thr acc %" in printed and f"wrote JSON to {out}" in printed
-    results = json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    assert (report["ghostfacenets_version"], report["model"]) == (__version__, onnx_model.name)
+    results = report["sets"]
     assert list(results) == ["sample_py2", "sample_py3"]
     assert list(results["sample_py2"]) == KEYS and list(results["sample_py2"]["tar_at_far"]) == [
         "1e-1",
@@ -74,6 +77,8 @@ def test_evaluate_bins_json_plot_and_table(onnx_model: Path, tmp_path: Path, cap
     assert results["sample_py2"].pop("tar_at_far") == expected.pop("tar_at_far")
     assert results["sample_py2"] == pytest.approx(expected)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(plot) as figure:  # the PNG's Software field says what made it
+        assert figure.text["Software"].startswith(f"ghostfacenets {__version__} (matplotlib ")
 
 
 def test_evaluate_json_to_stdout_no_flip_and_folder(
@@ -104,17 +109,18 @@ def test_evaluate_json_to_stdout_no_flip_and_folder(
         )
         == 0
     )
-    results = json.loads(capsys.readouterr().out)  # pure JSON on stdout: pipes
+    results = json.loads(capsys.readouterr().out)["sets"]  # pure JSON on stdout: pipes
     assert results["sample_py3"]["flip"] is False and results["orl"]["pairs"] == 60
     assert results["orl"]["accuracy_10fold_mean"] is not None
-    assert (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")
+    svg = (tmp_path / "r.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and f"<dc:title>ghostfacenets {__version__} (matplotlib" in svg
 
 
 def test_evaluate_a_ghostfacenet_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model = save_model(create_model("ghostfacenetv1-0.5-2", embedding_size=128), tmp_path / "m.safetensors")
     py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     assert main(["evaluate", "--model", str(model), "--bin", str(py3), "--json", "-", "--device", "cpu"]) == 0
-    assert json.loads(capsys.readouterr().out)["sample_py3"]["pairs"] == 8
+    assert json.loads(capsys.readouterr().out)["sets"]["sample_py3"]["pairs"] == 8
 
 
 @pytest.mark.parametrize(

@@ -256,7 +256,7 @@ def test_ijbb_names_and_missing_files(tmp_path: Path) -> None:
 def test_cli_ijb(ijbc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = pooled_colour_onnx(tmp_path / "pooled.onnx")
     assert main(["evaluate", "--model", str(model), "--ijb", str(ijbc), "--json", "-", "--quiet"]) == 0
-    report = json.loads(capsys.readouterr().out)["IJBC"]
+    report = json.loads(capsys.readouterr().out)["sets"]["IJBC"]
     assert report["verification"]["auc"] == 1.0 and report["identification"]["rank1"] == 1.0
     assert main(["evaluate", "--model", str(model), "--ijb", str(ijbc), "--no-ijb-detector-score"]) == 0
     out = capsys.readouterr().out

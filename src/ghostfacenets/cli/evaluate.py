@@ -85,7 +85,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate.pairs import evaluate_folder
     from ..evaluate.plots import check_plot_path, plot_roc
     from ..evaluate.verification import evaluate_bin_detailed
-    from ..files import atomic_write
+    from ..files import atomic_write, written_by
     from ..inference import load_embedder
 
     if not (args.bin or args.folder or args.ijb):
@@ -124,14 +124,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         )
         key = _unique_key(Path(path), report["target"], results)
         results[key] = ijb[key] = report
+    report = {**written_by(), "model": embedder.name, "sets": results}
     if args.json and args.json != "-":
         with atomic_write(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump(report, f, indent=2)
             f.write("\n")
     if args.plot:
         plot_roc(sets, args.plot, title=f"ROC of {embedder.name}")
     if args.json == "-":
-        print_json(results)
+        print_json(report)
         return 0
     if sets:
         rows = [

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import GhostFaceNetsError
-from ..files import atomic_path
+from ..files import VERSION_KEY, atomic_path, written_by
 from .metrics import roc_curve
 from .verification import SetEvaluation
 
@@ -57,6 +57,19 @@ def plot_roc(evaluations: Sequence[SetEvaluation], path: str | Path, title: str 
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
+    file_format = path.suffix.lstrip(".").lower() or "png"
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
+        figure.savefig(tmp, format=file_format, metadata=_software(file_format))
     return path
+
+
+def _software(file_format: str) -> dict[str, str] | None:
+    """The figure's "made by" metadata where the format has a field for it: PNG Software, PDF/SVG/PS Creator."""
+    import matplotlib
+
+    made_by = f"ghostfacenets {written_by()[VERSION_KEY]} (matplotlib {matplotlib.__version__})"
+    if file_format == "png":
+        return {"Software": made_by}
+    if file_format in ("pdf", "svg", "svgz", "ps", "eps"):
+        return {"Creator": made_by}
+    return None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GhostFaceNetsError
+from ..files import written_by
 from .recognizer import FaceRecognizer
 
 _TRUE = {"1", "true", "yes", "y", "same", "genuine", "match", "positive"}
@@ -176,6 +177,7 @@ def calibrate(
         "detector": detector,
         "rule": DECISION_RULE,
         "thresholds": thresholds_at(scores, issame, fars),
+        **written_by(),
     }
 
 
