@@ -59,33 +59,34 @@ def read_labelled_pairs(
 ) -> LabelledPairs:
     """Labelled pairs from a text file: per line two image paths and a label (1/0, yes/no, true/false,
     same/different), separated by commas (CSV, e.g. deepface's master.csv), tabs or spaces. A first line whose label
-    is not a label is a header; ``#`` starts a comment. Relative paths are taken from ``root`` (default: the file's
-    folder).
+    is not a label, or that has more than three fields, is a header (then every line has as many fields as it);
+    ``#`` starts a comment. Relative paths are taken from ``root`` (default: the file's folder).
 
-    ``group_column``: the header name of a further column holding each pair's group (a header is then required,
-    and the first three columns are still image A, image B and the label).
+    ``group_column``: the name, in a header line that is then required, of a fourth or later column holding each
+    pair's group (the first three columns are still image A, image B and the label, whatever their names).
     """
     path = Path(path)
     rows = _rows(path)
     base = Path(root) if root is not None else path.parent
+    first = rows[0]
     group_index = None
     if group_column is not None:
-        header = rows[0]
-        if parse_label(header[2] if len(header) > 2 else "") is not None or group_column not in header:
+        if group_column not in first[3:]:
             raise PairsFileError(
-                f"{path}: the first line must be a header naming the group column {group_column!r}, got {header}"
+                f"{path}: the first line must be a header naming the group column {group_column!r} after the "
+                f"image and label columns, got {first}"
             )
-        group_index = header.index(group_column)
+        group_index = first.index(group_column)
+    has_header = group_index is not None or len(first) > 3 or (len(first) == 3 and parse_label(first[2]) is None)
+    width = len(first) if has_header else 3  # fields per line: as many as the header names, else 3
     images_a, images_b, labels, groups = [], [], [], []
-    for number, fields in enumerate(rows, start=1):
-        width_ok = len(fields) == 3 if group_index is None else len(fields) > max(2, group_index)
-        label = parse_label(fields[2]) if width_ok else None
+    for number, fields in enumerate(rows[1:] if has_header else rows, start=2 if has_header else 1):
+        label = parse_label(fields[2]) if len(fields) == width else None
         if label is None:
-            if number == 1 and (len(fields) == 3 or group_index is not None):
-                continue  # header
             expected = "'image_a image_b label'" + ("" if group_index is None else f" and column {group_column!r}")
             raise PairsFileError(
-                f"{path}, pair line {number}: expected {expected} with a label such as 1/0 or yes/no, got {fields}"
+                f"{path}, pair line {number}: expected {expected} ({width} fields) with a label such as 1/0 or "
+                f"yes/no, got {fields}"
             )
         images_a.append(base / fields[0])
         images_b.append(base / fields[1])
