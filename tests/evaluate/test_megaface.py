@@ -10,13 +10,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from ghostfacenets.cli import main
 from ghostfacenets.data.images import ImageError
 from ghostfacenets.evaluate.megaface import (
+    HISTOGRAM_BINS,
     MegaFaceError,
     distractor_sizes,
     evaluate_megaface,
+    merge_best_scores,
     ordered_mates,
     probe_similarities,
     rank_counts,
@@ -102,6 +105,17 @@ def test_chunked_scoring_matches_brute_force() -> None:
     assert tar_at_far_of_top(genuine, scored[-1].top_impostor_scores, 1_200_000, FARS)["1e-6"] is not None
 
 
+@pytest.mark.parametrize("high_rows", [0, 3, 8])  # no row, some rows, every row with many new high scores
+def test_merging_a_block_into_the_kept_best_scores(high_rows: int) -> None:
+    rng = np.random.default_rng(high_rows)
+    top = -np.sort(-(0.45 + 0.55 * rng.random((8, 20))), axis=1)  # each row's 20 best so far, descending
+    block = rng.random((8, 50)) * 0.5
+    block[:high_rows] += 0.6  # these rows get more than 16 scores above their current 20th
+    merged = merge_best_scores(torch.from_numpy(top), torch.from_numpy(block), first=16).numpy()
+    expected = -np.sort(-np.concatenate([top, block], axis=1), axis=1)[:, :20]
+    np.testing.assert_array_equal(merged, expected)
+
+
 def test_block_size_does_not_change_the_result() -> None:
     rng = np.random.default_rng(5)
     probes, distractors = _unit(rng, 12, 8), _unit(rng, 900, 8)
@@ -113,6 +127,25 @@ def test_block_size_does_not_change_the_result() -> None:
         np.testing.assert_allclose(a.top_distractor_scores, b.top_distractor_scores, atol=1e-6)
         assert a.histogram.sum() == b.histogram.sum() == 12 * a.distractors
         assert np.abs(np.cumsum(a.histogram - b.histogram)).max() <= 2  # a few scores in the neighbouring bin
+
+
+def _largest_allocation(distractors: int, chunk_elements: int) -> int:
+    """The largest single CPU allocation (bytes) torch makes while scoring 50 probes against ``distractors``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rng = np.random.default_rng(2)
+    probes, features = _unit(rng, 50, 16), _unit(rng, distractors, 16)
+    noisy = rng.random(distractors) < 0.01
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        score_distractors(probes, features, noisy, distractor_sizes(distractors), chunk_elements=chunk_elements)
+    return max(event.cpu_memory_usage for event in profiler.events())
+
+
+def test_scoring_memory_is_bounded_by_the_block_not_the_distractors() -> None:
+    block = 50 * 500  # scores per block: 100 kB of float32
+    small, large = _largest_allocation(3_000, block), _largest_allocation(12_000, block)
+    # nothing larger than a block of scores, its mask and the fixed histogram is ever allocated, at any size
+    assert small == large <= max(4 * block, 8 * HISTOGRAM_BINS)
 
 
 # --------------------------------------------------------------------------------------------- a small test pack

@@ -338,8 +338,7 @@ def score_distractors(
             bad = noisy[rows]
             if bad.any():
                 block[:, torch.from_numpy(np.flatnonzero(bad)).to(device)] = -math.inf
-            best = torch.topk(block, min(max_rank, block.shape[1]), dim=1).values
-            top = torch.topk(torch.cat([top, best], dim=1), max_rank, dim=1).values
+            top = merge_best_scores(top, block)
             histogram += torch.histc(block, HISTOGRAM_BINS, low, high).double()  # -inf falls outside: not counted
             floor = _tail_floor(histogram, keep, low, width)
             kept = torch.cat([kept[kept >= floor], block[block >= floor]])
@@ -357,6 +356,26 @@ def score_distractors(
             )
         )
     return results
+
+
+def merge_best_scores(top: torch.Tensor, block: torch.Tensor, first: int = 16) -> torch.Tensor:
+    """Each row's highest ``top.shape[1]`` values among ``top`` (descending) and ``block``. Only the ``first`` best
+    of a block row are taken, unless the last of them still beats the row's current lowest kept value (then more may
+    enter: that row takes its full count); after the first blocks few rows need more, and a small top-k is several
+    times cheaper than a large one."""
+    rank = top.shape[1]
+    full = min(rank, block.shape[1])
+    best = torch.topk(block, min(first, full), dim=1).values
+    more = best[:, -1] > top[:, -1]
+    if best.shape[1] == full or not bool(more.any()):
+        return torch.topk(torch.cat([top, best], dim=1), rank, dim=1).values
+    if bool(more.all()):
+        return torch.topk(torch.cat([top, torch.topk(block, full, dim=1).values], dim=1), rank, dim=1).values
+    merged = torch.topk(torch.cat([top, best], dim=1), rank, dim=1).values
+    rows = torch.nonzero(more).reshape(-1)
+    fuller = torch.topk(block[rows], full, dim=1).values
+    merged[rows] = torch.topk(torch.cat([top[rows], fuller], dim=1), rank, dim=1).values
+    return merged
 
 
 def _tail_floor(histogram: torch.Tensor, keep: int, low: float, width: float) -> float:
