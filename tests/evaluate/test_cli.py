@@ -274,11 +274,11 @@ def test_evaluate_bin_dir_prints_the_paper_table(
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", str(onnx_model), "--bin-dir", str(folder), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    results = json.loads(out.read_text())
+    results = json.loads(out.read_text())["sets"]
     assert list(results) == ["lfw", "agedb_30", "my_set"] and all(list(r) == KEYS for r in results.values())
     for name in results:  # the same numbers as --bin gives each file
         assert main(["evaluate", "--model", str(onnx_model), "--bin", str(folder / f"{name}.bin"), "--json", "-"]) == 0
-        assert json.loads(capsys.readouterr().out)[name] == results[name]
+        assert json.loads(capsys.readouterr().out)["sets"][name] == results[name]
     table = printed[printed.index("paper-style table") :].splitlines()
     assert table[1].split() == ["lfw", "agedb_30", "my_set", "mean"]
     row = table[3].split()

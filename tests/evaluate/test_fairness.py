@@ -157,13 +157,13 @@ def test_cli_pairs_file_with_groups(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     printed = capsys.readouterr().out
     assert "pairs: 2 groups" in printed and "FNMR %" in printed
-    result = json.loads(out.read_text())["pairs"]
+    result = json.loads(out.read_text())["sets"]["pairs"]
     assert list(result) == ["north", "south", "fairness", "at_threshold"]
     assert result["at_threshold"]["far"] == 0.1 and set(result["at_threshold"]["groups"]) == {"north", "south"}
     assert (tmp_path / "f-pairs.png").read_bytes()[:4] == b"\x89PNG"
     # the same file without a group column: one set in the verification table and the ROC figure
     assert main(["evaluate", "--model", str(model), "--pairs", str(csv), "--json", "-"]) == 0
-    assert json.loads(capsys.readouterr().out)["pairs"]["pairs"] == 24
+    assert json.loads(capsys.readouterr().out)["sets"]["pairs"]["pairs"] == 24
 
 
 @pytest.mark.parametrize(

@@ -262,7 +262,7 @@ def test_cli_megaface(pack: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     printed = capsys.readouterr().out
     assert "MegaFace: 20 probes of 5 identities, 150 distractors" in printed and "TAR@FAR=1e-6 %" in printed
-    result = json.loads(out.read_text())["MegaFace"]
+    result = json.loads(out.read_text())["sets"]["MegaFace"]
     reference = evaluate_megaface(model, pack, progress=False).metrics
     assert result == json.loads(json.dumps(reference))
     assert len(result["sizes"]["150"]["cmc"]) == 100

@@ -160,7 +160,7 @@ def test_cli_rfw(rfw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     )
     printed = capsys.readouterr().out
     assert "skewed error ratio" in printed and "Zeta" in printed and "FMR %" in printed
-    result = json.loads(out.read_text())[rfw.name]
+    result = json.loads(out.read_text())["sets"][rfw.name]
     assert list(result) == [*RFW_GROUPS, "fairness", "at_threshold"]
     assert list(result["fairness"]) == ["mean", "std", "ser"]
     assert list(result["African"]) == [
