@@ -11,10 +11,11 @@ from PIL import Image
 
 from ghostfacenets import __version__, create_model, save_model
 from ghostfacenets.cli import main
-from ghostfacenets.data.verification_bin import load_verification_bin
+from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
 from ghostfacenets.evaluate.metrics import verification_metrics
 from ghostfacenets.inference import embed_images
 from tests.helpers import shared_path
+from tests.helpers.faces import another_image, identity_pattern
 from tests.helpers.photos import orl_folder
 from tests.helpers.toy_models import pooled_colour_onnx
 
@@ -258,3 +259,29 @@ def test_plot_of_sets_without_a_roc_is_an_error_not_an_empty_figure(tmp_path: Pa
         with pytest.raises(GhostFaceNetsError, match="nothing to plot"):
             plot_roc([only_same], tmp_path / "roc.png")
     assert not (tmp_path / "roc.png").exists()
+
+
+def test_evaluate_bin_dir_prints_the_paper_table(
+    onnx_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "faces_emore"
+    folder.mkdir()
+    for name in ("agedb_30", "lfw", "my_set"):
+        images = [another_image(identity_pattern(rng), rng) for _ in range(40)]
+        images[1::4] = [another_image(images[i - 1], rng, 60) for i in range(1, 40, 4)]  # some same pairs
+        write_verification_bin(folder / f"{name}.bin", np.stack(images), [p % 2 == 0 for p in range(20)])
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(onnx_model), "--bin-dir", str(folder), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())["sets"]
+    assert list(results) == ["lfw", "agedb_30", "my_set"] and all(list(r) == KEYS for r in results.values())
+    for name in results:  # the same numbers as --bin gives each file
+        assert main(["evaluate", "--model", str(onnx_model), "--bin", str(folder / f"{name}.bin"), "--json", "-"]) == 0
+        assert json.loads(capsys.readouterr().out)["sets"][name] == results[name]
+    table = printed[printed.index("paper-style table") :].splitlines()
+    assert table[1].split() == ["lfw", "agedb_30", "my_set", "mean"]
+    row = table[3].split()
+    assert row[:3] == ["10-fold", "acc", "%"]
+    values = [100 * results[n]["accuracy_10fold_mean"] for n in results]
+    assert [float(v) for v in row[3:]] == pytest.approx([*values, sum(values) / 3], abs=6e-4)
