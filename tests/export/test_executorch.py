@@ -138,3 +138,34 @@ def test_bad_inputs_give_one_clear_error(et: Any, tmp_path: Path) -> None:
         et.read_executorch_metadata(broken)
     with pytest.raises(ModelFileError, match="no such file"):
         et.load_program(tmp_path / "missing.pte")
+
+
+def test_cli_exports_all_mobile_files_with_reports(et: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from ghostfacenets import save_model
+    from ghostfacenets.cli import main
+
+    require_module("litert_torch", "mobile")
+    att = shared_path("data", "att_faces")
+    model_path = save_model(randomized(create_model("ghostfacenetv1-0.5-2"), seed=3), tmp_path / "m.safetensors")
+    out = tmp_path / "out"
+    args = ["export", str(model_path), "--tflite", str(out / "m.tflite"), "--executorch", str(out / "m.pte")]
+    code = main([*args, "--fp16", "--int8", "--calib", str(att), "--calib-count", "24", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "m.fp16.tflite",
+        "m.int8.pte",
+        "m.int8.tflite",
+        "m.pte",
+        "m.tflite",
+    ]  # no float16 program for ExecuTorch, no leftovers
+    for runtime in ("litert", "executorch"):
+        float32 = report[runtime]["float32"]
+        assert float32["versus_pytorch"]["agreement"]["cosine_min"] >= 0.9999  # the file against PyTorch itself
+        int8 = report[runtime]["int8"]
+        assert int8["bytes"] < 0.4 * float32["bytes"]
+        assert int8["versus_float32"]["agreement"]["faces"] == 24
+        assert 0.9 <= int8["versus_float32"]["agreement"]["cosine_mean"] < 1.0
+    assert report["litert"]["float16"]["versus_float32"]["agreement"]["cosine_min"] >= 0.999

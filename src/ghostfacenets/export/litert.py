@@ -216,6 +216,8 @@ def with_metadata(tflite: bytes, meta: dict[str, Any]) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite, 0))
+    if any((b.offset or 0) > 1 for b in model.buffers):  # data stored past the flatbuffer would be lost
+        raise LiteRTError("cannot add metadata to a .tflite file whose weights lie outside its flatbuffer")
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     model.buffers.append(buffer)
