@@ -266,7 +266,7 @@ def export_litert(
 
 def read_litert_metadata(path: str | Path) -> dict[str, Any]:
     """The ``ghostfacenets`` metadata of a ``.tflite`` file written by :func:`export_litert`."""
-    from ai_edge_litert import schema_py_generated as schema
+    schema = _require("ai_edge_litert.schema_py_generated")
 
     path = Path(path)
     if not path.is_file():
