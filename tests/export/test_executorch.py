@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostfacenets import load_model
+from ghostfacenets import __version__, load_model
 from ghostfacenets.data.crops import load_face_crops
 from ghostfacenets.errors import GhostFaceNetsError, ModelFileError
 from ghostfacenets.evaluate.agreement import compare_embedders
@@ -90,6 +90,7 @@ def test_metadata_round_trip(et: Any, keras_pte: dict[str, Path]) -> None:
     h5 = shared_path("fixtures", "keras_reference", "v2_w1_s1", "model.h5")
     meta = et.read_executorch_metadata(keras_pte["v2_w1_s1"])
     assert meta["architecture"] == "ghostfacenetv2-1-1"
+    assert meta["ghostfacenets_version"] == __version__
     assert meta["embedding_size"] == 512
     assert meta["source"]["sha256"] == hashlib.sha256(h5.read_bytes()).hexdigest()
     assert meta["license"]

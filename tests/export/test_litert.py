@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostfacenets import load_model
+from ghostfacenets import __version__, load_model
 from ghostfacenets.data.crops import load_face_crops
 from ghostfacenets.errors import GhostFaceNetsError, ModelFileError
 from ghostfacenets.evaluate.agreement import compare_embedders
@@ -125,6 +125,7 @@ def test_metadata_states_the_input_contract(litert: Any, keras_tflite: dict[str,
     h5 = shared_path("fixtures", "keras_reference", "v1_w1.3_s1", "model.h5")
     meta = litert.read_litert_metadata(keras_tflite["v1_w1.3_s1"])
     assert meta["architecture"] == "ghostfacenetv1-1.3-1"
+    assert meta["ghostfacenets_version"] == __version__
     assert meta["embedding_size"] == 512
     assert meta["source"]["sha256"] == hashlib.sha256(h5.read_bytes()).hexdigest()
     assert meta["license"]
