@@ -12,7 +12,7 @@ realistic ranges, as int8 calibration needs); speed does not depend on the weigh
 With ``--mobile`` the same run times the files ``ghostfacenets export`` writes for phones, as their runtimes run them on
 this CPU: ExecuTorch ``.pte`` (XNNPACK) float32 and int8, LiteRT ``.tflite`` (XNNPACK delegate) float32, float16 weights
 and int8, each batch 1 (the batch column runs them image by image), plus the package's ``"executorch"`` backend (what
-``backend="auto"`` picks on a CPU: batches of up to 8); the file sizes are printed and kept in the JSON.
+``backend="auto"`` picks on a CPU); the file sizes are printed and kept in the JSON.
 
 When TensorFlow is importable (never a dependency) the official Keras model (``--keras-h5``, by default the
 V1-1.3-1 reference model of ../shared/fixtures) is timed too, as the baseline of the ratios.

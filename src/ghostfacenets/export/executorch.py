@@ -23,7 +23,7 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata
+from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr
 
 METADATA_METHOD = "ghostfacenets_metadata"
 # The last few programs lowered by :func:`cached_program`, by key, for a process that meets the same weights again
@@ -106,8 +106,9 @@ def executorch_bytes(
     else:
         program = torch.export.export(module, (torch.zeros(1, 3, size, size),))
     constants = {METADATA_METHOD: json.dumps(metadata)} if metadata is not None else None
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
-    return bytes(edge.to_executorch().buffer)
+    with progress_to_stderr():
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        return bytes(edge.to_executorch().buffer)
 
 
 def export_executorch(

@@ -27,7 +27,7 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata
+from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr
 
 METADATA_NAME = "ghostfacenets"
 PRECISIONS = ("float32", "float16", "int8")
@@ -170,7 +170,8 @@ def _float16_weights(tflite: bytes) -> bytes:
         op_config=float16,
         algorithm_key="float_casting",
     )
-    return bytes(casting.quantize(enable_progress_report=False).quantized_model)
+    with progress_to_stderr():
+        return bytes(casting.quantize(enable_progress_report=False).quantized_model)
 
 
 def litert_bytes(model: GhostFaceNet, calibration: np.ndarray | None = None) -> bytes:
@@ -180,13 +181,14 @@ def litert_bytes(model: GhostFaceNet, calibration: np.ndarray | None = None) -> 
     module = _float_model(model)
     size = model.config.input_size
     sample = torch.zeros(1, size, size, 3)
-    if calibration is None:
-        return bytes(litert_torch.convert(module, (sample,)).model_content())
-    from litert_torch.quantize.quant_config import QuantConfig
+    with progress_to_stderr():
+        if calibration is None:
+            return bytes(litert_torch.convert(module, (sample,)).model_content())
+        from litert_torch.quantize.quant_config import QuantConfig
 
-    quantised, quantizer = _quantized_int8(module, check_calibration(calibration, size), sample)
-    edge = litert_torch.convert(quantised, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    return bytes(edge.model_content())
+        quantised, quantizer = _quantized_int8(module, check_calibration(calibration, size), sample)
+        edge = litert_torch.convert(quantised, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        return bytes(edge.model_content())
 
 
 def _tensor_facts(tflite: bytes) -> dict[str, Any]:

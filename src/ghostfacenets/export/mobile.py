@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,14 @@ from ..models.ghostfacenet import GhostFaceNet
 
 # Calibration runs the observed model on batches of this many faces.
 CALIBRATION_BATCH = 32
+
+
+@contextlib.contextmanager
+def progress_to_stderr() -> Iterator[None]:
+    """The converters' progress lines (litert-torch prints them to stdout) on stderr, so that stdout stays clean for
+    ``--json`` reports."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def check_calibration(calibration: np.ndarray, size: int) -> np.ndarray:

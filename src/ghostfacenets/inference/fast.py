@@ -39,9 +39,10 @@ DEFAULT_BUCKETS = (1, 8, 32, 128)
 # onnxruntime runs large batches in pieces of this many rows: on two CPU cores V1-1.3-1 ran 1.2x faster in pieces of
 # 16 than in one batch of 256, V1-1.3-2 about the same.
 ONNX_CHUNK = 16
-# ExecuTorch programs take batches of 1 to this many rows (XNNPACK at batch 8 gave 1.2x (V1-1.3-1) to 1.8x (V1-1.3-2)
-# the images per second of batch 1 on two cores).
-EXECUTORCH_CHUNK = 8
+# ExecuTorch runs batch-1 programs, image by image: a program planned for batches of up to 8 ran batch 1 two to three
+# times slower for V1-1.3-1 and V2-1.3-2 in the same run (docs/benchmarks.md), and XNNPACK at batch 1 already beat
+# onnxruntime's batches in images per second.
+EXECUTORCH_CHUNK = 1
 
 
 def bucket_plan(n: int, buckets: Sequence[int]) -> list[tuple[int, int]]:
