@@ -78,6 +78,8 @@ def main() -> None:
         if device == "cpu":  # what `ghostfacenets evaluate` runs on a CPU
             fast = load_embedder(model, "cpu")
             paths.append((f"{getattr(fast, 'backend', 'eager')} (the auto rule on a CPU)", fast))
+            if getattr(fast, "backend", "") == "executorch":  # the runtime it replaced, in the same run
+                paths.append(("onnxruntime", load_embedder(model, "cpu", backend="onnxruntime")))
         for label, path_embedder in paths:
             seconds = seconds_per_image(path_embedder, images, args.batch_size)
             rows.append((device, label, 1 / seconds, naive / seconds, n / CPU_SECONDS[0]))

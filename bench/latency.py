@@ -7,6 +7,12 @@ realistic ranges, as int8 calibration needs); speed does not depend on the weigh
 
     python bench/latency.py [--models ghostfacenetv1-1.3-1 ...] [--threads 2] [--repeats 30] [--json out.json]
     python bench/latency.py --device cuda [--gpu-batch 1024]
+    python bench/latency.py --mobile    # also the on-device files and the ExecuTorch backend (the mobile extra)
+
+With ``--mobile`` the same run times the files ``ghostfacenets export`` writes for phones, as their runtimes run them on
+this CPU: ExecuTorch ``.pte`` (XNNPACK) float32 and int8, LiteRT ``.tflite`` (XNNPACK delegate) float32, float16 weights
+and int8, each batch 1 (the batch column runs them image by image), plus the package's ``"executorch"`` backend (what
+``backend="auto"`` picks on a CPU); the file sizes are printed and kept in the JSON.
 
 When TensorFlow is importable (never a dependency) the official Keras model (``--keras-h5``, by default the
 V1-1.3-1 reference model of ../shared/fixtures) is timed too, as the baseline of the ratios.
@@ -130,6 +136,41 @@ def cpu_variants(
     return variants
 
 
+def mobile_variants(
+    name: str, model: torch.nn.Module, crops: np.ndarray, threads: int, workdir: Path
+) -> tuple[dict[str, Callable[[np.ndarray], object]], dict[str, int]]:
+    """The on-device files of ``model`` (int8 calibrated on ``crops``) as functions of NCHW float32 input, run image
+    by image as on a phone, the ExecuTorch backend of the package, and the size of each file in bytes."""
+    from ghostfacenets.export.executorch import export_executorch
+    from ghostfacenets.export.litert import export_litert
+    from ghostfacenets.inference.mobile import ExecuTorchEmbedder, LiteRTEmbedder
+
+    calibration = crops[:64]
+    files = {
+        "executorch fp32": export_executorch(model, workdir / f"{name}.pte"),
+        "executorch int8": export_executorch(model, workdir / f"{name}.int8.pte", "int8", calibration),
+        "litert fp32": export_litert(model, workdir / f"{name}.tflite"),
+        "litert fp16": export_litert(model, workdir / f"{name}.fp16.tflite", "float16"),
+        "litert int8": export_litert(model, workdir / f"{name}.int8.tflite", "int8", calibration),
+    }
+    backend = FastEmbedder(model, backend="executorch")
+    variants: dict[str, Callable[[np.ndarray], object]] = {
+        "backend executorch (auto)": lambda x: backend(torch.from_numpy(x))
+    }
+    nhwc: dict[int, np.ndarray] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    for label, path in files.items():
+        if path.suffix == ".pte":
+            pte = ExecuTorchEmbedder(path)
+            variants[label] = lambda x, e=pte: e._run(tensors.setdefault(x.shape[0], torch.from_numpy(x)))
+        else:
+            tflite = LiteRTEmbedder(path, threads)
+            variants[label] = lambda x, e=tflite: e._run(
+                nhwc.setdefault(x.shape[0], np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+            )
+    return variants, {label: path.stat().st_size for label, path in files.items()}
+
+
 def gpu_variants(
     name: str, crops: np.ndarray, device: torch.device, buckets: tuple[int, ...]
 ) -> dict[str, Callable[[torch.Tensor], object]]:
@@ -149,15 +190,16 @@ def gpu_variants(
 
 def table(rows: list[dict[str, object]], big: int) -> None:
     header = (
-        f"{'model':<22} {'variant':<28} {'b1 ms (median/min)':>19} {'b' + str(big) + ' img/s':>11} "
-        f"{'b1 speed-up':>11} {'b' + str(big) + ' speed-up':>12}"
+        f"{'model':<22} {'variant':<30} {'b1 ms (median/min)':>19} {'b' + str(big) + ' img/s':>11} "
+        f"{'b1 speed-up':>11} {'b' + str(big) + ' speed-up':>12} {'file MB':>8}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['model']:<22} {row['variant']:<28} {row['b1_median_ms']:>9.2f} / {row['b1_min_ms']:<7.2f} "
-            f"{row['big_img_per_s']:>11.1f} {row['b1_speedup']:>10.2f}x {row['big_speedup']:>11.2f}x"
+            f"{row['model']:<22} {row['variant']:<30} {row['b1_median_ms']:>9.2f} / {row['b1_min_ms']:<7.2f} "
+            f"{row['big_img_per_s']:>11.1f} {row['b1_speedup']:>10.2f}x {row['big_speedup']:>11.2f}x "
+            + (f"{row['file_mb']:>8.1f}" if row.get("file_mb") is not None else f"{'':>8}")
         )
     baselines = sorted({f"{row['model']}: {row['baseline']}" for row in rows})
     print(f"\nspeed-up: median batch-1 latency and throughput relative to ({'; '.join(baselines)}), same run")
@@ -172,6 +214,11 @@ def main() -> None:
     parser.add_argument("--big-repeats", type=int, default=6, help="large-batch runs per variant (6)")
     parser.add_argument("--batch", type=int, default=64, help="CPU throughput batch (64)")
     parser.add_argument("--gpu-batch", type=int, default=1024, help="GPU throughput batch (1024)")
+    parser.add_argument(
+        "--mobile",
+        action="store_true",
+        help="also time the ExecuTorch and LiteRT files and the ExecuTorch backend (CPU; the mobile extra)",
+    )
     parser.add_argument(
         "--keras-h5",
         type=Path,
@@ -210,6 +257,11 @@ def main() -> None:
         import onnxruntime
 
         machine["onnxruntime"] = onnxruntime.__version__
+        if args.mobile:
+            from importlib.metadata import version
+
+            for package in ("executorch", "litert-torch", "ai-edge-litert"):
+                machine[package] = version(package)
         big = args.batch
         keras = keras_runners(args.keras_h5, args.threads) if args.keras_h5.is_file() else {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -217,10 +269,23 @@ def main() -> None:
                 print(f"{name}: exporting and quantising", file=sys.stderr)
                 with_keras = keras if name == "ghostfacenetv1-1.3-1" else {}
                 variants = cpu_variants(name, crops, args.threads, Path(tmp), with_keras)
+                sizes = {
+                    "onnxruntime fp32": (Path(tmp) / f"{name}.onnx").stat().st_size,
+                    "onnxruntime int8": (Path(tmp) / f"{name}.int8.onnx").stat().st_size,
+                }
+                if args.mobile:
+                    print(f"{name}: exporting ExecuTorch and LiteRT files (minutes)", file=sys.stderr)
+                    mobile, mobile_sizes = mobile_variants(
+                        name, calibrated(name, crops), crops, args.threads, Path(tmp)
+                    )
+                    variants.update(mobile)
+                    sizes.update(mobile_sizes)
                 one = np.random.default_rng(1).standard_normal((1, 3, 112, 112), dtype=np.float32)
                 many = np.random.default_rng(2).standard_normal((big, 3, 112, 112), dtype=np.float32)
                 baseline = KERAS_GRAPH if with_keras else "pytorch eager"
-                rows += summarise(name, variants, one, many, args, lambda: None, baseline)
+                for row in summarise(name, variants, one, many, args, lambda: None, baseline):
+                    row["file_mb"] = sizes[row["variant"]] / 1e6 if row["variant"] in sizes else None
+                    rows.append(row)
     machine["loadavg_after"] = os.getloadavg()
     print(f"\n{machine}\n")
     table(rows, big)

@@ -239,9 +239,11 @@ def test_cli_export_with_fp16_and_int8(tmp_path: Path, capsys: pytest.CaptureFix
         ]
     )
     assert code == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["architecture"] == "ghostfacenetv2-0.5-2"
+    full = json.loads(capsys.readouterr().out)
+    assert full["architecture"] == "ghostfacenetv2-0.5-2"
+    report = full["onnx"]
     assert Path(report["float32"]["path"]) == out and out.is_file()
+    assert report["float32"]["bytes"] == out.stat().st_size
     assert Path(report["int8"]["path"]).name == "m.int8.onnx" and Path(report["float16"]["path"]).name == "m.fp16.onnx"
     assert report["int8"]["versus_float32"]["faces_from"] == str(sample)
     assert report["int8"]["versus_float32"]["agreement"]["faces"] == 16
@@ -266,4 +268,8 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.count("\n") == 1 and "--calib" in err
     assert main(["export", str(tmp_path / "missing.h5"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "missing.h5" in capsys.readouterr().err
+    assert main(["export", str(model_path)]) == 2
+    assert "--tflite" in capsys.readouterr().err
+    assert main(["export", str(model_path), "--tflite", str(tmp_path / "m.onnx")]) == 2
+    assert "must end in .tflite" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

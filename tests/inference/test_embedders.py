@@ -84,18 +84,22 @@ def test_load_embedder_sources(tmp_path: Path) -> None:
         load_embedder(3.5)
 
 
-@pytest.mark.parametrize("with_onnx", [True, False])
+@pytest.mark.parametrize("fastest", ["executorch", "onnxruntime", "fused"])
 def test_models_loaded_for_the_cpu_take_the_fast_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_onnx: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fastest: str
 ) -> None:
-    """A GhostFaceNet loaded from a file runs with onnxruntime on the CPU (BN-fused PyTorch without the onnx extra),
-    and embeds as the plain PyTorch model does."""
+    """A GhostFaceNet loaded from a file runs with ExecuTorch on the CPU with the mobile extra, else with onnxruntime
+    with the onnx extra, else BN-fused PyTorch, and embeds as the plain PyTorch model does."""
     from ghostfacenets import save_model
     from ghostfacenets.inference import FastEmbedder, embedders
 
-    if with_onnx:
-        require_module("onnx")
+    if fastest == "executorch":
+        require_module("executorch.runtime", "mobile")
     else:
+        monkeypatch.setattr(embedders, "executorch_available", lambda: False)
+    if fastest == "onnxruntime":
+        require_module("onnx")
+    elif fastest == "fused":
         monkeypatch.setattr(embedders, "onnx_available", lambda: False)
     model = create_model("ghostfacenetv2-0.5-2", embedding_size=64)
     with torch.no_grad():  # non-trivial BN statistics, so that folding them is tested
@@ -104,9 +108,9 @@ def test_models_loaded_for_the_cpu_take_the_fast_path(
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     loaded = load_embedder(save_model(model, tmp_path / "m.safetensors"), device="cpu")
-    assert isinstance(loaded, FastEmbedder) and loaded.backend == ("onnxruntime" if with_onnx else "fused")
+    assert isinstance(loaded, FastEmbedder) and loaded.backend == fastest
     assert loaded.name.endswith(f"({loaded.backend})")
-    crops = np.random.default_rng(2).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)  # more than one ONNX chunk
+    crops = np.random.default_rng(2).integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)  # several chunks
     fast = embed_images(loaded, crops, batch_size=40, progress=False).astype(np.float64)
     plain = embed_images(TorchEmbedder(model), crops, batch_size=40, progress=False).astype(np.float64)
     cosine = np.sum(fast * plain, 1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(plain, axis=1)
@@ -222,15 +226,16 @@ def test_device_names_are_checked_with_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_backend_rule_for_modules_files_and_explicit_choices(tmp_path: Path) -> None:
-    """auto: a GhostFaceNet on the CPU runs with onnxruntime, any other module eagerly; an explicit backend is obeyed
-    and a backend that cannot run the source is one clear error."""
+    """auto: a GhostFaceNet on the CPU runs with ExecuTorch (the mobile extra), any other module eagerly; an
+    explicit backend is obeyed and a backend that cannot run the source is one clear error."""
     from ghostfacenets.inference import FastEmbedder
 
     require_module("onnx")
+    require_module("executorch.runtime", "mobile")
     model = create_model("ghostfacenetv1-0.5-2", embedding_size=32)
-    assert (
-        isinstance(load_embedder(model, "cpu"), FastEmbedder) and load_embedder(model, "cpu").backend == "onnxruntime"
-    )
+    auto = load_embedder(model, "cpu")
+    assert isinstance(auto, FastEmbedder) and auto.backend == "executorch"
+    assert load_embedder(model, "cpu", backend="onnxruntime").backend == "onnxruntime"
     eager = load_embedder(model, "cpu", backend="eager")
     assert isinstance(eager, TorchEmbedder) and eager.model is model
     fused = load_embedder(model, "cpu", backend="fused")

@@ -46,6 +46,6 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         metavar="NAME",
-        help="how the model runs: auto (default: onnxruntime on a CPU, fused PyTorch on a GPU; see the "
-        "README), eager, fused, onnxruntime, compile, cuda-graph",
+        help="how the model runs: auto (default: ExecuTorch with the mobile extra, else onnxruntime, on a CPU; "
+        "fused PyTorch on a GPU; see the README), eager, fused, executorch, onnxruntime, compile, cuda-graph",
     )

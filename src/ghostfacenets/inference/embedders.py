@@ -7,9 +7,11 @@ result is embedding(x) + embedding(flip_lr(x)) (the paper's setting), not normal
 :func:`load_embedder` is used by evaluation, the face pipeline (``FaceRecognizer``, the service) and training
 validation alike. With ``backend="auto"`` it picks:
 
-* an ``.onnx`` file: onnxruntime (its CUDA provider when a GPU is asked for and present);
-* a GhostFaceNet (a module, a file or a pretrained name) on the CPU: ``"onnxruntime"`` (the model exported in memory,
-  about four times PyTorch eager on two cores, docs/benchmarks.md), or ``"fused"`` PyTorch without the onnx extra;
+* an ``.onnx`` file: onnxruntime (its CUDA provider when a GPU is asked for and present); a ``.pte`` file:
+  ExecuTorch; a ``.tflite`` file: LiteRT (both on the CPU, the mobile extra);
+* a GhostFaceNet (a module, a file or a pretrained name) on the CPU: ``"executorch"`` (the model lowered to ExecuTorch
+  with XNNPACK, cached on disk; the fastest CPU path, docs/benchmarks.md) with the mobile extra, else
+  ``"onnxruntime"`` (exported in memory) with the onnx extra, else ``"fused"`` PyTorch;
 * a GhostFaceNet on a GPU: ``"fused"`` (BatchNorm folded, channels-last);
 * any other ``nn.Module``: ``"eager"`` (run as it is).
 
@@ -28,10 +30,11 @@ from torch import nn
 
 from ..data.transforms import to_array, to_tensor
 from ..errors import GhostFaceNetsError, ModelFileError
+from ..export.executorch import executorch_available
 from ..export.onnx import onnx_available
 from ..models.ghostfacenet import GhostFaceNet
 from .fast import BACKENDS as FAST_BACKENDS
-from .fast import FastEmbedder
+from .fast import CPU_RUNTIMES, FastEmbedder
 
 
 @runtime_checkable
@@ -178,11 +181,13 @@ class OnnxEmbedder:
 AUTO = "auto"
 EAGER = "eager"
 BACKENDS = (AUTO, EAGER, *FAST_BACKENDS)
+# Model files that run in a runtime of their own, by suffix.
+FILE_RUNTIMES = {".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "litert"}
 
 
 def load_embedder(source: Any, device: str | torch.device | None = None, backend: str = AUTO) -> Embedder:
-    """An embedder from an ``.onnx`` path, an ``nn.Module``, an embedder, or anything ``load_model`` accepts, run by
-    ``backend`` (:data:`BACKENDS`; "auto" follows the rule in this module's docstring).
+    """An embedder from an ``.onnx``, ``.pte`` or ``.tflite`` path, an ``nn.Module``, an embedder, or anything
+    ``load_model`` accepts, run by ``backend`` (:data:`BACKENDS`; "auto" follows the rule in this module's docstring).
 
     ``device``: "cpu", "cuda", ...; None picks CUDA when available (an ``nn.Module`` then stays where it is).
     """
@@ -190,12 +195,20 @@ def load_embedder(source: Any, device: str | torch.device | None = None, backend
         raise GhostFaceNetsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if isinstance(source, Embedder):
         return source
-    if isinstance(source, (str, Path)) and str(source).lower().endswith(".onnx"):
-        if backend not in (AUTO, "onnxruntime"):
-            raise GhostFaceNetsError(f"{source}: an ONNX file runs with onnxruntime, not with backend {backend!r}")
+    suffix = Path(source).suffix.lower() if isinstance(source, (str, Path)) else ""
+    if suffix in FILE_RUNTIMES:
+        runtime = FILE_RUNTIMES[suffix]
+        if backend not in (AUTO, runtime):
+            raise GhostFaceNetsError(f"{source}: a {suffix} file runs with {runtime}, not with backend {backend!r}")
         if not Path(source).is_file():
             raise ModelFileError(f"{source}: no such file")
-        return OnnxEmbedder(source, device)
+        if suffix == ".onnx":
+            return OnnxEmbedder(source, device)
+        if device is not None and resolve_device(device, check_available=False).type != "cpu":
+            raise GhostFaceNetsError(f"{source}: {runtime} runs on the CPU, not on {device}")
+        from .mobile import ExecuTorchEmbedder, LiteRTEmbedder
+
+        return ExecuTorchEmbedder(source) if suffix == ".pte" else LiteRTEmbedder(source)
     if isinstance(source, (str, Path)):
         from ..model_io import load_model
 
@@ -213,14 +226,16 @@ def _module_embedder(model: nn.Module, device: str | torch.device | None, backen
             backend = EAGER
         else:
             where = resolve_device(device) if device is not None else _module_device(model)
-            backend = "onnxruntime" if where.type == "cpu" and onnx_available() else "fused"
+            backend = "fused"
+            if where.type == "cpu":
+                backend = "executorch" if executorch_available() else "onnxruntime" if onnx_available() else "fused"
             device = where
     if backend == EAGER:
         return TorchEmbedder(model, device, name=name)
     if not isinstance(model, GhostFaceNet):
         raise GhostFaceNetsError(f"backend {backend!r} needs a GhostFaceNet, got a {type(model).__name__}")
-    if backend == "onnxruntime" and device is not None and resolve_device(device).type != "cpu":
-        raise GhostFaceNetsError("the onnxruntime backend runs on the CPU; export an ONNX file for other devices")
+    if backend in CPU_RUNTIMES and device is not None and resolve_device(device).type != "cpu":
+        raise GhostFaceNetsError(f"the {backend} backend runs on the CPU; export a file for other devices")
     embedder = FastEmbedder(model, backend=backend, device=resolve_device(device) if device is not None else None)
     if name:
         embedder.name = f"{name} ({backend})"

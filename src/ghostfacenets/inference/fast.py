@@ -1,11 +1,14 @@
-"""Fast inference of a GhostFaceNet: fused channels-last PyTorch, onnxruntime on the CPU, torch.compile and CUDA graphs.
+"""Fast inference of a GhostFaceNet: fused channels-last PyTorch, ExecuTorch (XNNPACK) and onnxruntime on the CPU,
+torch.compile and CUDA graphs.
 
-``FastEmbedder(model, backend=...)`` wraps a model for one of four ways of running it:
+``FastEmbedder(model, backend=...)`` wraps a model for one of five ways of running it:
 
 * ``"fused"``: BatchNorm folded (:func:`ghostfacenets.models.fuse.fuse_model`), channels-last, inference mode, any
   batch size; the default on every device.
-* ``"onnxruntime"``: the fused model exported in memory and run by onnxruntime on the CPU, usually the fastest CPU
-  path at batch 1 (see docs/deployment.md).
+* ``"executorch"``: the fused model lowered to an ExecuTorch program with the XNNPACK delegate (the mobile extra) and
+  run by ExecuTorch's runtime on the CPU, the fastest CPU path (docs/benchmarks.md); programs are cached on disk
+  (:func:`ghostfacenets.export.executorch.cached_program`), so only the first use of given weights pays the lowering.
+* ``"onnxruntime"``: the fused model exported in memory and run by onnxruntime on the CPU (see docs/deployment.md).
 * ``"compile"``: ``torch.compile`` of the fused model, run at fixed batch sizes (``buckets``) so that it compiles once
   per bucket and never again.
 * ``"cuda-graph"``: the fused model captured in one CUDA graph per bucket and replayed, which removes the per-kernel
@@ -29,11 +32,17 @@ from ..errors import GhostFaceNetsError
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
 
-BACKENDS = ("fused", "onnxruntime", "compile", "cuda-graph")
+BACKENDS = ("fused", "executorch", "onnxruntime", "compile", "cuda-graph")
+# Backends that run on the CPU in another runtime, from float32 NCHW arrays.
+CPU_RUNTIMES = ("executorch", "onnxruntime")
 DEFAULT_BUCKETS = (1, 8, 32, 128)
 # onnxruntime runs large batches in pieces of this many rows: on two CPU cores V1-1.3-1 ran 1.2x faster in pieces of
 # 16 than in one batch of 256, V1-1.3-2 about the same.
 ONNX_CHUNK = 16
+# ExecuTorch runs batch-1 programs, image by image: a program planned for batches of up to 8 ran batch 1 two to three
+# times slower for V1-1.3-1 and V2-1.3-2 in the same run (docs/benchmarks.md), and XNNPACK at batch 1 already beat
+# onnxruntime's batches in images per second.
+EXECUTORCH_CHUNK = 1
 
 
 def bucket_plan(n: int, buckets: Sequence[int]) -> list[tuple[int, int]]:
@@ -158,10 +167,10 @@ class FastEmbedder:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         if backend == "cuda-graph" and self.device.type != "cuda":
             raise GhostFaceNetsError("the cuda-graph backend needs a CUDA device (device='cuda')")
-        if backend == "onnxruntime" and (self.device.type != "cpu" or dtype != torch.float32):
+        if backend in CPU_RUNTIMES and (self.device.type != "cpu" or dtype != torch.float32):
             raise GhostFaceNetsError(
-                "the onnxruntime backend runs float32 on the CPU; export an ONNX file "
-                "(ghostfacenets export) for other onnxruntime providers"
+                f"the {backend} backend runs float32 on the CPU; export a file (ghostfacenets export) for other "
+                "precisions and devices"
             )
         self.dtype = dtype
         size = model.config.input_size
@@ -171,6 +180,9 @@ class FastEmbedder:
         self._runner: Callable[[torch.Tensor], torch.Tensor]
         if backend == "onnxruntime":
             self._runner = self._onnxruntime_runner(model, threads)
+            return
+        if backend == "executorch":
+            self._runner = self._executorch_runner(model)
             return
         self.model = optimize_for_inference(model, self.device, dtype, channels_last)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -210,6 +222,21 @@ class FastEmbedder:
 
         return run
 
+    def _executorch_runner(self, model: GhostFaceNet) -> Callable[[torch.Tensor], torch.Tensor]:
+        from ..export.executorch import cached_program, load_program
+
+        self._program = load_program(cached_program(model, EXECUTORCH_CHUNK))  # its methods need it alive
+        forward = self._program.load_method("forward")
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            feed = x.detach().cpu().float().contiguous()
+            parts = [
+                forward.execute((feed[i : i + EXECUTORCH_CHUNK],))[0] for i in range(0, len(feed), EXECUTORCH_CHUNK)
+            ]
+            return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+        return run
+
     def warm_up(self) -> FastEmbedder:
         """Compile or capture every bucket now (the first call otherwise does it); returns self."""
         if isinstance(self._runner, _StaticBatches):
@@ -220,16 +247,18 @@ class FastEmbedder:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float (N, 3, H, W) -> float32 embeddings (N, D), on this embedder's device."""
         if x.shape[0] == 0:
-            return torch.zeros(0, self.embedding_size, device=self.device if self.backend != "onnxruntime" else "cpu")
+            return torch.zeros(
+                0, self.embedding_size, device=self.device if self.backend not in CPU_RUNTIMES else "cpu"
+            )
         with torch.inference_mode():
-            if self.backend != "onnxruntime":
+            if self.backend not in CPU_RUNTIMES:
                 x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
             return self._runner(x).float()
 
     def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
         """uint8 RGB crops (N, H, W, 3) -> float32 (N, D); with ``flip``, emb(x) + emb(flip_lr(x)) in one batch."""
         pixels = torch.from_numpy(np.ascontiguousarray(images))
-        if self.backend != "onnxruntime" and self.device.type == "cuda":
+        if self.backend not in CPU_RUNTIMES and self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         x = to_tensor(pixels)
         if not flip:

@@ -35,6 +35,7 @@ from ..data.datasets import (
 from ..data.images import ResizeMode
 from ..data.transforms import to_tensor
 from ..errors import GhostFaceNetsError
+from ..export.onnx import onnx_available
 from ..files import VERSION_KEY, written_by
 from ..losses import PartialFC, ScaleSchedule, margin_from_name
 from ..models.ghostfacenet import GhostFaceNet
@@ -467,10 +468,15 @@ class Trainer:
         results: dict[str, dict[str, Any]] = {}
         if self.context.is_main and val_paths:
             from ..evaluate.verification import evaluate_bin
+            from ..inference import load_embedder
 
+            # The weights are new at every validation: on a CPU, a runtime that takes them in about a second
+            # (onnxruntime) rather than ExecuTorch, whose lowering takes tens of seconds per new weights.
+            backend = "onnxruntime" if self.device.type == "cpu" and onnx_available() else "auto"
+            embedder = load_embedder(self.model, self.device, backend)
             for path in val_paths:
                 results[path.stem] = evaluate_bin(
-                    self.model, path, flip=self.config.data.val_flip, batch_size=256, device=self.device, progress=False
+                    embedder, path, flip=self.config.data.val_flip, batch_size=256, progress=False
                 )
             key = self.config.train.best_key
             value = self._selection_value(results, key)

@@ -1,0 +1,219 @@
+"""ExecuTorch export (PyTorch's on-device runtime) with the XNNPACK delegate, the CPU kernels phones use: float32
+and int8 (PT2E quantisation with the XNNPACK quantizer).
+
+Contract of every written ``.pte`` program: method ``forward`` takes one float32 NCHW tensor (N, 3, 112, 112), RGB
+normalised as (pixel - 127.5) / 128, N from 1 to the file's ``max_batch`` (1 unless asked), and returns the raw
+embedding (N, D) float32 (not L2-normalised); int8 programs quantise inside, so they take and give float32 too.
+Method ``ghostfacenets_metadata`` returns the metadata as one JSON string (:func:`read_executorch_metadata`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.transforms import to_array
+from ..errors import GhostFaceNetsError, ModelFileError
+from ..files import atomic_write
+from ..models.fuse import fuse_model
+from ..models.ghostfacenet import GhostFaceNet
+from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr
+
+METADATA_METHOD = "ghostfacenets_metadata"
+# The last few programs lowered by :func:`cached_program`, by key, for a process that meets the same weights again
+# after its cache folder changed.
+_LOWERED: dict[str, bytes] = {}
+_LOWERED_KEPT = 4
+# Programs kept in the cache folder (about 16 MB each for the 1.3-wide models).
+_CACHED_KEPT = 16
+PRECISIONS = ("float32", "int8")
+
+
+class ExecuTorchError(GhostFaceNetsError):
+    """An ExecuTorch program that cannot be written or read."""
+
+
+def executorch_available() -> bool:
+    """Whether ExecuTorch (exporter and Python runtime, the mobile extra) is installed."""
+    try:
+        import executorch.runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require() -> None:
+    if not executorch_available():
+        raise ExecuTorchError("ExecuTorch needs the mobile extra: pip install 'ghostfacenets[mobile]'")
+
+
+def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int) -> torch.nn.Module:
+    """``module`` quantised for XNNPACK (int8 per-channel symmetric weights, int8 activations), calibrated in
+    batches (the histogram observers cost per call)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    batch = torch.export.Dim("batch", min=1, max=CALIBRATION_BATCH)
+    graph = torch.export.export(module, (torch.zeros(2, 3, size, size),), dynamic_shapes=({0: batch},)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for start in range(0, len(calibration), CALIBRATION_BATCH):
+            prepared(torch.from_numpy(to_array(calibration[start : start + CALIBRATION_BATCH])))
+    return convert_pt2e(prepared)
+
+
+def executorch_bytes(
+    model: GhostFaceNet,
+    precision: str = "float32",
+    calibration: np.ndarray | None = None,
+    max_batch: int = 1,
+    metadata: dict[str, Any] | None = None,
+) -> bytes:
+    """The ``.pte`` program of ``model`` (BatchNorm folded, fully delegated to XNNPACK) for batches of 1 to
+    ``max_batch`` (at most 15: ExecuTorch plans the memory of a GhostFaceNet for no more), with ``metadata`` as the
+    ``ghostfacenets_metadata`` method when given.
+
+    ``precision``: "float32" or "int8" (needs ``calibration``: uint8 RGB aligned crops (N, H, W, 3))."""
+    _require()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if precision not in PRECISIONS:
+        raise ExecuTorchError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not isinstance(model, GhostFaceNet):
+        raise ExecuTorchError(f"ExecuTorch export expects a GhostFaceNet, got {type(model).__name__}")
+    if not 1 <= max_batch <= 15:
+        raise ExecuTorchError(f"max_batch must be between 1 and 15, got {max_batch}")
+    size = model.config.input_size
+    module: torch.nn.Module = fuse_model(copy.deepcopy(model).float().cpu(), inplace=True).eval()
+    if precision == "int8":
+        if calibration is None:
+            raise ExecuTorchError("int8 export needs calibration faces (uint8 RGB crops)")
+        module = _quantized_int8(module, check_calibration(calibration, size), size)
+    if max_batch > 1:
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=max_batch)},)
+        program = torch.export.export(module, (torch.zeros(2, 3, size, size),), dynamic_shapes=dynamic)
+    else:
+        program = torch.export.export(module, (torch.zeros(1, 3, size, size),))
+    constants = {METADATA_METHOD: json.dumps(metadata)} if metadata is not None else None
+    with progress_to_stderr():
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        return bytes(edge.to_executorch().buffer)
+
+
+def export_executorch(
+    model: GhostFaceNet,
+    path: str | Path,
+    precision: str = "float32",
+    calibration: np.ndarray | None = None,
+    max_batch: int = 1,
+) -> Path:
+    """Write ``model`` as an ExecuTorch ``.pte`` program for XNNPACK (see the module docstring) with its metadata;
+    atomic. int8 is calibrated on ``calibration`` (uint8 RGB aligned crops (N, H, W, 3))."""
+    _require()
+    if not isinstance(model, GhostFaceNet):
+        raise ExecuTorchError(f"ExecuTorch export expects a GhostFaceNet, got {type(model).__name__}")
+    size, dim = model.config.input_size, model.config.embedding_size
+    batch = "N" if max_batch > 1 else 1
+    extra: dict[str, Any] = {
+        "delegate": "XNNPACK",
+        "method": "forward",
+        "max_batch": max_batch,
+        "exporter": f"executorch {version('executorch')}",
+    }
+    if precision == "int8":
+        extra["quantization"] = {
+            "tool": "PT2E with XNNPACKQuantizer",
+            "weights": "int8 symmetric per channel",
+            "activations": "int8 (quantised inside; input and output stay float32)",
+            "calibration_images": 0 if calibration is None else len(calibration),
+        }
+    meta = mobile_metadata(
+        model,
+        "executorch",
+        precision,
+        "NCHW",
+        {"shape": [batch, 3, size, size], "dtype": "float32"},
+        {"shape": [batch, dim], "dtype": "float32"},
+        **extra,
+    )
+    program = executorch_bytes(model, precision, calibration, max_batch, meta)
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        f.write(program)
+    return path
+
+
+def load_program(source: str | Path | bytes) -> Any:
+    """An ExecuTorch ``Program`` from a ``.pte`` path or bytes, or a one-line error. Keep it referenced while any of
+    its methods is in use (the methods do not keep it alive)."""
+    _require()
+    from executorch.runtime import Runtime
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file")
+        data, label = path.read_bytes(), str(path)
+    else:
+        data, label = bytes(source), "program"
+    try:
+        return Runtime.get().load_program(data)
+    except Exception as exc:  # the runtime raises RuntimeError or ValueError with its own codes
+        raise ModelFileError(f"{label}: not a usable ExecuTorch program ({exc})") from None
+
+
+def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:
+    """The ``ghostfacenets`` metadata of a ``.pte`` program written by :func:`export_executorch`."""
+    program = load_program(source)
+    if METADATA_METHOD not in program.method_names:
+        raise ExecuTorchError(
+            f"{source if isinstance(source, (str, Path)) else 'program'}: ExecuTorch program "
+            "without ghostfacenets metadata (not exported by ghostfacenets)"
+        )
+    return json.loads(program.load_method(METADATA_METHOD).execute([])[0])
+
+
+def cached_program(model: GhostFaceNet, max_batch: int = 1) -> Path:
+    """A float32 ``.pte`` program of ``model``'s current weights for batches up to ``max_batch``, lowered once and
+    kept in the package cache (``GHOSTFACENETS_HOME/executorch``, keyed by the weights, the architecture and the
+    ExecuTorch, torch and package versions; the 16 newest are kept): lowering takes tens of seconds, loading
+    milliseconds."""
+    _require()
+    import hashlib
+
+    from .. import __version__
+    from ..hub import cache_dir
+
+    if not isinstance(model, GhostFaceNet):
+        raise ExecuTorchError(f"ExecuTorch export expects a GhostFaceNet, got {type(model).__name__}")
+    digest = hashlib.sha256(
+        json.dumps([model.config.to_dict(), max_batch, __version__, torch.__version__, version("executorch")]).encode()
+    )
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    key = digest.hexdigest()[:32]
+    path = cache_dir() / "executorch" / f"{key}.pte"
+    if not path.is_file():
+        if key not in _LOWERED:
+            _LOWERED[key] = executorch_bytes(model, max_batch=max_batch)
+            while len(_LOWERED) > _LOWERED_KEPT:
+                _LOWERED.pop(next(iter(_LOWERED)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            f.write(_LOWERED[key])
+        kept = sorted(path.parent.glob("*.pte"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[_CACHED_KEPT:]:  # the least recently written
+            old.unlink(missing_ok=True)
+    return path

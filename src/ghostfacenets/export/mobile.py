@@ -1,0 +1,71 @@
+"""What the on-device exports (LiteRT, ExecuTorch) share: their metadata and the check of int8 calibration faces."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import GhostFaceNetsError
+from ..models.ghostfacenet import GhostFaceNet
+
+# Calibration runs the observed model on batches of this many faces.
+CALIBRATION_BATCH = 32
+
+
+@contextlib.contextmanager
+def progress_to_stderr() -> Iterator[None]:
+    """The converters' progress lines (litert-torch prints them to stdout) on stderr, so that stdout stays clean for
+    ``--json`` reports."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def check_calibration(calibration: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB aligned crops (N, size, size, 3), N > 0, or a one-line error."""
+    if (
+        not isinstance(calibration, np.ndarray)
+        or calibration.dtype != np.uint8
+        or calibration.ndim != 4
+        or calibration.shape[1:] != (size, size, 3)
+        or len(calibration) == 0
+    ):
+        shape = getattr(calibration, "shape", None)
+        raise GhostFaceNetsError(
+            f"calibration faces must be uint8 RGB crops (N, {size}, {size}, 3) with N > 0, got "
+            f"{getattr(calibration, 'dtype', type(calibration).__name__)} {shape}"
+        )
+    return calibration
+
+
+def mobile_metadata(
+    model: GhostFaceNet,
+    runtime: str,
+    precision: str,
+    layout: str,
+    input_facts: dict[str, Any],
+    output_facts: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The model's own metadata (architecture, source, licence, preprocessing...) plus, under ``runtime``, the facts
+    a mobile developer needs to feed the file: input layout, shape, dtype (and int8 scale / zero point), output."""
+    from .. import __version__
+    from ..model_io import model_metadata
+
+    meta = model_metadata(model)
+    for key in ("format", "format_version"):  # those describe the package's safetensors files
+        meta.pop(key, None)
+    meta["preprocessing"] = {**meta.get("preprocessing", {}), "layout": layout}
+    meta["embedding_size"] = model.config.embedding_size
+    meta[runtime] = {
+        "precision": precision,
+        "input": {**input_facts, "layout": layout, "content": "aligned face crop, RGB, (pixel - 127.5) / 128"},
+        "output": {**output_facts, "content": "raw embedding, not L2-normalised; compare with cosine similarity"},
+        "exported_by": f"ghostfacenets {__version__} (torch {torch.__version__})",
+        **extra,
+    }
+    return meta
