@@ -142,7 +142,7 @@ def _add_keys(p: argparse.ArgumentParser) -> None:
     create = actions.add_parser("create", help="create a key (printed once; only its hash is stored)")
     _add_db(create)
     create.add_argument("--role", required=True, choices=["admin", "identify"], help="admin writes; identify reads")
-    create.add_argument("--gallery", metavar="NAME", help="the only gallery the key reaches (default: all)")
+    create.add_argument("--gallery", metavar="NAME", help="the only gallery the key reaches (created if new; default: all)")
     create.add_argument("--label", default="", help="a note for `keys list` (who or what uses the key)")
     create.add_argument("--json", action="store_true", help="print JSON: id, key, role, gallery")
     listing = actions.add_parser("list", help="every key (never the secrets)")
@@ -171,6 +171,8 @@ def _run_keys(args: argparse.Namespace) -> int:
 
     with open_store(args.db) as store:
         if args.action == "create":
+            if args.gallery:  # a key for a gallery to be filled through the API
+                store.create_gallery(args.gallery, exist_ok=True)
             key, secret = store.create_key(args.role, args.gallery, args.label)
             if args.json:
                 print_json({"id": key.id, "key": secret, "role": key.role, "gallery": key.gallery})

@@ -135,14 +135,14 @@ def decode_upload(data: bytes, field: str, settings: ServiceSettings) -> Uploade
 def _base64_image(value: Any, field: str) -> bytes:
     if not isinstance(value, str):
         raise ApiError("VALIDATION", f"{field}: expected a base64 string, got {type(value).__name__}")
-    if _NOT_ACCEPTED.match(value):
-        raise ApiError(
-            "INVALID_IMAGE", f"{field}: images are sent as files or base64 data, never as URLs or server paths"
-        )
     text = _DATA_URL.sub("", value.strip(), count=1)
-    try:
+    try:  # base64 has "/" in its alphabet: decode first, then tell a URL or path from damaged data
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
+        if _NOT_ACCEPTED.match(value):
+            raise ApiError(
+                "INVALID_IMAGE", f"{field}: images are sent as files or base64 data, never as URLs or server paths"
+            ) from None
         raise ApiError("INVALID_IMAGE", f"{field}: not valid base64") from None
 
 

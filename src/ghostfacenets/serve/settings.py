@@ -74,8 +74,10 @@ class ServiceSettings:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
-        if self.queue_faces < self.batch_size:
-            raise GhostFaceNetsError("queue_faces must hold at least one batch (batch_size)")
+        if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
+            raise GhostFaceNetsError(
+                "queue_faces must hold a batch and the faces of one request (batch_size, max_images, max_faces)"
+            )
         unknown = sorted(set(self.image_formats) - set(IMAGE_FORMATS))
         if unknown or not self.image_formats:
             raise GhostFaceNetsError(f"image formats must be some of {', '.join(IMAGE_FORMATS)}, got {unknown}")

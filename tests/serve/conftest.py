@@ -1,0 +1,54 @@
+"""Fixtures of the service tests: a small GhostFaceNet, a real service process on 127.0.0.1 and its API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import require_module, shared_path
+from tests.helpers.service import RunningService, create_key, start_service
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official Keras GhostFaceNetV1-1-2 test model (random weights) in the package's own format."""
+    h5 = shared_path("fixtures", "keras_reference", "v1_w1_s2", "model.h5")
+    from ghostfacenets.model_io import convert_keras
+
+    return convert_keras(h5, tmp_path_factory.mktemp("model") / "v1_w1_s2.safetensors")
+
+
+@dataclass
+class Served:
+    """A running service with keys: ``admin`` (every gallery), ``reader`` (identify role), ``scoped`` (admin of
+    gallery "scoped" only)."""
+
+    service: RunningService
+    db: Path
+    admin: str
+    reader: str
+    scoped: str
+    admin_id: int
+
+
+@pytest.fixture(autouse=True)
+def _serve_extra() -> None:
+    """The service needs the serve extra (FastAPI, uvicorn)."""
+    require_module("fastapi", "serve")
+
+
+@pytest.fixture(scope="session")
+def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("service")
+    db = folder / "gallery.sqlite"
+    admin = create_key(db, "admin")
+    reader = create_key(db, "identify")
+    scoped = create_key(db, "admin", gallery="scoped")
+    service = start_service(model_file, db, folder / "serve.log", "--max-body-mb", "8", "--store-crops")
+    try:
+        yield Served(service, db, str(admin["key"]), str(reader["key"]), str(scoped["key"]), int(admin["id"]))  # type: ignore[call-overload]
+    finally:
+        service.stop()
