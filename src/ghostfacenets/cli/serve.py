@@ -142,7 +142,9 @@ def _add_keys(p: argparse.ArgumentParser) -> None:
     create = actions.add_parser("create", help="create a key (printed once; only its hash is stored)")
     _add_db(create)
     create.add_argument("--role", required=True, choices=["admin", "identify"], help="admin writes; identify reads")
-    create.add_argument("--gallery", metavar="NAME", help="the only gallery the key reaches (created if new; default: all)")
+    create.add_argument(
+        "--gallery", metavar="NAME", help="the only gallery the key reaches (created if new; default: all)"
+    )
     create.add_argument("--label", default="", help="a note for `keys list` (who or what uses the key)")
     create.add_argument("--json", action="store_true", help="print JSON: id, key, role, gallery")
     listing = actions.add_parser("list", help="every key (never the secrets)")

@@ -160,12 +160,3 @@ class FaceService:
                 raise ApiError("MULTIPLE_FACES", f"{field}: {count} faces found, expected one")
         embedded = await self.embed([faces[0] for _, faces, _ in found])
         return [(image, face, count) for (image, _, count), face in zip(found, embedded)]
-
-    def crop_png(self, crop: np.ndarray) -> bytes:
-        """An aligned RGB crop as PNG bytes (kept only with ``store_crops``)."""
-        import cv2
-
-        ok, data = cv2.imencode(".png", np.ascontiguousarray(crop[..., ::-1]))
-        if not ok:
-            raise ApiError("INTERNAL", "could not encode a face crop as PNG")
-        return data.tobytes()

@@ -8,14 +8,16 @@ import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from ...gallery.base import GalleryInfo, NewFace, StoredFace, Subject
+from ...data.images import encode_png
+from ...gallery.base import GALLERY_NAME as _GALLERY_NAME
+from ...gallery.base import MAX_METADATA_BYTES, GalleryInfo, NewFace, StoredFace, Subject
 from ..auth import Key, Reader, Service, Writer, check_admin, check_gallery
 from ..images import openapi_body, read_images
 from ..problems import ApiError
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
-GALLERY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+GALLERY_NAME = f"^{_GALLERY_NAME.pattern}$"
 GalleryName = Annotated[str, Path(pattern=GALLERY_NAME, description="gallery name")]
 SubjectId = Annotated[int, Path(ge=1, description="subject id")]
 FaceId = Annotated[int, Path(ge=1, description="face id")]
@@ -27,7 +29,9 @@ class NewGallery(BaseModel):
 
 class NewSubject(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    metadata: dict[str, Any] | None = Field(default=None, description="any JSON object (at most 64 KiB)")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description=f"any JSON object (at most {MAX_METADATA_BYTES:,} bytes)"
+    )
 
 
 class SubjectChanges(BaseModel):
@@ -177,7 +181,7 @@ async def add_faces(
             image_sha256=image.sha256,
             source="api",
             detection={**face.to_json(), "faces_in_image": count},
-            crop=svc.crop_png(face.crop) if svc.settings.store_crops else None,
+            crop=encode_png(face.crop, "crop") if svc.settings.store_crops else None,
         )
         for image, face, count in found
         if face.embedding is not None

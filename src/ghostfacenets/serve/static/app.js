@@ -85,6 +85,7 @@ async function loadGalleries() {
     if (!names.length) names.push("default");
     select.replaceChildren(...names.map((name) => new Option(name, name)));
     if (names.includes(current)) select.value = current;
+    else if (names.includes("default")) select.value = "default";
     const chosen = data.galleries.find((g) => g.name === select.value);
     $("#gallery-status").textContent = chosen
       ? `${chosen.subjects} people, ${chosen.faces} faces`
