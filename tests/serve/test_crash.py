@@ -13,10 +13,11 @@ from tests.helpers.service import create_key, start_service
 PHOTOS_PER_REQUEST = 3
 
 
-def test_kill_during_enrolment(model_file, tmp_path) -> None:
+def test_kill_during_enrolment(model_file, database: str, tmp_path) -> None:
+    """On SQLite and on PostgreSQL."""
     from ghostfacenets.gallery import open_store
 
-    db = tmp_path / "g.sqlite"
+    db = database
     key = str(create_key(db, "admin")["key"])
     service = start_service(model_file, db, tmp_path / "serve.log")  # no --store-crops
     names = [f"img{i}.jpg" for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
