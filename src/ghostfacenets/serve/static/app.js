@@ -63,7 +63,7 @@ async function useKey(key) {
     const info = await api("GET", "/v1/info");
     sessionStorage.setItem(KEY_STORAGE, state.key);
     $("#api-key").value = "";
-    $("#api-key").placeholder = "key saved for this browser session";
+    $("#api-key").placeholder = "saved for this session";
     $("#key-forget").hidden = false;
     const t = info.threshold;
     status.textContent = `Key accepted. Model ${info.model} (${info.embedding_dim}-d), threshold ` +
