@@ -70,17 +70,19 @@ def test_gallery_round_trip(capsys: pytest.CaptureFixture[str], model_file: Path
     code, out, _ = run(
         capsys, "enroll", "--db", db, "angelina", photo("img1.jpg"), photo("img2.jpg"), "--model", model_file
     )
-    assert code == 0 and "enrolled 2 face(s) of angelina" in out
+    assert code == 0 and "enrolled 2 face(s) of angelina into gallery default" in out
     assert run(capsys, "enroll", "--db", db, "jennifer", photo("img3.jpg"), "--model", model_file)[0] == 0
     code, out, _ = run(capsys, "identify", "--db", db, photo("img3.jpg"), "--model", model_file, "--json")
     record = json.loads(out)
     assert code == 0 and record["identity"] == "jennifer" and record["matches"][0]["similarity"] > 0.9999
     code, out, _ = run(capsys, "identify", "--db", db, photo("img3.jpg"), "--model", model_file, "-k", "1")
     assert code == 0 and out.startswith(f"{photo('img3.jpg')}: jennifer (similarity")
+    code, out, _ = run(capsys, "gallery", "--db", db, "list", "--gallery", "default", "--json")
+    assert [(r["name"], r["faces"]) for r in json.loads(out)["subjects"]] == [("angelina", 2), ("jennifer", 1)]
     code, out, _ = run(capsys, "gallery", "--db", db, "list", "--json")
-    assert [(r["name"], r["embeddings"]) for r in json.loads(out)["identities"]] == [("angelina", 2), ("jennifer", 1)]
+    assert [(g["name"], g["subjects"], g["faces"]) for g in json.loads(out)["galleries"]] == [("default", 2, 3)]
     code, out, _ = run(capsys, "gallery", "--db", db, "remove", "angelina")
-    assert code == 0 and "removed angelina (2 embeddings)" in out
+    assert code == 0 and "removed angelina (2 faces)" in out
     code, _, err = run(capsys, "enroll", "--db", db, "x", photo("img5.jpg"), "--model", model_file, "--no-flip")
     assert_one_line_error(code, err, "holds embeddings of")
 
@@ -240,4 +242,4 @@ def test_gallery_remove_strips_the_name_as_enroll_does(
     db = tmp_path / "g.sqlite"
     assert run(capsys, "enroll", "--db", db, " Alice ", photo("img1.jpg"), "--model", model_file)[0] == 0
     code, out, _ = run(capsys, "gallery", "--db", db, "remove", " Alice ")
-    assert code == 0 and "removed Alice (1 embeddings)" in out
+    assert code == 0 and "removed Alice (1 faces)" in out

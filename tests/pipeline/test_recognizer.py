@@ -15,7 +15,8 @@ import torch
 
 from ghostfacenets.data.images import ImageError, load_image
 from ghostfacenets.errors import GhostFaceNetsError
-from ghostfacenets.pipeline import FaceRecognizer, Gallery, NoFaceError, RetinaFaceDetector, align_face
+from ghostfacenets.gallery import open_store
+from ghostfacenets.pipeline import FaceRecognizer, NoFaceError, RetinaFaceDetector, align_face
 from ghostfacenets.pipeline.recognizer import FALLBACK_THRESHOLD, ThresholdError, weights_fingerprint
 from tests.helpers import require_module
 from tests.helpers.photos import photo
@@ -156,25 +157,55 @@ def test_model_fingerprint_follows_the_weights(model_file: Path) -> None:
 
 def test_identify_in_a_gallery(recognizer: FaceRecognizer, tmp_path: Path) -> None:
     db = tmp_path / "people.sqlite"
-    assert recognizer.enroll(db, "angelina", [photo("img1.jpg"), photo("img2.jpg")]) == 2
-    assert recognizer.enroll(db, "jennifer", photo("img3.jpg")) == 1
-    assert recognizer.enroll(db, "angelina", photo("img1.jpg")) == 0  # already there
+    assert len(recognizer.enroll(db, "angelina", [photo("img1.jpg"), photo("img2.jpg")]).added) == 2
+    jennifer = recognizer.enroll(db, "jennifer", photo("img3.jpg"), metadata={"staff": 7})
+    assert len(jennifer.added) == 1 and jennifer.subject.metadata == {"staff": 7}
+    again = recognizer.enroll(db, "angelina", photo("img1.jpg"))
+    assert again.added == [] and len(again.skipped) == 1  # already there
     with pytest.raises(GhostFaceNetsError, match="already enrolled as 'angelina'"):
         recognizer.enroll(db, "someone", photo("img2.jpg"))
     result = recognizer.identify(photo("img3.jpg"), db, k=5)
     assert [m.name for m in result.matches][0] == "jennifer" and result.identity == "jennifer"
+    assert result.matches[0].subject_id == jennifer.subject.id
     assert result.matches[0].similarity == pytest.approx(1.0, abs=1e-5) and len(result.matches) == 2
-    with Gallery(db) as gallery:
-        scores = {m.name: m.similarity for m in recognizer.identify(photo("img6.jpg"), gallery).matches}
+    with open_store(db) as store:
+        scores = {m.name: m.similarity for m in recognizer.identify(photo("img6.jpg"), store).matches}
         query = recognizer.embed(photo("img6.jpg"))
         expected = max(float(query @ recognizer.embed(photo(n))) for n in ("img1.jpg", "img2.jpg"))
         assert scores["angelina"] == pytest.approx(expected, abs=1e-5)
-        every = recognizer.identify_faces(photo("img6.jpg"), gallery)
+        every = recognizer.identify_faces(photo("img6.jpg"), store)
         assert len(every) == 1 and every[0].matches[0].similarity == pytest.approx(max(scores.values()), abs=1e-6)
+        with pytest.raises(GhostFaceNetsError, match="no gallery named 'staff'"):
+            recognizer.identify(photo("img3.jpg"), store, gallery="staff")
     strict = recognizer.identify(photo("img3.jpg"), db, threshold=0.99999999)
     assert strict.identity is None and not strict.matches[0].is_match
     with pytest.raises(GhostFaceNetsError, match="no such gallery"):
         recognizer.identify(photo("img3.jpg"), tmp_path / "none.sqlite")
+
+
+def test_reembed_from_stored_crops(recognizer: FaceRecognizer, model_file: Path, tmp_path: Path) -> None:
+    db = tmp_path / "g.sqlite"
+    recognizer.enroll(db, "a", [photo("img1.jpg"), photo("img2.jpg")], store_crops=True)
+    recognizer.enroll(db, "b", photo("img3.jpg"), store_crops=True)
+    no_flip = FaceRecognizer(model_file, flip=False, device="cpu")
+    assert no_flip.reembed(db) == 3
+    with open_store(db) as store:
+        assert store.gallery("default").model == no_flip.model_id
+        stored = {f.image_sha256: f for s in store.subjects("default") for f in store.faces("default", s.id)}
+        exported = {e.face.image_sha256: e for e in store.export_faces("default")}
+    for name in ("img1.jpg", "img2.jpg", "img3.jpg"):
+        # the new embedding is the new model's embedding of the same aligned crop as enrolment stored it
+        from ghostfacenets.pipeline.recognizer import image_sha256
+
+        digest = image_sha256(photo(name))
+        assert stored[digest].model_sha256 == no_flip.model_id.sha256
+        np.testing.assert_allclose(exported[digest].face.embedding, no_flip.embed(photo(name)), atol=1e-5)
+    assert no_flip.identify(photo("img3.jpg"), db).identity == "b"
+    with pytest.raises(GhostFaceNetsError, match="holds embeddings of"):
+        recognizer.identify(photo("img3.jpg"), db)
+    recognizer.enroll(db, "c", photo("img5.jpg"), gallery="plain")  # without crops
+    with pytest.raises(GhostFaceNetsError, match="1 of the 1 faces .* no stored crop"):
+        no_flip.reembed(db, "plain")
 
 
 def test_a_gallery_refuses_another_models_embeddings(

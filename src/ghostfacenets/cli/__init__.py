@@ -1,8 +1,8 @@
 """``ghostfacenets`` command line: a thin layer over the Python API.
 
-Each command group lives in its own module (``models``, ``pipeline``, ``evaluate``, ``export``, ``train``) with an
-``_add_<name>`` function declaring a command's arguments and a ``_run_<name>`` function doing the work, listed in
-the module's ``COMMANDS``. Errors a user can fix are printed as one line on stderr with exit status 2.
+Each command group lives in its own module (``models``, ``pipeline``, ``gallery``, ``evaluate``, ``export``,
+``train``) with an ``_add_<name>`` function declaring a command's arguments and a ``_run_<name>`` function doing the
+work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import GhostFaceNetsError
-from . import evaluate, export, models, pipeline, train
+from . import evaluate, export, gallery, models, pipeline, train
 from .common import Command, Parser
 
 COMMANDS: list[Command] = [
     *models.COMMANDS,
     *pipeline.COMMANDS,
+    *gallery.COMMANDS,
     *evaluate.COMMANDS,
     *export.COMMANDS,
     *train.COMMANDS,

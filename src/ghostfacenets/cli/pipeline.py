@@ -1,4 +1,4 @@
-"""Face pipeline commands: ``detect``, ``verify``, ``embed``, ``enroll``, ``identify``, ``gallery``, ``calibrate``."""
+"""Face pipeline commands: ``detect``, ``verify``, ``embed``, ``calibrate`` (the gallery ones are in ``gallery``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import GhostFaceNetsError
-from .common import Command, Parser, add_runtime_options, print_json, print_table
+from .common import Command, add_runtime_options, print_json, print_table
 
 
 def _add_detector_options(p: argparse.ArgumentParser) -> None:
@@ -87,7 +86,7 @@ def _threshold_text(t: Any) -> str:
 
 def _run_detect(args: argparse.Namespace) -> int:
     from ..data.align import align_face
-    from ..data.images import load_image
+    from ..data.images import encode_png, load_image
     from ..files import atomic_write
     from ..pipeline.detect import RetinaFaceDetector
 
@@ -106,8 +105,6 @@ def _run_detect(args: argparse.Namespace) -> int:
             "faces": [f.to_dict() for f in faces],
         }
         if args.crops:
-            import cv2
-
             stem, repeat = Path(image).stem, 1
             while stem in crop_stems:
                 repeat += 1
@@ -115,12 +112,10 @@ def _run_detect(args: argparse.Namespace) -> int:
             crop_stems.add(stem)
             record["crops"] = []
             for i, face in enumerate(faces):
-                ok, data = cv2.imencode(".png", align_face(pixels, face.landmarks)[..., ::-1])
-                if not ok:
-                    raise GhostFaceNetsError(f"{image}: OpenCV could not encode face {i}'s crop as PNG")
+                data = encode_png(align_face(pixels, face.landmarks), f"{image} face {i}")
                 path = Path(args.crops) / f"{stem}_face{i}.png"
                 with atomic_write(path) as f:
-                    f.write(data.tobytes())
+                    f.write(data)
                 record["crops"].append(str(path))
         records.append(record)
     if args.json:
@@ -266,110 +261,6 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_enroll(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", required=True, metavar="G.sqlite", help="gallery file (created if absent)")
-    p.add_argument("name", metavar="NAME", help="identity name")
-    p.add_argument("images", nargs="+", metavar="IMG", help="photos of this person (largest face of each)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    _add_recognizer_options(p, thresholds=False)
-
-
-def _run_enroll(args: argparse.Namespace) -> int:
-    from ..gallery.sqlite import Gallery
-
-    recognizer = _recognizer(args)
-    added = recognizer.enroll(args.db, args.name, args.images)  # embeds first: a failed enrolment creates no file
-    name = args.name.strip()
-    with Gallery(args.db, create=False) as gallery:
-        total = next((r.embeddings for r in gallery.identities() if r.name == name), added)
-    skipped = len(args.images) - added
-    if args.json:
-        print_json({"name": name, "added": added, "already_enrolled": skipped, "embeddings": total, "db": args.db})
-    else:
-        extra = f", {skipped} already there" if skipped else ""
-        print(f"enrolled {added} face(s) of {name} into {args.db}{extra}; {total} in all")
-    return 0
-
-
-def _add_identify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", required=True, metavar="G.sqlite", help="gallery file")
-    p.add_argument("image", metavar="IMG", help="photo")
-    p.add_argument("-k", type=int, default=5, help="how many candidates to list (default 5)")
-    p.add_argument("--all", action="store_true", help="identify every face in the photo")
-    p.add_argument("--faiss", action="store_true", help="approximate search with a faiss HNSW index (large galleries)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    _add_recognizer_options(p)
-
-
-def _run_identify(args: argparse.Namespace) -> int:
-    from ..gallery.sqlite import Gallery
-    from ..pipeline.recognizer import NoFaceError
-
-    recognizer = _recognizer(args)
-    backend = "faiss" if args.faiss else "exact"
-    with Gallery(args.db, create=False) as gallery:
-        if args.all:
-            results = recognizer.identify_faces(args.image, gallery, args.k, backend=backend)
-            if not results:
-                raise NoFaceError(f"{args.image}: no face found")
-        else:
-            results = [recognizer.identify(args.image, gallery, args.k, backend=backend)]
-            _note_several(args.image, results[0].faces_in_image)
-    if args.json:
-        records = [{"image": args.image, "face_index": i, **r.to_dict()} for i, r in enumerate(results)]
-        print_json(records if args.all else records[0])
-        return 0
-    for i, result in enumerate(results):
-        label = f"{args.image} face {i}" if args.all else args.image
-        best = result.matches[0] if result.matches else None
-        if result.identity and best is not None:
-            print(
-                f"{label}: {result.identity} (similarity {best.similarity:.4f} > threshold "
-                f"{result.threshold.value:.4f})"
-            )
-        else:
-            closest = f"; closest {best.name} at {best.similarity:.4f}" if best else "; the gallery is empty"
-            print(f"{label}: unknown (no identity above threshold {result.threshold.value:.4f}{closest})")
-        print_table(
-            [(m.name, f"{m.similarity:.4f}", "yes" if m.is_match else "no") for m in result.matches],
-            ("candidate", "similarity", "match"),
-        )
-    print(_threshold_text(results[0].threshold))
-    return 0
-
-
-def _add_gallery(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", required=True, metavar="G.sqlite", help="gallery file")
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
-    listing = actions.add_parser("list", help="identities and their number of embeddings")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    remove = actions.add_parser("remove", help="delete an identity and its embeddings")
-    remove.add_argument("name", metavar="NAME")
-
-
-def _run_gallery(args: argparse.Namespace) -> int:
-    from ..gallery.sqlite import Gallery
-
-    with Gallery(args.db, create=False) as gallery:
-        if args.action == "remove":
-            count = gallery.remove(args.name)
-            print(f"removed {args.name.strip()} ({count} embeddings) from {args.db}")
-            return 0
-        identities, model = gallery.identities(), gallery.model
-    if args.json:
-        print_json(
-            {
-                "model": model.__dict__ if model else None,
-                "identities": [{"name": r.name, "embeddings": r.embeddings, "created": r.created} for r in identities],
-            }
-        )
-    else:
-        print(f"{args.db}: {len(identities)} identities, model {model.describe() if model else '(none yet)'}")
-        if identities:
-            print_table([(r.name, r.embeddings, r.created) for r in identities], ("name", "embeddings", "created"))
-    return 0
-
-
 def _add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "pairs",
@@ -438,9 +329,6 @@ COMMANDS = [
     Command("detect", "find faces (boxes, scores, five landmarks) in photos", _add_detect, _run_detect),
     Command("verify", "are the faces in two photos the same person?", _add_verify, _run_verify),
     Command("embed", "face embeddings of photos into a .npy file", _add_embed, _run_embed),
-    Command("enroll", "add photos of a person to a gallery file", _add_enroll, _run_enroll),
-    Command("identify", "who is the person in a photo? (search a gallery)", _add_identify, _run_identify),
-    Command("gallery", "list or remove the identities of a gallery file", _add_gallery, _run_gallery),
     Command(
         "calibrate",
         "decision thresholds at target false-accept rates from labelled pairs",

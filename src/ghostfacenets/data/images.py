@@ -77,6 +77,14 @@ def as_rgb_array(array: np.ndarray, color_order: Literal["RGB", "BGR"] = "RGB", 
     return np.ascontiguousarray(array)
 
 
+def encode_png(rgb: np.ndarray, name: str = "image") -> bytes:
+    """A uint8 RGB array (H, W, 3) as PNG bytes (lossless: :func:`decode_image` gives the same pixels back)."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(as_rgb_array(rgb, name=name)[..., ::-1]))
+    if not ok:
+        raise ImageError(f"{name}: OpenCV could not encode it as PNG")
+    return data.tobytes()
+
+
 def load_image(
     source: ImageSource, color_order: Literal["RGB", "BGR"] = "RGB", max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:

@@ -7,6 +7,7 @@ from .base import (
     Candidate,
     ConflictError,
     Enrolled,
+    Enrolment,
     ExportedFace,
     GalleryError,
     GalleryInfo,
@@ -17,6 +18,8 @@ from .base import (
     NotFoundError,
     StoredFace,
     Subject,
+    is_postgres_url,
+    open_store,
 )
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "Candidate",
     "ConflictError",
     "Enrolled",
+    "Enrolment",
     "ExportedFace",
     "GalleryError",
     "GalleryInfo",
@@ -35,4 +39,6 @@ __all__ = [
     "NotFoundError",
     "StoredFace",
     "Subject",
+    "is_postgres_url",
+    "open_store",
 ]

@@ -21,8 +21,13 @@ Rules every backend keeps (one test suite, parametrised over both, checks them):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,6 +37,9 @@ from ..errors import GhostFaceNetsError
 DEFAULT_GALLERY = "default"
 ROLES = ("admin", "identify")
 Role = Literal["admin", "identify"]
+MAX_METADATA_BYTES = 65_536  # a subject's metadata, as JSON
+GALLERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # galleries appear in URLs and file names
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class GalleryError(GhostFaceNetsError):
@@ -75,6 +83,7 @@ class GalleryInfo:
     model: ModelId | None
     subjects: int
     faces: int
+    crops: int  # faces stored with their aligned crop (``gallery reembed`` needs every face to have one)
     created: str  # ISO 8601, UTC
 
 
@@ -102,6 +111,16 @@ class NewFace:
     source: str = ""
     detection: dict[str, Any] | None = None
     crop: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """Faces of one subject to enrol (:meth:`GalleryStore.enroll_many`); ``metadata`` is used only when the
+    subject is new."""
+
+    name: str
+    faces: Sequence[NewFace]
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +232,12 @@ class GalleryStore(Protocol):
         ``create_gallery``), all in one transaction."""
         ...
 
+    def enroll_many(
+        self, gallery: str, enrolments: Sequence[Enrolment], model: ModelId, create_gallery: bool = True
+    ) -> list[Enrolled]:
+        """:meth:`enroll` for several subjects in one transaction (bulk enrolment and import): all or nothing."""
+        ...
+
     def add_faces(self, gallery: str, subject_id: int, faces: Sequence[NewFace], model: ModelId) -> Enrolled:
         """Add ``faces`` to an existing subject, all in one transaction."""
         ...
@@ -230,7 +255,7 @@ class GalleryStore(Protocol):
         """For each L2-normalised query (Q, D): the ``k`` best subjects, best first."""
         ...
 
-    # -------------------------------------------------------------------------------------------- moving, re-embedding
+    # ------------------------------------------------------------------------------------ moving, re-embedding
     def export_faces(self, gallery: str) -> Iterator[ExportedFace]: ...
 
     def crops(self, gallery: str) -> Iterator[tuple[int, bytes]]:
@@ -265,3 +290,171 @@ class GalleryStore(Protocol):
     def __enter__(self) -> GalleryStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ opening a store
+def is_postgres_url(db: str | Path) -> bool:
+    """Whether ``--db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``) rather than a file."""
+    return isinstance(db, str) and db.lower().startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(db: str | Path) -> str:
+    """``--db`` for messages: a URL without its password (a file path as it is)."""
+    text = str(db)
+    if not is_postgres_url(text):
+        return text
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_store(db: str | Path, *, create: bool = True, **options: Any) -> GalleryStore:
+    """The store ``db`` names: a ``postgresql://`` URL (:class:`.postgres.PostgresStore`, whose ``options`` and
+    URL parameters tune it) or an SQLite file path (:class:`.sqlite.SQLiteStore`, created unless ``create`` is
+    False)."""
+    if is_postgres_url(db):
+        from .postgres import PostgresStore
+
+        return PostgresStore(str(db), **options)
+    if options:
+        raise GalleryError(f"options {sorted(options)} apply to PostgreSQL, not to the SQLite file {db}")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(db, create=create)
+
+
+# ------------------------------------------------------------------------------------ checks both backends share
+def utc_now() -> str:
+    """Now as ISO 8601 UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_gallery_name(name: str) -> str:
+    if not isinstance(name, str) or not GALLERY_NAME.fullmatch(name):
+        raise GalleryError(
+            f"gallery name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_subject_name(name: str) -> str:
+    """A subject name without surrounding spaces: 1-200 printable characters."""
+    stripped = name.strip() if isinstance(name, str) else ""
+    if not stripped or len(stripped) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in stripped):
+        raise GalleryError(f"subject name {name!r} must be 1-200 printable characters")
+    return stripped
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> str:
+    """Metadata as compact JSON: a JSON object of at most :data:`MAX_METADATA_BYTES`."""
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise GalleryError(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    try:
+        text = json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise GalleryError(f"metadata is not JSON: {exc}") from None
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise GalleryError(f"metadata of {len(text.encode()):,} bytes is above the limit of {MAX_METADATA_BYTES:,}")
+    return text
+
+
+def check_model(gallery: str, stored: ModelId | None, model: ModelId) -> None:
+    """Refuse ``model`` for a gallery bound to another embedding space."""
+    if stored is not None and not stored.compatible(model):
+        raise ModelMismatchError(
+            f"gallery {gallery!r} holds embeddings of {stored.describe()}, not of {model.describe()}; "
+            "use the same model (--model) or another gallery"
+        )
+
+
+def check_embedding(embedding: np.ndarray, model: ModelId, what: str = "a face") -> np.ndarray:
+    """An L2-normalised finite float32 vector of the model's size."""
+    vector = np.asarray(embedding, dtype=np.float32)
+    if vector.shape != (model.dim,) or not np.all(np.isfinite(vector)):
+        raise ModelMismatchError(f"embedding of {what} is not a finite {model.dim}-d vector (shape {vector.shape})")
+    if not math.isclose(float(np.linalg.norm(vector)), 1.0, abs_tol=1e-3):
+        raise GalleryError(f"embedding of {what} is not L2-normalised (norm {np.linalg.norm(vector):.4f})")
+    return vector
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_faces(faces: Sequence[NewFace], model: ModelId) -> list[np.ndarray]:
+    """The faces' embeddings, checked; refuses an empty list, bad hashes and bad vectors."""
+    if not faces:
+        raise GalleryError("nothing to enrol: no faces")
+    vectors = []
+    for face in faces:
+        what = face.source or "a face"
+        if not SHA256.fullmatch(face.image_sha256 or ""):
+            raise GalleryError(f"image sha256 of {what} is not 64 lowercase hex digits")
+        if face.crop is not None and not isinstance(face.crop, bytes):
+            raise GalleryError(f"crop of {what} must be PNG bytes")
+        vectors.append(check_embedding(face.embedding, model, what))
+    return vectors
+
+
+def check_queries(queries: np.ndarray, model: ModelId, k: int) -> np.ndarray:
+    """Queries as float32 (Q, D) of the model's size; ``k`` at least 1."""
+    array = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if array.ndim != 2 or array.shape[1] != model.dim:
+        raise ModelMismatchError(f"queries shaped {array.shape} are not {model.dim}-d vectors of {model.describe()}")
+    if not np.all(np.isfinite(array)):
+        raise GalleryError("queries hold non-finite values")
+    if not isinstance(k, int) or k < 1:
+        raise GalleryError(f"k must be a positive integer, got {k!r}")
+    return array
+
+
+def check_role(role: str) -> Role:
+    if role not in ROLES:
+        raise GalleryError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    return role  # type: ignore[return-value]
+
+
+def new_secret() -> tuple[str, str]:
+    """A new API key secret and the sha256 (hex) that is stored instead of it."""
+    import secrets
+
+    secret = "gfn_" + secrets.token_urlsafe(32)
+    return secret, hash_secret(secret)
+
+
+def hash_secret(secret: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+KEY_USE_RESOLUTION_S = 60  # ``last_used`` is rewritten at most once a minute, so authenticating stays a read
+
+
+def check_label(label: str) -> str:
+    if not isinstance(label, str) or len(label) > 200 or any(ord(c) < 32 for c in label):
+        raise GalleryError("a key label must be at most 200 printable characters")
+    return label
+
+
+def check_replacement(location: str, gallery: str, stored: set[int], given: Iterable[int]) -> None:
+    """Refuse a re-embedding that does not cover exactly the gallery's faces."""
+    given = set(given)
+    missing, unknown = stored - given, given - stored
+    if missing:
+        raise ConflictError(
+            f"{location}: {len(missing)} face(s) of gallery {gallery!r} have no new embedding (e.g. face "
+            f"{min(missing)}); faces enrolled without --store-crops cannot be re-embedded"
+        )
+    if unknown:
+        raise NotFoundError(f"{location}: no face {min(unknown)} in gallery {gallery!r}")
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    """Seconds from one ISO 8601 time to another."""
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()

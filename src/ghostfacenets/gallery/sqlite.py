@@ -1,320 +1,706 @@
-"""A face gallery in one SQLite file: identities and their embeddings, tied to the model that made them.
+"""The gallery store in one SQLite file: the embedded default (:class:`SQLiteStore`).
 
-Embeddings are float32 blobs with their dimension (no pickle); each row records the model (name and a fingerprint of
-its weights), the source image's sha256 and the detected box. The file uses WAL journaling and every enrolment is one
-transaction, so a crash or a concurrent reader never sees half an enrolment. Search is exact (one matrix product over
-all embeddings, best score per identity); ``backend="faiss"`` uses an HNSW index for very large galleries.
+Embeddings are little-endian float32 blobs (no pickle); the file uses WAL journaling, every write is one
+``BEGIN IMMEDIATE`` transaction (a crash or a killed process leaves the last committed state), and several threads
+(one connection each) and processes may use the same file. ``secure_delete`` overwrites deleted rows on disk.
+
+Search is exact: one matrix product over the gallery's embeddings, kept in memory per gallery and reloaded when the
+gallery's ``generation`` (bumped by every write to it, from any process) changes.
+
+Schema versions (``PRAGMA user_version``): 1, one model and its ``identities``/``embeddings`` (ghostfacenets 0.1);
+2, named galleries, subjects with metadata, faces, crops, API keys. A v1 file becomes gallery ``default`` on first
+open, in one transaction.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from .base import GalleryError, ModelId
+from . import base
+from .base import (
+    KEY_USE_RESOLUTION_S,
+    ApiKey,
+    Candidate,
+    ConflictError,
+    Enrolled,
+    Enrolment,
+    ExportedFace,
+    GalleryError,
+    GalleryInfo,
+    ModelId,
+    NewFace,
+    NotFoundError,
+    Role,
+    StoredFace,
+    Subject,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before "database is locked"
+CACHED_GALLERIES = 4  # embedding matrices kept in memory (least recently searched dropped first)
+
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities (
+CREATE TABLE models (
     id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    flip INTEGER NOT NULL,
+    UNIQUE (name, sha256, dim, flip)
+);
+CREATE TABLE galleries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
+    model_id INTEGER REFERENCES models(id),
+    generation INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS embeddings (
-    id INTEGER PRIMARY KEY,
-    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    dim INTEGER NOT NULL,
-    model_name TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    image_sha256 TEXT NOT NULL,
-    source TEXT,
-    face TEXT,
+CREATE TABLE subjects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    metadata TEXT NOT NULL,
     created TEXT NOT NULL,
-    UNIQUE (model_sha256, image_sha256)
+    updated TEXT NOT NULL,
+    UNIQUE (gallery_id, name)
 );
-CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
+CREATE TABLE faces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    embedding BLOB NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detection TEXT,
+    created TEXT NOT NULL,
+    UNIQUE (gallery_id, image_sha256)
+);
+CREATE INDEX faces_subject ON faces(subject_id);
+CREATE TABLE crops (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    png BLOB NOT NULL
+);
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    gallery_id INTEGER REFERENCES galleries(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    created TEXT NOT NULL,
+    last_used TEXT,
+    revoked TEXT
+);
 """
 
+_MIGRATE_V1 = """
+INSERT INTO galleries (id, name, model_id, created)
+    SELECT 1, 'default', (SELECT id FROM models), COALESCE((SELECT MIN(created) FROM identities), :now);
+INSERT INTO subjects (id, gallery_id, name, metadata, created, updated)
+    SELECT id, 1, name, '{}', created, created FROM identities;
+INSERT INTO faces (id, gallery_id, subject_id, model_id, embedding, image_sha256, source, detection, created)
+    SELECT id, 1, identity_id, (SELECT id FROM models), embedding, image_sha256, COALESCE(source, ''), face, created
+    FROM embeddings;
+DROP TABLE embeddings;
+DROP TABLE identities;
+DROP TABLE meta
+"""
 
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-def _sqlite_errors(method: _Method) -> _Method:
-    """Report SQLite failures (a locked or read-only file, a full disk) as a one-line :class:`GalleryError`."""
-
-    @functools.wraps(method)
-    def wrapper(self: Gallery, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise GalleryError(f"{self.path}: {exc}") from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    """One face to store: its L2-normalised embedding and where it came from."""
-
-    embedding: np.ndarray
-    image_sha256: str
-    source: str = ""
-    face: dict[str, Any] | None = None
+_SUBJECT_COLUMNS = (
+    "s.id, g.name, s.name, s.metadata, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id), s.created, s.updated"
+)
+_FACE_COLUMNS = (
+    "f.id, f.subject_id, f.image_sha256, f.source, f.detection, m.name, m.sha256, "
+    "EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.created"
+)
 
 
 @dataclass(frozen=True)
-class IdentityRecord:
-    name: str
-    embeddings: int
-    created: str
+class _Matrix:
+    """A gallery's embeddings in memory, grouped by subject: rows ``starts[i]:starts[i + 1]`` are subject i's."""
+
+    generation: int
+    model: ModelId | None
+    embeddings: np.ndarray  # (faces, dim) float32
+    starts: np.ndarray  # (subjects,) first row of each subject
+    subject_ids: np.ndarray  # (subjects,)
+    names: list[str]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _subject(row: Sequence[Any]) -> Subject:
+    return Subject(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
-        raise GalleryError(f"identity name {name!r} must be 1-200 printable characters")
-    return name
+def _face(row: Sequence[Any]) -> StoredFace:
+    detection = json.loads(row[4]) if row[4] else None
+    return StoredFace(row[0], row[1], row[2], row[3], detection, row[5], row[6], bool(row[7]), row[8])
 
 
-class Gallery:
-    """An identity gallery stored in the SQLite file ``path`` (created on first use unless ``create=False``)."""
+def _key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6] is not None)
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+class SQLiteStore:
+    """Galleries in the SQLite file ``path`` (created on first use unless ``create=False``)."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         if self.path.is_dir():
             raise GalleryError(f"{self.path} is a folder; give a gallery file such as gallery.sqlite")
         if not self.path.exists() and not create:
-            raise GalleryError(f"{self.path}: no such gallery (enrol someone first to create it)")
-        if not self.path.parent.exists():
+            raise NotFoundError(f"{self.path}: no such gallery file (enrol someone first to create it)")
+        if not self.path.parent.is_dir():
             raise GalleryError(f"{self.path.parent}: no such folder")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()  # guards the connection list and the matrix cache
+        self._matrices: OrderedDict[int, _Matrix] = OrderedDict()
+        self._closed = False
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise GalleryError(f"{self.path}: gallery schema v{version} is newer than this ghostfacenets")
-            if version == 0:
-                self._create_schema()
+            self._migrate(self._db())
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
-        self._cache: tuple[tuple[int, int], np.ndarray, np.ndarray, list[str]] | None = None
-        self._faiss: tuple[tuple[int, int], Any] | None = None
-        self._changes = 0
-
-    def _create_schema(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not created meanwhile by another process
-                if self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-                    raise GalleryError(f"{self.path}: an SQLite file of something else, not a ghostfacenets gallery")
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self.close()
             raise
 
-    # ------------------------------------------------------------------------------------------------ housekeeping
-    def close(self) -> None:
-        self._db.close()
+    # ------------------------------------------------------------------------------------------------ connections
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        if self._closed:
+            raise GalleryError(f"{self.path}: the gallery store is closed")
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA secure_delete = ON")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
 
-    def __enter__(self) -> Gallery:
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise GalleryError(
+                f"{self.path}: gallery schema v{version} is newer than this ghostfacenets (v{SCHEMA_VERSION}); "
+                "upgrade ghostfacenets"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        db.execute("PRAGMA journal_mode = WAL")  # persistent; cannot change inside a transaction
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
+            if version == 0:
+                if db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                    raise GalleryError(f"{self.path}: an SQLite file of something else, not a ghostfacenets gallery")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+            elif version == 1:
+                self._migrate_v1(db)
+            if version < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _migrate_v1(self, db: sqlite3.Connection) -> None:
+        """v1 (one model in ``meta``, ``identities``, ``embeddings``) -> v2, as gallery ``default``."""
+        row = db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        if row is not None:
+            model = ModelId(**json.loads(row[0]))
+            db.execute(
+                "INSERT INTO models (name, sha256, dim, flip) VALUES (?, ?, ?, ?)",
+                (model.name, model.sha256, model.dim, int(model.flip)),
+            )
+        elif db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]:
+            raise GalleryError(f"{self.path}: a v1 gallery with embeddings but no model record; the file is damaged")
+        for statement in filter(str.strip, _MIGRATE_V1.split(";")):
+            db.execute(statement, {"now": base.utc_now()} if ":now" in statement else {})
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction on this thread's connection (IMMEDIATE for writes: the write lock is taken up front, so
+        what is read inside stays true until the commit); SQLite failures become one-line GalleryErrors."""
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as exc:
+            raise GalleryError(f"{self.path}: {exc}") from None
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise GalleryError(f"{self.path}: {exc}") from None
+            raise
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own for a long read (an export), in one read transaction: a snapshot that the
+        caller may consume slowly while this thread's connection goes on writing."""
+        if self._closed:
+            raise GalleryError(f"{self.path}: the gallery store is closed")
+        db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        try:
+            db.execute("BEGIN")
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise GalleryError(f"{self.path}: {exc}") from None
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._matrices.clear()
+        self._closed = True
+        for db in connections:
+            db.close()
+
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    @_sqlite_errors
-    def model(self) -> ModelId | None:
-        """The model whose embeddings this gallery holds (None while it is empty and unbound)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
-        return ModelId(**json.loads(row[0])) if row else None
+    def ping(self) -> None:
+        with self._transaction(write=False) as db:
+            db.execute("SELECT COUNT(*) FROM galleries").fetchone()
 
-    def check_model(self, model: ModelId) -> None:
-        """Refuse a model whose embeddings would not be comparable with the stored ones."""
-        stored = self.model
-        if stored is not None and (stored.sha256, stored.dim, stored.flip) != (model.sha256, model.dim, model.flip):
-            raise GalleryError(
-                f"{self.path} holds embeddings of {stored.describe()}, not of {model.describe()}; "
-                "use the same model (--model) or another gallery file"
-            )
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _gallery_row(self, db: sqlite3.Connection, name: str) -> tuple[int, ModelId | None]:
+        row = db.execute(
+            "SELECT g.id, m.name, m.sha256, m.dim, m.flip FROM galleries g LEFT JOIN models m ON m.id = g.model_id "
+            "WHERE g.name = ?",
+            (base.check_gallery_name(name),),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.path}: no gallery named {name!r}")
+        return row[0], ModelId(row[1], row[2], row[3], bool(row[4])) if row[1] is not None else None
 
-    def _version(self) -> tuple[int, int]:
-        """Changes when this or another connection commits a change."""
-        return self._db.execute("PRAGMA data_version").fetchone()[0], self._changes
+    def _model_id(self, db: sqlite3.Connection, model: ModelId) -> int:
+        key = (model.name, model.sha256, model.dim, int(model.flip))
+        db.execute("INSERT OR IGNORE INTO models (name, sha256, dim, flip) VALUES (?, ?, ?, ?)", key)
+        row = db.execute("SELECT id FROM models WHERE name = ? AND sha256 = ? AND dim = ? AND flip = ?", key)
+        return int(row.fetchone()[0])
 
-    # ------------------------------------------------------------------------------------------------ writing
-    @_sqlite_errors
-    def enroll(self, name: str, faces: Sequence[Enrolment], model: ModelId) -> int:
-        """Add ``faces`` to identity ``name`` (created if new) in one transaction; returns how many were added
-        (an image already enrolled for this identity is skipped; one enrolled for another identity is refused)."""
-        name = _check_name(name)
-        if not faces:
-            raise GalleryError("nothing to enrol")
-        for f in faces:
-            if f.embedding.shape != (model.dim,) or not np.all(np.isfinite(f.embedding)):
-                raise GalleryError(f"embedding of {f.source or 'a face'} is not a finite {model.dim}-d vector")
-        added = 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self.check_model(model)  # inside the transaction: a concurrent first enrolment cannot slip in
-            if self.model is None:
-                self._db.execute("INSERT INTO meta(key, value) VALUES ('model', ?)", (json.dumps(asdict(model)),))
-            self._db.execute("INSERT OR IGNORE INTO identities(name, created) VALUES (?, ?)", (name, _now()))
-            identity_id = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0]
-            for f in faces:
-                row = self._db.execute(
-                    "SELECT i.name FROM embeddings e JOIN identities i ON i.id = e.identity_id "
-                    "WHERE e.model_sha256 = ? AND e.image_sha256 = ?",
-                    (model.sha256, f.image_sha256),
-                ).fetchone()
-                if row is not None:
-                    if row[0] != name:
-                        raise GalleryError(f"{f.source or 'image'} is already enrolled as {row[0]!r}")
-                    continue
-                self._db.execute(
-                    "INSERT INTO embeddings(identity_id, embedding, dim, model_name, model_sha256, image_sha256, "
-                    "source, face, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        identity_id,
-                        np.asarray(f.embedding, dtype="<f4").tobytes(),
-                        model.dim,
-                        model.name,
-                        model.sha256,
-                        f.image_sha256,
-                        f.source,
-                        json.dumps(f.face) if f.face else None,
-                        _now(),
-                    ),
-                )
-                added += 1
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._changes += 1
-        return added
+    def _touch(self, db: sqlite3.Connection, gallery_id: int) -> None:
+        """Mark the gallery changed: search caches in every process reload it."""
+        db.execute("UPDATE galleries SET generation = generation + 1 WHERE id = ?", (gallery_id,))
 
-    @_sqlite_errors
-    def remove(self, name: str) -> int:
-        """Delete identity ``name`` (surrounding spaces ignored, as in :meth:`enroll`) and its embeddings; returns
-        how many embeddings went."""
-        name = _check_name(name)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self._db.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise GalleryError(f"{self.path}: no identity named {name!r}")
-            count = self._db.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", row).fetchone()[0]
-            self._db.execute("DELETE FROM identities WHERE id = ?", row)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._changes += 1
-        return count
-
-    # ------------------------------------------------------------------------------------------------ reading
-    @_sqlite_errors
-    def identities(self) -> list[IdentityRecord]:
-        """Every identity with its number of embeddings, by name."""
-        rows = self._db.execute(
-            "SELECT i.name, COUNT(e.id), i.created FROM identities i LEFT JOIN embeddings e ON e.identity_id = i.id "
-            "GROUP BY i.id ORDER BY i.name"
+    def _info(self, db: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> list[GalleryInfo]:
+        rows = db.execute(
+            "SELECT g.name, m.name, m.sha256, m.dim, m.flip, "
+            "(SELECT COUNT(*) FROM subjects s WHERE s.gallery_id = g.id), "
+            "(SELECT COUNT(*) FROM faces f WHERE f.gallery_id = g.id), "
+            "(SELECT COUNT(*) FROM faces f JOIN crops c ON c.face_id = f.id WHERE f.gallery_id = g.id), g.created "
+            f"FROM galleries g LEFT JOIN models m ON m.id = g.model_id {where} ORDER BY g.name",
+            params,
         ).fetchall()
-        return [IdentityRecord(*r) for r in rows]
+        return [
+            GalleryInfo(r[0], ModelId(r[1], r[2], r[3], bool(r[4])) if r[1] is not None else None, *r[5:]) for r in rows
+        ]
 
-    @_sqlite_errors
-    def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+    def _subject_row(self, db: sqlite3.Connection, gallery_id: int, gallery: str, subject_id: int) -> Subject:
+        row = db.execute(
+            f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+            "WHERE s.id = ? AND s.gallery_id = ?",
+            (subject_id, gallery_id),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.path}: no subject {subject_id} in gallery {gallery!r}")
+        return _subject(row)
 
-    def _matrix(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """All embeddings (E, D), the identity index of each row, and the identity names."""
-        version = self._version()
-        if self._cache is None or self._cache[0] != version:
-            rows = self._db.execute(  # one query, so one snapshot: a concurrent enrolment is in it or not at all
-                "SELECT e.identity_id, i.name, e.embedding, e.dim FROM embeddings e "
-                "JOIN identities i ON i.id = e.identity_id ORDER BY e.id"
+    def _stored_faces(self, db: sqlite3.Connection, face_ids: Sequence[int]) -> list[StoredFace]:
+        faces = []
+        for face_id in face_ids:
+            row = db.execute(
+                f"SELECT {_FACE_COLUMNS} FROM faces f JOIN models m ON m.id = f.model_id WHERE f.id = ?", (face_id,)
+            ).fetchone()
+            faces.append(_face(row))
+        return faces
+
+    # ------------------------------------------------------------------------------------------------ galleries
+    def create_gallery(self, name: str, exist_ok: bool = False) -> GalleryInfo:
+        base.check_gallery_name(name)
+        with self._transaction(write=True) as db:
+            if db.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone():
+                if not exist_ok:
+                    raise ConflictError(f"{self.path}: a gallery named {name!r} exists already")
+            else:
+                db.execute("INSERT INTO galleries (name, created) VALUES (?, ?)", (name, base.utc_now()))
+            return self._info(db, "WHERE g.name = ?", (name,))[0]
+
+    def galleries(self) -> list[GalleryInfo]:
+        with self._transaction(write=False) as db:
+            return self._info(db, "", ())
+
+    def gallery(self, name: str) -> GalleryInfo:
+        with self._transaction(write=False) as db:
+            self._gallery_row(db, name)
+            return self._info(db, "WHERE g.name = ?", (name,))[0]
+
+    def delete_gallery(self, name: str) -> None:
+        with self._transaction(write=True) as db:
+            gallery_id, _ = self._gallery_row(db, name)
+            db.execute("DELETE FROM galleries WHERE id = ?", (gallery_id,))
+
+    # ------------------------------------------------------------------------------------------------ subjects
+    def add_subject(self, gallery: str, name: str, metadata: Mapping[str, Any] | None = None) -> Subject:
+        name, text = base.check_subject_name(name), base.check_metadata(metadata)
+        with self._transaction(write=True) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            subject_id = self._insert_subject(db, gallery_id, gallery, name, text)
+            return self._subject_row(db, gallery_id, gallery, subject_id)
+
+    def _insert_subject(self, db: sqlite3.Connection, gallery_id: int, gallery: str, name: str, metadata: str) -> int:
+        if db.execute("SELECT 1 FROM subjects WHERE gallery_id = ? AND name = ?", (gallery_id, name)).fetchone():
+            raise ConflictError(f"{self.path}: gallery {gallery!r} has a subject named {name!r} already")
+        now = base.utc_now()
+        cursor = db.execute(
+            "INSERT INTO subjects (gallery_id, name, metadata, created, updated) VALUES (?, ?, ?, ?, ?)",
+            (gallery_id, name, metadata, now, now),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def subject(self, gallery: str, subject_id: int) -> Subject:
+        with self._transaction(write=False) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            return self._subject_row(db, gallery_id, gallery, subject_id)
+
+    def find_subject(self, gallery: str, name: str) -> Subject | None:
+        name = base.check_subject_name(name)
+        with self._transaction(write=False) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            row = db.execute(
+                f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+                "WHERE s.gallery_id = ? AND s.name = ?",
+                (gallery_id, name),
+            ).fetchone()
+            return _subject(row) if row else None
+
+    def subjects(self, gallery: str, after: int | None = None, limit: int = 100) -> list[Subject]:
+        if limit < 1:
+            raise GalleryError(f"limit must be at least 1, got {limit}")
+        with self._transaction(write=False) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            rows = db.execute(
+                f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+                "WHERE s.gallery_id = ? AND s.id > ? ORDER BY s.id LIMIT ?",
+                (gallery_id, after or 0, limit),
             ).fetchall()
-            identities = sorted({r[0]: r[1] for r in rows}.items())  # by identity id
-            names = [name for _, name in identities]
-            index = {identity_id: i for i, (identity_id, _) in enumerate(identities)}
-            dims = {r[3] for r in rows}
-            if len(dims) > 1:
-                raise GalleryError(f"{self.path}: embeddings of several sizes {sorted(dims)}; the file is damaged")
-            dim = dims.pop() if dims else 0
-            matrix = np.empty((len(rows), dim), dtype=np.float32)
-            for i, (_, _, blob, d) in enumerate(rows):
-                if len(blob) != 4 * d:
-                    raise GalleryError(f"{self.path}: an embedding blob has {len(blob)} bytes, not {4 * d}")
-                matrix[i] = np.frombuffer(blob, dtype="<f4")
-            owners = np.array([index[r[0]] for r in rows], dtype=np.int64)
-            self._cache = (version, matrix, owners, names)
-        return self._cache[1], self._cache[2], self._cache[3]
+            return [_subject(r) for r in rows]
 
-    @_sqlite_errors
-    def search(
-        self, queries: np.ndarray, model: ModelId, k: int = 5, backend: str = "exact"
-    ) -> list[list[tuple[str, float]]]:
-        """For each L2-normalised query (Q, D): the ``k`` best identities as (name, cosine similarity), best first;
-        an identity scores the best of its embeddings. ``backend``: "exact" (matrix product) or "faiss" (HNSW,
-        approximate, for galleries of millions of faces)."""
-        self.check_model(model)
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if queries.shape[1] != model.dim:
-            raise GalleryError(f"queries have {queries.shape[1]} dimensions, the model gives {model.dim}")
-        if k < 1:
-            raise GalleryError("k must be at least 1")
-        matrix, owners, names = self._matrix()
-        if len(matrix) == 0:
+    def update_subject(
+        self, gallery: str, subject_id: int, name: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> Subject:
+        new_name = base.check_subject_name(name) if name is not None else None
+        text = base.check_metadata(metadata) if metadata is not None else None
+        with self._transaction(write=True) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            current = self._subject_row(db, gallery_id, gallery, subject_id)
+            if new_name is not None and new_name != current.name:
+                if db.execute(
+                    "SELECT 1 FROM subjects WHERE gallery_id = ? AND name = ?", (gallery_id, new_name)
+                ).fetchone():
+                    raise ConflictError(f"{self.path}: gallery {gallery!r} has a subject named {new_name!r} already")
+                db.execute("UPDATE subjects SET name = ? WHERE id = ?", (new_name, subject_id))
+                self._touch(db, gallery_id)
+            if text is not None:
+                db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (text, subject_id))
+            db.execute("UPDATE subjects SET updated = ? WHERE id = ?", (base.utc_now(), subject_id))
+            return self._subject_row(db, gallery_id, gallery, subject_id)
+
+    def delete_subject(self, gallery: str, subject_id: int) -> int:
+        with self._transaction(write=True) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            subject = self._subject_row(db, gallery_id, gallery, subject_id)
+            db.execute("DELETE FROM subjects WHERE id = ?", (subject_id,))
+            self._touch(db, gallery_id)
+            return subject.faces
+
+    # ------------------------------------------------------------------------------------------------ faces
+    def enroll(
+        self,
+        gallery: str,
+        name: str,
+        faces: Sequence[NewFace],
+        model: ModelId,
+        metadata: Mapping[str, Any] | None = None,
+        create_gallery: bool = True,
+    ) -> Enrolled:
+        return self.enroll_many(gallery, [Enrolment(name, faces, metadata)], model, create_gallery)[0]
+
+    def enroll_many(
+        self, gallery: str, enrolments: Sequence[Enrolment], model: ModelId, create_gallery: bool = True
+    ) -> list[Enrolled]:
+        base.check_gallery_name(gallery)
+        checked = [
+            (base.check_subject_name(e.name), base.check_metadata(e.metadata), base.check_faces(e.faces, model))
+            for e in enrolments
+        ]
+        with self._transaction(write=True) as db:
+            if create_gallery:
+                db.execute("INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now()))
+            gallery_id, stored = self._gallery_row(db, gallery)
+            base.check_model(gallery, stored, model)
+            model_id = self._model_id(db, model)
+            if stored is None:
+                db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+            results = []
+            for enrolment, (name, metadata, vectors) in zip(enrolments, checked):
+                row = db.execute("SELECT id FROM subjects WHERE gallery_id = ? AND name = ?", (gallery_id, name))
+                found = row.fetchone()
+                subject_id = found[0] if found else self._insert_subject(db, gallery_id, gallery, name, metadata)
+                added, skipped = [], []
+                for face, vector in zip(enrolment.faces, vectors):
+                    owner = db.execute(
+                        "SELECT f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
+                        "WHERE f.gallery_id = ? AND f.image_sha256 = ?",
+                        (gallery_id, face.image_sha256),
+                    ).fetchone()
+                    if owner is not None:
+                        if owner[0] != subject_id:
+                            raise ConflictError(
+                                f"{face.source or 'image ' + face.image_sha256[:12]} is already enrolled as "
+                                f"{owner[1]!r} in gallery {gallery!r}"
+                            )
+                        skipped.append(face.image_sha256)
+                        continue
+                    cursor = db.execute(
+                        "INSERT INTO faces (gallery_id, subject_id, model_id, embedding, image_sha256, source, "
+                        "detection, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            gallery_id,
+                            subject_id,
+                            model_id,
+                            _blob(vector),
+                            face.image_sha256,
+                            face.source,
+                            json.dumps(face.detection) if face.detection is not None else None,
+                            base.utc_now(),
+                        ),
+                    )
+                    if face.crop is not None:
+                        db.execute("INSERT INTO crops (face_id, png) VALUES (?, ?)", (cursor.lastrowid, face.crop))
+                    added.append(int(cursor.lastrowid or 0))
+                if added:
+                    db.execute("UPDATE subjects SET updated = ? WHERE id = ?", (base.utc_now(), subject_id))
+                results.append((subject_id, added, skipped))
+            self._touch(db, gallery_id)
+            return [
+                Enrolled(self._subject_row(db, gallery_id, gallery, s), self._stored_faces(db, a), k)
+                for s, a, k in results
+            ]
+
+    def add_faces(self, gallery: str, subject_id: int, faces: Sequence[NewFace], model: ModelId) -> Enrolled:
+        subject = self.subject(gallery, subject_id)
+        # by name, in a transaction that refuses a subject renamed or deleted meanwhile
+        enrolled = self.enroll(gallery, subject.name, faces, model, create_gallery=False)
+        if enrolled.subject.id != subject_id:
+            raise ConflictError(f"{self.path}: subject {subject_id} changed while faces were added; try again")
+        return enrolled
+
+    def faces(self, gallery: str, subject_id: int) -> list[StoredFace]:
+        with self._transaction(write=False) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            self._subject_row(db, gallery_id, gallery, subject_id)
+            rows = db.execute(
+                f"SELECT {_FACE_COLUMNS} FROM faces f JOIN models m ON m.id = f.model_id "
+                "WHERE f.subject_id = ? ORDER BY f.id",
+                (subject_id,),
+            ).fetchall()
+            return [_face(r) for r in rows]
+
+    def delete_face(self, gallery: str, face_id: int) -> None:
+        with self._transaction(write=True) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            cursor = db.execute("DELETE FROM faces WHERE id = ? AND gallery_id = ?", (face_id, gallery_id))
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"{self.path}: no face {face_id} in gallery {gallery!r}")
+            self._touch(db, gallery_id)
+
+    def enrolled_images(self, gallery: str) -> dict[str, str]:
+        with self._transaction(write=False) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            rows = db.execute(
+                "SELECT f.image_sha256, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
+                "WHERE f.gallery_id = ?",
+                (gallery_id,),
+            )
+            return dict(rows.fetchall())
+
+    # ------------------------------------------------------------------------------------------------ search
+    def _matrix(self, gallery: str) -> _Matrix:
+        """The gallery's embeddings grouped by subject, from the cache unless the gallery changed since."""
+        with self._transaction(write=False) as db:  # one snapshot: a concurrent write is in it whole or not at all
+            gallery_id, model = self._gallery_row(db, gallery)
+            generation = db.execute("SELECT generation FROM galleries WHERE id = ?", (gallery_id,)).fetchone()[0]
+            with self._lock:
+                cached = self._matrices.get(gallery_id)
+                if cached is not None and cached.generation == generation:
+                    self._matrices.move_to_end(gallery_id)
+                    return cached
+            rows = db.execute(
+                "SELECT f.subject_id, f.embedding FROM faces f WHERE f.gallery_id = ? ORDER BY f.subject_id, f.id",
+                (gallery_id,),
+            ).fetchall()
+            names = dict(db.execute("SELECT id, name FROM subjects WHERE gallery_id = ?", (gallery_id,)).fetchall())
+        dim = model.dim if model is not None else 0
+        blob = b"".join(r[1] for r in rows)
+        if len(blob) != 4 * dim * len(rows):
+            raise GalleryError(f"{self.path}: gallery {gallery!r} holds embeddings of another size than {dim}")
+        embeddings = np.frombuffer(blob, dtype="<f4").reshape(len(rows), dim)
+        owners = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(rows) else np.zeros(0, np.int64)
+        subject_ids = owners[starts]
+        matrix = _Matrix(generation, model, embeddings, starts, subject_ids, [names[int(i)] for i in subject_ids])
+        with self._lock:
+            self._matrices[gallery_id] = matrix
+            self._matrices.move_to_end(gallery_id)
+            while len(self._matrices) > CACHED_GALLERIES:
+                self._matrices.popitem(last=False)
+        return matrix
+
+    def search(self, gallery: str, queries: np.ndarray, model: ModelId, k: int = 5) -> list[list[Candidate]]:
+        queries = base.check_queries(queries, model, k)
+        matrix = self._matrix(gallery)
+        base.check_model(gallery, matrix.model, model)
+        if len(matrix.embeddings) == 0:
             return [[] for _ in queries]
-        if backend == "exact":
-            scores = queries @ matrix.T
-            columns = np.broadcast_to(np.arange(len(matrix)), scores.shape)
-        elif backend == "faiss":
-            scores, columns = self._faiss_search(queries, matrix, k)
-        else:
-            raise GalleryError(f"unknown search backend {backend!r}; use 'exact' or 'faiss'")
+        best = np.maximum.reduceat(queries @ matrix.embeddings.T, matrix.starts, axis=1)  # (Q, subjects)
         results = []
-        for row_scores, row_columns in zip(scores, columns):
-            valid = row_columns >= 0
-            best = np.full(len(names), -np.inf, dtype=np.float32)
-            np.maximum.at(best, owners[row_columns[valid]], row_scores[valid])
-            present = np.flatnonzero(np.isfinite(best))
-            order = present[np.lexsort((present, -best[present]))][:k]
-            results.append([(names[i], float(best[i])) for i in order])
+        for scores in best:
+            top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+            top = top[np.lexsort((matrix.subject_ids[top], -scores[top]))]  # best first, then the older subject
+            results.append(
+                [Candidate(int(matrix.subject_ids[i]), matrix.names[i], float(np.clip(scores[i], -1, 1))) for i in top]
+            )
         return results
 
-    def _faiss_search(self, queries: np.ndarray, matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            import faiss
-        except ImportError as exc:
-            raise GalleryError("the faiss backend needs faiss-cpu: pip install 'ghostfacenets[faiss]'") from exc
-        version = self._cache[0] if self._cache else (-1, -1)
-        if self._faiss is None or self._faiss[0] != version:
-            index = faiss.IndexHNSWFlat(matrix.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 80
-            index.add(np.ascontiguousarray(matrix))
-            self._faiss = (version, index)
-        index = self._faiss[1]
-        neighbours = min(len(matrix), max(8 * k, 64))
-        index.hnsw.efSearch = max(2 * neighbours, 128)
-        return index.search(np.ascontiguousarray(queries), neighbours)
+    # ---------------------------------------------------------------------------------------- moving, re-embedding
+    def export_faces(self, gallery: str) -> Iterator[ExportedFace]:
+        with self._reader() as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            rows = db.execute(
+                "SELECT s.name, s.metadata, f.embedding, f.image_sha256, f.source, f.detection, c.png, "
+                "m.name, m.sha256, m.dim, m.flip FROM faces f JOIN subjects s ON s.id = f.subject_id "
+                "JOIN models m ON m.id = f.model_id LEFT JOIN crops c ON c.face_id = f.id "
+                "WHERE f.gallery_id = ? ORDER BY f.subject_id, f.id",
+                (gallery_id,),
+            )
+            for row in rows:
+                model = ModelId(row[7], row[8], row[9], bool(row[10]))
+                face = NewFace(
+                    np.frombuffer(row[2], dtype="<f4").copy(),
+                    row[3],
+                    row[4],
+                    json.loads(row[5]) if row[5] else None,
+                    row[6],
+                )
+                yield ExportedFace(gallery, row[0], json.loads(row[1]), face, model)
+
+    def crops(self, gallery: str) -> Iterator[tuple[int, bytes]]:
+        with self._reader() as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            rows = db.execute(
+                "SELECT f.id, c.png FROM faces f JOIN crops c ON c.face_id = f.id WHERE f.gallery_id = ? ORDER BY f.id",
+                (gallery_id,),
+            )
+            yield from ((int(face_id), bytes(png)) for face_id, png in rows)
+
+    def replace_embeddings(self, gallery: str, embeddings: Mapping[int, np.ndarray], model: ModelId) -> None:
+        vectors = {int(i): base.check_embedding(v, model, f"face {i}") for i, v in embeddings.items()}
+        with self._transaction(write=True) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            stored = {r[0] for r in db.execute("SELECT id FROM faces WHERE gallery_id = ?", (gallery_id,))}
+            base.check_replacement(self.location, gallery, stored, vectors.keys())
+            model_id = self._model_id(db, model)
+            db.executemany(
+                "UPDATE faces SET embedding = ?, model_id = ? WHERE id = ?",
+                ((_blob(v), model_id, i) for i, v in vectors.items()),
+            )
+            db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+            self._touch(db, gallery_id)
+
+    # ------------------------------------------------------------------------------------------------ API keys
+    _KEY_COLUMNS = "k.id, k.role, g.name, k.label, k.created, k.last_used, k.revoked"
+
+    def _key_row(self, db: sqlite3.Connection, key_id: int) -> ApiKey:
+        row = db.execute(
+            f"SELECT {self._KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id WHERE k.id = ?",
+            (key_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.path}: no API key {key_id}")
+        return _key(row)
+
+    def create_key(self, role: Role, gallery: str | None = None, label: str = "") -> tuple[ApiKey, str]:
+        role = base.check_role(role)
+        label = base.check_label(label)
+        secret, digest = base.new_secret()
+        with self._transaction(write=True) as db:
+            gallery_id = self._gallery_row(db, gallery)[0] if gallery is not None else None
+            cursor = db.execute(
+                "INSERT INTO api_keys (secret_sha256, role, gallery_id, label, created) VALUES (?, ?, ?, ?, ?)",
+                (digest, role, gallery_id, label, base.utc_now()),
+            )
+            return self._key_row(db, int(cursor.lastrowid or 0)), secret
+
+    def keys(self) -> list[ApiKey]:
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                f"SELECT {self._KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id ORDER BY k.id"
+            ).fetchall()
+            return [_key(r) for r in rows]
+
+    def revoke_key(self, key_id: int) -> ApiKey:
+        with self._transaction(write=True) as db:
+            self._key_row(db, key_id)
+            db.execute("UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (base.utc_now(), key_id))
+            return self._key_row(db, key_id)
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        digest = base.hash_secret(secret)
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                f"SELECT {self._KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id "
+                "WHERE k.secret_sha256 = ? AND k.revoked IS NULL",
+                (digest,),
+            ).fetchone()
+        if row is None:
+            return None
+        key = _key(row)
+        now = base.utc_now()
+        if key.last_used is None or base.seconds_between(key.last_used, now) >= KEY_USE_RESOLUTION_S:
+            with self._transaction(write=True) as db:
+                db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (now, key.id))
+            key = ApiKey(key.id, key.role, key.gallery, key.label, key.created, now, key.revoked)
+        return key
+
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]

@@ -1,8 +1,7 @@
 """From photos to decisions: detect faces, align them to the ArcFace template, embed, verify and identify."""
 
 from ..data.align import align_face, estimate_transform
-from ..gallery.base import ModelId
-from ..gallery.sqlite import Gallery
+from ..gallery import ModelId
 from .detect import DETECTORS, Face, FaceDetector, RetinaFaceDetector, create_detector
 from .recognizer import FaceRecognizer, Identification, Match, NoFaceError, Threshold, Verification
 
@@ -11,7 +10,6 @@ __all__ = [
     "Face",
     "FaceDetector",
     "FaceRecognizer",
-    "Gallery",
     "Identification",
     "Match",
     "ModelId",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,11 +15,20 @@ import numpy as np
 import torch
 
 from ..data.align import align_face
-from ..data.images import ImageSource, load_image
+from ..data.images import ImageSource, encode_png, load_image
 from ..data.transforms import INPUT_SIZE
 from ..errors import GhostFaceNetsError
-from ..gallery.base import ModelId
-from ..gallery.sqlite import Enrolment, Gallery
+from ..gallery import (
+    DEFAULT_GALLERY,
+    Enrolled,
+    GalleryStore,
+    ModelId,
+    NewFace,
+    NotFoundError,
+    is_postgres_url,
+    open_store,
+)
+from ..gallery.base import check_model
 from ..inference import OnnxEmbedder, embed_images, load_embedder, resolve_device
 from .detect import Face, FaceDetector, create_detector
 
@@ -100,14 +110,20 @@ class Verification:
 
 @dataclass(frozen=True)
 class Match:
-    """A gallery identity, its best cosine similarity to the query and whether it passes the threshold."""
+    """A gallery subject, its best face's cosine similarity to the query and whether it passes the threshold."""
 
     name: str
     similarity: float
     is_match: bool
+    subject_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "similarity": round(self.similarity, 6), "is_match": self.is_match}
+        return {
+            "name": self.name,
+            "subject_id": self.subject_id,
+            "similarity": round(self.similarity, 6),
+            "is_match": self.is_match,
+        }
 
 
 @dataclass(frozen=True)
@@ -426,95 +442,142 @@ class FaceRecognizer:
         return results if batch_a else results[0]
 
     # ---------------------------------------------------------------------------------------------- galleries
-    @staticmethod
-    def _gallery(gallery: Gallery | str | Path, create: bool) -> Gallery:
-        return gallery if isinstance(gallery, Gallery) else Gallery(gallery, create=create)
+    @contextlib.contextmanager
+    def _store(self, store: GalleryStore | str | Path, create: bool) -> Iterator[GalleryStore]:
+        """``store`` itself, or the store ``--db`` names, opened for the block."""
+        if isinstance(store, (str, Path)):
+            with open_store(store, create=create) as opened:
+                yield opened
+        else:
+            yield store
+
+    def _check_gallery(self, store: GalleryStore, gallery: str) -> None:
+        """Fail before embedding when the gallery holds another model's embeddings."""
+        try:
+            bound = store.gallery(gallery).model
+        except NotFoundError:
+            return
+        check_model(gallery, bound, self.model_id)
 
     def enroll(
         self,
-        gallery: Gallery | str | Path,
+        store: GalleryStore | str | Path,
         name: str,
         images: Any,
+        *,
+        gallery: str = DEFAULT_GALLERY,
+        metadata: dict[str, Any] | None = None,
+        store_crops: bool = False,
         color_order: ColorOrder = "RGB",
         aligned: bool | None = None,
-    ) -> int:
-        """Add the largest face of each image to identity ``name`` in one transaction; returns how many faces were
-        added (images already enrolled for ``name`` are skipped). Every image must hold a face. A gallery file that
-        does not exist yet is created only after every image is embedded."""
+    ) -> Enrolled:
+        """Add the largest face of each image to subject ``name`` of ``gallery`` (both created if new) in one
+        transaction. Images already enrolled for ``name`` are skipped; every image must hold a face. ``store``: a
+        :class:`GalleryStore` or what ``--db`` takes (an SQLite file is created only once every image is embedded,
+        so a failed enrolment leaves none behind). ``store_crops`` keeps each face's aligned 112x112 crop (PNG) in
+        the gallery, which ``reembed`` needs; no photo is ever stored."""
         sources, _ = _as_list(images)
-        exists = isinstance(gallery, Gallery) or Path(gallery).exists()
-        store = self._gallery(gallery, create=False) if exists else None
-        try:
-            if store is not None:
-                store.check_model(self.model_id)  # before embedding: another model's gallery fails fast
-            records = self._embed_records(self._faces(sources, color_order, False, aligned))
-            faces = [
-                Enrolment(
-                    r[0].embedding,
-                    image_sha256(source),
-                    _describe(source),
-                    {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None,
-                )
-                for source, r in zip(sources, records)
-            ]
-            if store is None:
-                store = self._gallery(gallery, create=True)
-            return store.enroll(name, faces, self.model_id)
-        finally:
-            if store is not None and store is not gallery:
-                store.close()
+        if not isinstance(store, (str, Path)) or is_postgres_url(store) or Path(store).exists():
+            with self._store(store, create=False) as opened:
+                self._check_gallery(opened, gallery)
+        per_image = self._faces(sources, color_order, False, aligned)
+        records = self._embed_records(per_image)
+        faces = [
+            NewFace(
+                r[0].embedding,
+                image_sha256(source),
+                _describe(source),
+                {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None,
+                encode_png(items[0][1]) if store_crops else None,
+            )
+            for source, r, items in zip(sources, records, per_image)
+        ]
+        with self._store(store, create=True) as opened:
+            return opened.enroll(gallery, name, faces, self.model_id, metadata)
 
     def _identify(
-        self, store: Gallery, records: list[FaceEmbedding], k: int, chosen: Threshold, backend: str
+        self, store: GalleryStore, gallery: str, records: list[FaceEmbedding], k: int, chosen: Threshold
     ) -> list[Identification]:
         if not records:
             return []
-        found = store.search(np.stack([r.embedding for r in records]), self.model_id, k, backend)
+        found = store.search(gallery, np.stack([r.embedding for r in records]), self.model_id, k)
         return [
-            Identification(r.face, [Match(n, s, s > chosen.value) for n, s in matches], chosen, r.faces_in_image)
-            for r, matches in zip(records, found)
+            Identification(
+                r.face,
+                [Match(c.name, c.similarity, c.similarity > chosen.value, c.subject_id) for c in candidates],
+                chosen,
+                r.faces_in_image,
+            )
+            for r, candidates in zip(records, found)
         ]
 
     def identify(
         self,
         image: ImageSource,
-        gallery: Gallery | str | Path,
+        store: GalleryStore | str | Path,
         k: int = 5,
         *,
+        gallery: str = DEFAULT_GALLERY,
         threshold: float | None = None,
         far: float | None = None,
-        backend: str = "exact",
         color_order: ColorOrder = "RGB",
         aligned: bool | None = None,
     ) -> Identification:
-        """The ``k`` gallery identities most similar to the largest face in ``image``."""
+        """The ``k`` subjects of ``gallery`` most similar to the largest face in ``image``."""
         chosen = self.threshold(threshold, far)
-        store = self._gallery(gallery, create=False)
-        try:
-            store.check_model(self.model_id)
+        with self._store(store, create=False) as opened:
+            opened.gallery(gallery)  # a missing gallery fails before the photo is embedded
+            self._check_gallery(opened, gallery)
             (record,) = self._embed_records(self._faces([image], color_order, False, aligned))[0]
-            return self._identify(store, [record], k, chosen, backend)[0]
-        finally:
-            if store is not gallery:
-                store.close()
+            return self._identify(opened, gallery, [record], k, chosen)[0]
 
     def identify_faces(
         self,
         image: ImageSource,
-        gallery: Gallery | str | Path,
+        store: GalleryStore | str | Path,
         k: int = 5,
         *,
+        gallery: str = DEFAULT_GALLERY,
         threshold: float | None = None,
         far: float | None = None,
-        backend: str = "exact",
         color_order: ColorOrder = "RGB",
     ) -> list[Identification]:
         """``identify`` for every face in ``image``, largest first ([] when there is none)."""
         chosen = self.threshold(threshold, far)
-        store = self._gallery(gallery, create=False)
-        try:
-            store.check_model(self.model_id)
-            return self._identify(store, self.embed_faces(image, color_order), k, chosen, backend)
-        finally:
-            if store is not gallery:
-                store.close()
+        with self._store(store, create=False) as opened:
+            opened.gallery(gallery)
+            self._check_gallery(opened, gallery)
+            return self._identify(opened, gallery, self.embed_faces(image, color_order), k, chosen)
+
+    def reembed(self, store: GalleryStore | str | Path, gallery: str = DEFAULT_GALLERY, progress: bool = False) -> int:
+        """Re-embed every face of ``gallery`` from its stored crop with this recognizer's model and bind the
+        gallery to it, in one transaction; returns the number of faces. Refused (nothing changed) when a face has
+        no crop (enrolled without ``store_crops``)."""
+        from tqdm import tqdm
+
+        with self._store(store, create=False) as opened:
+            info = opened.gallery(gallery)
+            if info.crops < info.faces:
+                raise GhostFaceNetsError(
+                    f"{info.faces - info.crops} of the {info.faces} faces of gallery {gallery!r} have no stored crop "
+                    "(enrolled without --store-crops): they cannot be re-embedded; enrol them again instead"
+                )
+            embeddings: dict[int, np.ndarray] = {}
+            batch: list[tuple[int, np.ndarray]] = []
+            bar = tqdm(total=info.faces, desc="re-embedding", unit="face", disable=not progress, leave=False)
+
+            def flush() -> None:
+                vectors = self.embed_aligned(np.stack([crop for _, crop in batch]))
+                embeddings.update(zip((face_id for face_id, _ in batch), vectors))
+                bar.update(len(batch))
+                batch.clear()
+
+            for face_id, png in opened.crops(gallery):
+                batch.append((face_id, load_image(png)))
+                if len(batch) == self.batch_size:
+                    flush()
+            if batch:
+                flush()
+            bar.close()
+            opened.replace_embeddings(gallery, embeddings, self.model_id)
+            return len(embeddings)

@@ -1,0 +1,67 @@
+"""Gallery test data: unit vectors, faces, and workers that other processes run against a shared store."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ghostfacenets.gallery import Enrolment, ModelId, NewFace, open_store
+
+MODEL = ModelId("test-model", "a" * 64, 16, True)
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = MODEL.dim) -> np.ndarray:
+    """``n`` random L2-normalised float32 vectors."""
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def sha(tag: str) -> str:
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+def faces(vectors: np.ndarray, tag: str, crops: bool = False) -> list[NewFace]:
+    """One face per vector, its image hash derived from ``tag`` and the row."""
+    return [
+        NewFace(
+            v,
+            sha(f"{tag}-{i}"),
+            f"{tag}/{i}.jpg",
+            {"box": [0.0, 0.0, 10.0, 10.0], "score": 0.99},
+            f"png-{tag}-{i}".encode() if crops else None,
+        )
+        for i, v in enumerate(vectors)
+    ]
+
+
+def brute_force(people: dict[str, np.ndarray], query: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The k best subjects by their best face, written out independently of the stores."""
+    best = {name: max(float(v @ query) for v in vectors) for name, vectors in people.items()}
+    return sorted(best.items(), key=lambda item: -item[1])[:k]
+
+
+def enrol_worker(db: str, worker: int, subjects: int, faces_each: int) -> int:
+    """Run in another process: enrol ``subjects`` subjects and search after each; returns the searches that found
+    the subject just enrolled as the best match."""
+    rng = np.random.default_rng(1000 + worker)
+    found = 0
+    with open_store(db) as store:
+        for i in range(subjects):
+            vectors = unit(rng, faces_each)
+            store.enroll("shared", f"w{worker}-s{i}", faces(vectors, f"w{worker}-s{i}"), MODEL)
+            (best, *_), *_ = store.search("shared", vectors[:1], MODEL, 3)
+            found += best.name == f"w{worker}-s{i}"
+    return found
+
+
+def batch_worker(db: str, subjects: int, faces_each: int, started: object) -> None:
+    """Run in another process: enrol two transactions of ``subjects`` x ``faces_each`` faces, then a long third
+    one, setting the multiprocessing event ``started`` as it begins (the parent kills the process then)."""
+    rng = np.random.default_rng(7)
+    with open_store(db) as store:
+        for b, count in enumerate((subjects, subjects, 2500)):
+            enrolments = [Enrolment(f"b{b}-s{s}", faces(unit(rng, faces_each), f"b{b}-s{s}")) for s in range(count)]
+            if b == 2:
+                started.set()  # type: ignore[attr-defined]
+            store.enroll_many("batches", enrolments, MODEL)
