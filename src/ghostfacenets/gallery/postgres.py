@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
 }
 VECTOR_TYPES = ("vector", "halfvec")
 MAX_INDEXED_DIM = {"vector": 2000, "halfvec": 4000}  # pgvector's HNSW limits
+PREPARED_DIM = 512  # GhostFaceNets' embedding size: its index is made with the schema
 CONNECT_TIMEOUT_S = 10
 POOL_TIMEOUT_S = 30
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -274,6 +275,12 @@ class PostgresStore:
                         )
                 db.execute("DELETE FROM schema_version")
                 db.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+                self._read_settings(db, requested_type)
+                self._ensure_index(db, PREPARED_DIM)  # so that a role without DDL rights can enrol 512-d faces
+        self._read_settings(db, requested_type)
+        return self._extension_schema(db)
+
+    def _read_settings(self, db: Any, requested_type: bool) -> None:
         stored = dict(db.execute(f"SELECT key, value FROM {self.schema}.settings").fetchall())
         if requested_type and stored["vector_type"] != self.options["vector_type"]:
             raise GalleryError(
@@ -282,7 +289,6 @@ class PostgresStore:
             )
         self.vector_type = stored["vector_type"]
         self.hnsw = (int(stored["hnsw_m"]), int(stored["hnsw_ef_construction"]))
-        return self._extension_schema(db)
 
     def _version(self, db: Any) -> int:
         exists = db.execute("SELECT to_regclass(%s)", (f"{self.schema}.schema_version",)).fetchone()[0]
@@ -324,10 +330,18 @@ class PostgresStore:
             return
         db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_MIGRATION_LOCK >> 32, dim))
         m, ef_construction = self.hnsw
-        db.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON faces USING hnsw ((embedding::{self.vector_type}({dim})) "
-            f"{self.vector_type}_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction}) WHERE dim = {dim}"
-        )
+        try:
+            with db.transaction():
+                db.execute(
+                    f"CREATE INDEX IF NOT EXISTS {name} ON faces USING hnsw ((embedding::{self.vector_type}({dim})) "
+                    f"{self.vector_type}_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction}) "
+                    f"WHERE dim = {dim}"
+                )
+        except self._psycopg.errors.InsufficientPrivilege:
+            raise GalleryError(
+                f"{self.location}: {dim}-d embeddings need a new HNSW index ({name}), which only the owner of "
+                f"schema {self.schema} may create; open the store once as the owner with a model of this size"
+            ) from None
 
     # ------------------------------------------------------------------------------------------------ connections
     @contextlib.contextmanager
@@ -687,10 +701,18 @@ class PostgresStore:
                 return [[] for _ in queries]
             indexed = faces > self.exact_limit and model.dim <= MAX_INDEXED_DIM[self.vector_type]
             if indexed:
-                db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
-                db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                self._use_index(db)
             search = self._index_search if indexed else self._exact_search
             return [search(db, gallery_id, query, model.dim, k, faces) for query in queries]
+
+    def _use_index(self, db: Any) -> None:
+        """Search through the HNSW index for the rest of the transaction. The gallery's size is known exactly, so
+        the choice is made here rather than by the planner, whose statistics lag behind bulk enrolments: sorting
+        (which an exact plan needs) is ruled out, and the iterative scan goes on until the gallery filter has let
+        through enough faces."""
+        db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
+        db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        db.execute("SET LOCAL enable_sort = off")
 
     def _exact_search(
         self, db: Any, gallery_id: int, query: np.ndarray, dim: int, k: int, faces: int
@@ -729,8 +751,7 @@ class PostgresStore:
         """The query plan of an index search (to check that the HNSW index is used)."""
         with self._transaction() as db:
             gallery_id, _, _ = self._gallery_row(db, gallery)
-            db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
-            db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            self._use_index(db)
             typed = f"{self.vector_type}({model.dim})"
             rows = db.execute(
                 f"EXPLAIN SELECT subject_id FROM faces WHERE gallery_id = %(g)s AND dim = {model.dim} "
