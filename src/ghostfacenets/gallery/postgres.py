@@ -4,7 +4,8 @@ Tables live in their own schema (``ghostfacenets`` unless ``schema=`` says other
 use under an advisory lock (numbered migrations, the version in ``schema_version``; a newer schema is refused).
 Embeddings are a pgvector ``vector`` column (or ``halfvec``, chosen when the schema is created) with one HNSW cosine
 index per embedding size, a partial expression index (``embedding::vector(D)`` where ``dim = D``), so galleries of
-models of different sizes share one table.
+models of different sizes share one table. The column's storage is PLAIN: a 512-d vector (2 KB) would otherwise be
+moved out of line to TOAST, one more lookup for every face an exact search or an index build reads.
 
 Every write is one transaction that first locks its gallery's row (``SELECT ... FOR UPDATE``): writes to one gallery
 are serialised across processes and machines, writes to different galleries run in parallel, and the gallery's
@@ -111,6 +112,7 @@ CREATE TABLE faces (
     created timestamptz NOT NULL DEFAULT now(),
     UNIQUE (gallery_id, image_sha256)
 );
+ALTER TABLE faces ALTER COLUMN embedding SET STORAGE PLAIN;
 CREATE INDEX faces_subject ON faces (subject_id);
 CREATE TABLE crops (
     face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
