@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from torch import nn
@@ -25,13 +24,16 @@ from ghostfacenets.export.onnx import (
     OnnxPReLU,
     convert_float16,
     export_onnx,
+    float_block_nodes,
     quantize_int8,
     read_onnx_metadata,
 )
 from ghostfacenets.inference import embed_images
 from ghostfacenets.models.registry import create_model
-from tests.helpers import shared_path
+from tests.helpers import require_module, shared_path
 from tests.helpers.models import randomized
+
+onnx = require_module("onnx")  # the whole module needs the onnx extra
 
 KERAS = ["v1_w1.3_s1", "v2_w1_s1"]
 
@@ -186,6 +188,25 @@ def test_quantize_refuses_bad_input(small_export: Path, tmp_path: Path) -> None:
         quantize_int8(small_export, tmp_path / "q.onnx", faces, method="best")
     with pytest.raises(GhostFaceNetsError, match="uint8"):
         quantize_int8(small_export, tmp_path / "q.onnx", faces.astype(np.float32))
+
+
+def test_keep_float_blocks_finds_its_nodes_or_raises(small_export: Path, tmp_path: Path) -> None:
+    names = [n.name for n in onnx.load(str(small_export)).graph.node]
+    kept = float_block_nodes(names, 2)
+    assert float_block_nodes(names, 0) == []
+    assert any(n.startswith("/stem/") for n in kept) and any(n.startswith("/blocks/blocks.1/") for n in kept)
+    assert all(n.startswith(("/stem/", "/blocks/blocks.0/", "/blocks/blocks.1/")) for n in kept)
+    assert not any(n.startswith("/blocks/blocks.2/") for n in kept)
+    with pytest.raises(OnnxError, match=r"blocks\.16/"):  # a 17th block does not exist
+        float_block_nodes(names, 17)
+    renamed = onnx.load(str(small_export))  # a graph whose node names do not follow the module paths
+    for i, node in enumerate(renamed.graph.node):
+        node.name = f"node{i}"
+    onnx.save(renamed, str(tmp_path / "renamed.onnx"))
+    faces = np.zeros((2, 112, 112, 3), np.uint8)
+    with pytest.raises(OnnxError, match="no node of the graph is named /stem/"):
+        quantize_int8(tmp_path / "renamed.onnx", tmp_path / "q.onnx", faces, keep_float_blocks=1)
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_cli_export_with_fp16_and_int8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

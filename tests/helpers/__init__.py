@@ -21,10 +21,11 @@ def required() -> bool:
 
 
 def missing(reason: str) -> None:
-    """Skip the test with ``reason``, or fail it where everything is required."""
+    """Skip the test (or the whole module, when called at import) with ``reason``, or fail it where everything is
+    required."""
     if required():
         pytest.fail(f"{reason} ({REQUIRE_ENV} is set: CI must run this test)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def shared_path(*parts: str) -> Path:

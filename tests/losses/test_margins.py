@@ -11,18 +11,32 @@ import torch.nn.functional as F
 from ghostfacenets.losses import CombinedMargin, PartialFC, ScaleSchedule, margin_from_name
 
 
-def direct_target(cos: float, m1: float, m2: float, m3: float) -> float:
-    """The official Keras_insightface ArcfaceLoss for one target cosine, written out with math."""
-    theta = math.acos(cos)
-    value = math.cos(m1 * theta + m2) - m3
-    threshold = math.cos((math.pi - m2) / m1) if (math.pi - m2) / m1 < math.pi else -1.0
-    return value if cos > threshold else (-1 - m3) * 2 - value
+def keras_insightface_target(cos: float, m1: float, m2: float, m3: float) -> float:
+    """The official Keras_insightface ``ArcfaceLoss`` (losses.py, used by GhostFaceNets' training) for one target
+    cosine, written out as its code reads:
+
+        threshold = np.cos((np.pi - margin2) / margin1)   # grad(theta) == 0
+        theta_min = (-1 - margin3) * 2
+        if margin1 == 1 and margin2 == 0 and margin3 == 0: theta = y
+        elif margin1 == 1 and margin3 == 0:                 theta = cos(acos(y) + margin2)
+        else:                                               theta = cos(acos(y) * margin1 + margin2) - margin3
+        theta_valid = where(y > threshold, theta, theta_min - theta)
+    """
+    threshold = math.cos((math.pi - m2) / m1)
+    theta_min = (-1 - m3) * 2
+    if m1 == 1.0 and m2 == 0.0 and m3 == 0.0:
+        theta = cos
+    elif m1 == 1.0 and m3 == 0.0:
+        theta = math.cos(math.acos(cos) + m2)
+    else:
+        theta = math.cos(math.acos(cos) * m1 + m2) - m3
+    return theta if cos > threshold else theta_min - theta
 
 
 def direct_logits(cos: torch.Tensor, labels: list[int], m: tuple[float, float, float], scale: float) -> torch.Tensor:
     out = cos.clone()
     for i, label in enumerate(labels):
-        out[i, label] = direct_target(float(cos[i, label]), *m)
+        out[i, label] = keras_insightface_target(float(cos[i, label]), *m)
     return out * scale
 
 
@@ -53,6 +67,40 @@ def test_arcface_hand_worked_values() -> None:
     got = head.target_logit(torch.tensor(cos, dtype=torch.float64)).item()
     assert got == pytest.approx(-2 - math.cos(math.radians(170) + 0.5), abs=1e-12)
     assert got < -1.0  # keeps decreasing past the threshold instead of rising again
+
+
+@pytest.mark.parametrize("m", [(1.0, 0.5, 0.0), (1.0, 0.0, 0.35), (1.0, 0.0, 0.0), (1.0, 0.3, 0.2), (0.9, 0.4, 0.15)])
+def test_equals_keras_insightface_over_every_angle(m: tuple[float, float, float]) -> None:
+    """Wherever (pi - m2) / m1 <= pi (every preset, and m1 >= 1 - m2 / pi) the package is the official formula,
+    the fallback region past pi included."""
+    head = CombinedMargin(*m)
+    cosines = torch.cos(torch.linspace(1e-3, math.pi - 1e-3, 4001, dtype=torch.float64))
+    got = head.target_logit(cosines)
+    expected = torch.tensor([keras_insightface_target(float(c), *m) for c in cosines], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-9)
+    assert (cosines <= head.threshold).any() == (m[1] > 0)  # the sweep reaches the fallback region where it exists
+
+
+def test_where_the_official_threshold_passes_pi_the_package_keeps_the_margin() -> None:
+    """m1 = 0.8, m2 = 0: (pi - m2) / m1 = 225 degrees, an angle past pi. Keras_insightface's threshold becomes
+    cos(225 deg) = cos(135 deg) and it applies the fallback from theta = 135 degrees on, although m1 * theta + m2 never
+    reaches pi there: its logit jumps from cos(108 deg) to -2 - cos(108 deg). The package keeps the threshold at
+    cos(pi) and the plain margin formula, which stays continuous. Elsewhere the two agree."""
+    m = (0.8, 0.0, 0.0)
+    head = CombinedMargin(*m)
+    assert head.threshold == -1.0
+    official_threshold = math.cos(math.pi / 0.8)
+    theta = torch.linspace(1e-3, math.pi - 1e-3, 4001, dtype=torch.float64)
+    cosines = torch.cos(theta)
+    got = head.target_logit(cosines)
+    official = torch.tensor([keras_insightface_target(float(c), *m) for c in cosines], dtype=torch.float64)
+    differs = cosines <= official_threshold
+    assert differs.any() and not differs.all()
+    torch.testing.assert_close(got[~differs], official[~differs], rtol=0, atol=1e-9)
+    torch.testing.assert_close(got[differs], torch.cos(0.8 * theta[differs]), rtol=0, atol=1e-9)
+    torch.testing.assert_close(official[differs], -2 - torch.cos(0.8 * theta[differs]), rtol=0, atol=1e-9)
+    assert torch.max(torch.abs(torch.diff(official))) > 1.0  # the official logit jumps at 135 degrees
+    assert torch.max(torch.abs(torch.diff(got))) < 0.01  # the package's does not
 
 
 def test_fallback_is_continuous_and_decreasing() -> None:

@@ -220,6 +220,36 @@ def test_fp16_overflow_skips_backbone_and_centres_together(tmp_path: Path) -> No
     assert not torch.equal(before[0], parameters[0]) and not torch.equal(before[-1], parameters[-1])
 
 
+def test_bf16_autocast_trains_on_a_cpu(tmp_path: Path) -> None:
+    """train.amp=bf16 runs the backbone's convolutions in bfloat16 on a CPU, keeps float32 weights and gradients
+    (no loss scaling), and a whole run finishes with finite losses and a loadable float32 model."""
+    trainer = Trainer(tiny_config(tmp_path / "step", "train.amp=bf16", "optim.warmup_epochs=0"))
+    assert trainer.amp == "bf16" and not trainer.scaler.is_enabled()
+    seen: list[torch.dtype] = []
+    conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    source = SyntheticSource(32, 4)
+    images = torch.stack([torch.from_numpy(source.load(i)[0]) for i in range(8)])
+    labels = torch.tensor([source.load(i)[1] for i in range(8)])
+    before = conv.weight.detach().clone()
+    trainer.forward_backward(images, labels)
+    assert seen == [torch.bfloat16]
+    assert conv.weight.grad is not None and conv.weight.grad.dtype == torch.float32
+    assert torch.isfinite(conv.weight.grad).all() and conv.weight.grad.abs().sum() > 0
+    trainer.optimiser_step()
+    assert conv.weight.dtype == torch.float32 and not torch.equal(conv.weight.detach(), before)
+
+    result = train(tiny_config(tmp_path / "run", "train.amp=bf16", "train.epochs=2"))
+    losses = [
+        json.loads(line)["loss"]
+        for line in (result.output / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
+    assert len(losses) == result.steps and all(np.isfinite(losses))
+    model = load_model(result.final)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_weight_decay_reaches_kernels_and_class_centres(tmp_path: Path) -> None:
     trainer = Trainer(
         tiny_config(

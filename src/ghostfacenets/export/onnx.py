@@ -235,6 +235,22 @@ def convert_float16(source: str | Path, path: str | Path) -> Path:
     return _save(proto, Path(path))
 
 
+def float_block_nodes(node_names: list[str], keep_float_blocks: int) -> list[str]:
+    """The nodes that stay float32 with ``keep_float_blocks``: the stem and blocks 0..K-1, found by the torch module
+    paths in the node names (/stem/..., /blocks/blocks.3/...). A part that matches no node is an :class:`OnnxError`
+    (a graph whose names do not follow the module paths would otherwise be quantised whole, silently)."""
+    if not keep_float_blocks:
+        return []
+    prefixes = ["/stem/"] + [f"/blocks/blocks.{i}/" for i in range(keep_float_blocks)]
+    unmatched = [p for p in prefixes if not any(name.startswith(p) for name in node_names)]
+    if unmatched:
+        raise OnnxError(
+            f"--keep-float-blocks {keep_float_blocks}: no node of the graph is named {', '.join(unmatched)}...; "
+            "the file's node names do not follow the model's module paths (was it exported by ghostfacenets?)"
+        )
+    return [name for name in node_names if name.startswith(tuple(prefixes))]
+
+
 def quantize_int8(
     source: str | Path,
     path: str | Path,
@@ -291,16 +307,10 @@ def quantize_int8(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[method]
-    # Node names follow the torch module paths: /stem/..., /blocks/blocks.3/...
-    float_prefixes = (
-        tuple(["/stem/"] + [f"/blocks/blocks.{i}/" for i in range(keep_float_blocks)]) if keep_float_blocks else ()
-    )
     with tempfile.TemporaryDirectory(prefix="ghostfacenets-quant-") as tmp:
         prepared, quantised = Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
         quant_pre_process(str(source), str(prepared))
-        excluded = [
-            n.name for n in _load_proto(prepared).graph.node if float_prefixes and n.name.startswith(float_prefixes)
-        ]
+        excluded = float_block_nodes([n.name for n in _load_proto(prepared).graph.node], keep_float_blocks)
         with contextlib.redirect_stdout(sys.stderr):  # the calibrators print progress, which must not mix with JSON
             quantize_static(
                 str(prepared),

@@ -4,7 +4,8 @@ Tables live in their own schema (``ghostfacenets`` unless ``schema=`` says other
 use under an advisory lock (numbered migrations, the version in ``schema_version``; a newer schema is refused).
 Embeddings are a pgvector ``vector`` column (or ``halfvec``, chosen when the schema is created) with one HNSW cosine
 index per embedding size, a partial expression index (``embedding::vector(D)`` where ``dim = D``), so galleries of
-models of different sizes share one table.
+models of different sizes share one table. The column's storage is PLAIN: a 512-d vector (2 KB) would otherwise be
+moved out of line to TOAST, one more lookup for every face an exact search or an index build reads.
 
 Every write is one transaction that first locks its gallery's row (``SELECT ... FOR UPDATE``): writes to one gallery
 are serialised across processes and machines, writes to different galleries run in parallel, and the gallery's
@@ -111,6 +112,7 @@ CREATE TABLE faces (
     created timestamptz NOT NULL DEFAULT now(),
     UNIQUE (gallery_id, image_sha256)
 );
+ALTER TABLE faces ALTER COLUMN embedding SET STORAGE PLAIN;
 CREATE INDEX faces_subject ON faces (subject_id);
 CREATE TABLE crops (
     face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
@@ -565,12 +567,10 @@ class PostgresStore:
                     (gallery_id, images),
                 )
             }
+            subject_ids = self._subject_ids(db, gallery_id, [(name, metadata) for name, metadata, _ in checked])
             plans = []
-            for enrolment, (name, metadata, vectors) in zip(enrolments, checked):
-                found = db.execute(
-                    "SELECT id FROM subjects WHERE gallery_id = %s AND name = %s", (gallery_id, name)
-                ).fetchone()
-                subject_id = found[0] if found else self._insert_subject(db, gallery_id, gallery, name, metadata)
+            for enrolment, (name, _, vectors) in zip(enrolments, checked):
+                subject_id = subject_ids[name]
                 new, skipped = [], []
                 for face, vector in zip(enrolment.faces, vectors):
                     owner = owners.get(face.image_sha256)
@@ -588,16 +588,41 @@ class PostgresStore:
             added_ids = self._insert_faces(db, gallery_id, model_id, model.dim, plans)
             crops = sum(face.crop is not None for _, new, _ in plans for face, _ in new)
             self._count(db, gallery_id, faces=sum(len(ids) for ids in added_ids), crops=crops)
-            results = []
-            for (subject_id, _, skipped), ids in zip(plans, added_ids):
-                if ids:
-                    db.execute("UPDATE subjects SET updated = now() WHERE id = %s", (subject_id,))
-                results.append(
-                    Enrolled(
-                        self._subject_row(db, gallery_id, gallery, subject_id), self._faces_by_id(db, ids), skipped
-                    )
+            changed = [subject_id for (subject_id, _, _), ids in zip(plans, added_ids) if ids]
+            db.execute("UPDATE subjects SET updated = now() WHERE id = ANY(%s)", (changed,))
+            rows = db.execute(
+                f"SELECT {_SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
+                "WHERE s.id = ANY(%s)",
+                (list({subject_id for subject_id, _, _ in plans}),),
+            ).fetchall()
+            subjects = {row[0]: _subject(row) for row in rows}
+            faces = {face.id: face for face in self._faces_by_id(db, [i for ids in added_ids for i in ids])}
+            return [
+                Enrolled(subjects[subject_id], [faces[i] for i in ids], skipped)
+                for (subject_id, _, skipped), ids in zip(plans, added_ids)
+            ]
+
+    def _subject_ids(self, db: Any, gallery_id: int, wanted: list[tuple[str, str]]) -> dict[str, int]:
+        """Subject name -> id, the new ones (with their metadata) inserted in one batch."""
+        names = [name for name, _ in wanted]
+        ids = dict(
+            db.execute(
+                "SELECT name, id FROM subjects WHERE gallery_id = %s AND name = ANY(%s)", (gallery_id, names)
+            ).fetchall()
+        )
+        new = {name: metadata for name, metadata in wanted if name not in ids}  # a name twice: one subject
+        if new:
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO subjects (gallery_id, name, metadata) VALUES (%s, %s, %s::jsonb) RETURNING id",
+                    [(gallery_id, name, metadata) for name, metadata in new.items()],
+                    returning=True,
                 )
-            return results
+                for name in new:
+                    ids[name] = int(cursor.fetchone()[0])
+                    cursor.nextset()
+            self._count(db, gallery_id, subjects=len(new))
+        return ids
 
     def _insert_faces(
         self, db: Any, gallery_id: int, model_id: int, dim: int, plans: list[tuple[int, list[Any], list[str]]]
