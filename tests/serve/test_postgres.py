@@ -6,7 +6,7 @@ from tests.helpers.photos import photo
 from tests.helpers.service import create_key, start_service
 
 
-def test_two_workers_on_one_postgres_database(model_file, pg_database: str, tmp_path) -> None:
+def test_two_workers_on_one_postgres_database(model_file, pg_server: str, pg_database: str, tmp_path) -> None:
     db = pg_database
     key = str(create_key(db, "admin")["key"])
     service = start_service(model_file, db, tmp_path / "serve.log", "--workers", "2")
@@ -31,5 +31,17 @@ def test_two_workers_on_one_postgres_database(model_file, pg_database: str, tmp_
                 found = http.post("/v1/galleries/pg/identify", files={"image": photo("img1.jpg").read_bytes()}).json()
                 assert [c["subject_id"] for c in found["faces"][0]["candidates"]] == [ids["B"]]
             assert http.get("/readyz").status_code == 200
+            # the database goes away: 503 UNAVAILABLE (without its URL), not ready, still alive
+            import urllib.parse
+
+            import psycopg
+
+            with psycopg.connect(pg_server, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE "{urllib.parse.urlsplit(db).path.lstrip("/")}" WITH (FORCE)')
+            gone = http.get("/v1/galleries")
+            assert gone.status_code == 503 and gone.json()["code"] == "UNAVAILABLE", gone.text
+            assert "postgres" not in gone.json()["detail"]
+            assert http.get("/readyz").status_code == 503
+            assert http.get("/healthz").status_code == 200
     finally:
         service.stop()

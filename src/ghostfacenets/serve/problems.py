@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.images import ImageError
 from ..errors import GhostFaceNetsError
-from ..gallery.base import ConflictError, ModelMismatchError, NotFoundError
+from ..gallery.base import ConflictError, GalleryError, ModelMismatchError, NotFoundError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("ghostfacenets.serve")
@@ -74,20 +74,28 @@ def problem_response(
     return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_JSON)
 
 
-def as_api_error(exc: GhostFaceNetsError) -> ApiError:
-    """The problem a package error stands for (its message is one line meant for users)."""
+def as_api_error(exc: GhostFaceNetsError, store_location: str | None = None) -> ApiError:
+    """The problem a package error stands for (its message is one line meant for users). A plain gallery error that
+    names the store (``LOCATION: ...``: a driver error, a closed or damaged database) is the database failing, 503
+    ``UNAVAILABLE``, told without the location; one that does not is a refused input, 422 ``VALIDATION``."""
     from ..pipeline.recognizer import NoFaceError
 
     detail = str(exc)
+    prefix = f"{store_location}: " if store_location else None
     if isinstance(exc, NotFoundError):
-        return ApiError("NOT_FOUND", detail)
-    if isinstance(exc, (ConflictError, ModelMismatchError)):
-        return ApiError("CONFLICT", detail)
-    if isinstance(exc, NoFaceError):
-        return ApiError("NO_FACE", detail)
-    if isinstance(exc, ImageError):
-        return ApiError("INVALID_IMAGE", detail)
-    return ApiError("VALIDATION", detail)  # ThresholdError, GalleryError (bad names, metadata), ...
+        code = "NOT_FOUND"
+    elif isinstance(exc, (ConflictError, ModelMismatchError)):
+        code = "CONFLICT"
+    elif isinstance(exc, NoFaceError):
+        code = "NO_FACE"
+    elif isinstance(exc, ImageError):
+        code = "INVALID_IMAGE"
+    elif isinstance(exc, GalleryError) and prefix and detail.startswith(prefix):
+        code = "UNAVAILABLE"
+        log.error("gallery database error: %s", detail)
+    else:
+        code = "VALIDATION"  # ThresholdError, GalleryError for bad names, metadata, ...
+    return ApiError(code, detail.removeprefix(prefix) if prefix else detail)
 
 
 _HTTP_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE"}
@@ -111,11 +119,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GhostFaceNetsError)
     async def _package_error(request: Request, exc: GhostFaceNetsError) -> JSONResponse:
-        error = as_api_error(exc)
         service = getattr(request.app.state, "service", None)
-        location = f"{service.store.location}: " if service is not None else None
-        detail = error.detail.removeprefix(location) if location else error.detail  # no server paths to clients
-        return problem_response(error.code, detail, error.status)
+        error = as_api_error(exc, service.store.location if service is not None else None)
+        return problem_response(error.code, error.detail, error.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
