@@ -70,7 +70,7 @@ def start_service(model: str | Path, db: str | Path, log: Path, *options: str, t
     """``ghostfacenets serve`` on a free port, once ``/readyz`` answers 200."""
     port = free_port()
     command = [sys.executable, "-m", "ghostfacenets.cli", "serve", "--model", str(model), "--db", str(db)]
-    command += ["--port", str(port), "--log-level", "warning", *options]
+    command += ["--port", str(port), *(options if "--log-level" in options else ("--log-level", "warning", *options))]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     service = RunningService(process, f"http://127.0.0.1:{port}", log)

@@ -52,7 +52,9 @@ def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     admin = create_key(db, "admin")
     reader = create_key(db, "identify")
     scoped = create_key(db, "admin", gallery="scoped")
-    service = start_service(model_file, db, folder / "serve.log", "--max-body-mb", "8", "--store-crops")
+    service = start_service(
+        model_file, db, folder / "serve.log", "--max-body-mb", "8", "--store-crops", "--log-level", "info"
+    )
     try:
         yield Served(service, db, str(admin["key"]), str(reader["key"]), str(scoped["key"]), int(admin["id"]))  # type: ignore[call-overload]
     finally:

@@ -320,3 +320,48 @@ def test_served_errors_are_problem_json(served: Served) -> None:
         r = http.get("/no/such/route")
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
         assert set(r.json()) >= {"type", "title", "status", "detail", "code"}
+
+
+def test_gallery_enrolled_through_the_service_moves_to_another_model(served: Served, model_file) -> None:
+    """With --store-crops, `ghostfacenets gallery reembed` moves a gallery to another embedding space (here: flip
+    off) without the photos; the service, still on the old space, then refuses it with CONFLICT."""
+    from ghostfacenets.gallery import open_store
+    from ghostfacenets.pipeline import FaceRecognizer
+
+    names = ("img5.jpg", "img6.jpg")
+    with served.service.client(served.admin) as http:
+        http.post("/v1/galleries", json={"name": "moving"})
+        sid = http.post("/v1/galleries/moving/subjects", json={"name": "M"}).json()["id"]
+        assert (
+            http.post(
+                f"/v1/galleries/moving/subjects/{sid}/faces", files=_files(image=[photo(n) for n in names])
+            ).status_code
+            == 201
+        )
+    cli("gallery", "--db", str(served.db), "reembed", "--gallery", "moving", "--model", str(model_file), "--no-flip")
+    no_flip = FaceRecognizer(model_file, device="cpu", flip=False)
+    with open_store(served.db) as store:
+        assert store.gallery("moving").model.flip is False  # type: ignore[union-attr]
+        moved = {f.face.image_sha256: f.face.embedding for f in store.export_faces("moving")}
+    import hashlib
+
+    for name in names:
+        key = hashlib.sha256(photo(name).read_bytes()).hexdigest()
+        np.testing.assert_allclose(moved[key], no_flip.embed(photo(name)), atol=1e-5)
+    with served.service.client(served.reader) as http:
+        refused = http.post("/v1/galleries/moving/identify", files=_files(image=photo("img5.jpg")))
+        assert refused.status_code == 409 and refused.json()["code"] == "CONFLICT"
+
+
+def test_no_image_or_embedding_in_the_log(served: Served) -> None:
+    """The server's whole output (access log at level info) after the session's requests."""
+    import hashlib
+
+    with served.service.client(served.reader) as http:
+        http.post("/v1/embed", json={"image": base64.b64encode(photo("img1.jpg").read_bytes()).decode()})
+    log = served.service.log.read_text()
+    assert "POST /v1/embed" in log  # the access log is there
+    encoded = base64.b64encode(photo("img1.jpg").read_bytes()).decode()
+    assert encoded[:40] not in log and "/9j/" not in log
+    assert hashlib.sha256(photo("img1.jpg").read_bytes()).hexdigest() not in log
+    assert "embedding" not in log.lower() and "Traceback" not in log
