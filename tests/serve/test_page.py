@@ -44,7 +44,7 @@ def _screenshot(page: Any, name: str) -> None:
     folder = os.environ.get("GHOSTFACENETS_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True, quality=85)
 
 
 def _open(browser: Any, served: Served, key: str, viewport: dict[str, int]) -> Any:
@@ -73,7 +73,7 @@ def test_verify_two_photos(browser: Any, served: Served) -> None:
     assert f"threshold {expected['threshold']:.4f}" in text
     assert ("Same person" in text) is expected["is_same"]
     assert page.locator("fieldset.photo canvas:visible").count() == 2  # each photo with its face boxed
-    _screenshot(page, "service-verify-desktop.png")
+    _screenshot(page, "service-verify-desktop.jpg")
     page.reload()  # the key is kept for the browser session
     page.wait_for_selector("#key-status:has-text('Key accepted')")
     page.close()
@@ -97,7 +97,7 @@ def test_enroll_identify_browse_and_delete(browser: Any, served: Served) -> None
     page.get_by_test_id("identify-result").locator("table").wait_for()
     assert "Page Person" in page.get_by_test_id("identify-result").inner_text()
     assert page.locator("#identify-preview").is_visible()
-    _screenshot(page, "service-identify-desktop.png")
+    _screenshot(page, "service-identify-desktop.jpg")
 
     page.click("#tab-subjects")
     item = page.get_by_test_id("subjects").locator("li", has_text="Page Person")
@@ -158,7 +158,7 @@ def test_keyboard_only_on_a_phone_screen(browser: Any, served: Served) -> None:
     assert re.search(r"\d\.\d{3,}", page.get_by_test_id("verify-result").inner_text())
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px screen"
-    _screenshot(page, "service-verify-phone.png")
+    _screenshot(page, "service-verify-phone.jpg")
     # tabs follow the arrow keys
     page.focus("#tab-verify")
     page.keyboard.press("ArrowRight")

@@ -46,7 +46,6 @@ class EmbeddingQueue:
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._limiter = anyio.CapacityLimiter(1)  # one batch at a time; its thread is not the request threads'
-        self.batches: list[int] = []  # sizes of the last batches run (a short history, for tests and /v1/info)
 
     @property
     def queued(self) -> int:
@@ -118,7 +117,6 @@ class EmbeddingQueue:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
-                self.batches = [*self.batches[-99:], len(batch)]
                 start = 0
                 for job in jobs:
                     if not job.future.done():
