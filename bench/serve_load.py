@@ -46,11 +46,25 @@ def shrink(name: str, side: int = 640) -> bytes:
     return data.tobytes()
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (the uvicorn workers), MiB."""
+def _family(pid: int) -> list[int]:
+    """A process and its children (the uvicorn workers)."""
+    return [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its children."""
+    ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    for p in _family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children, MiB."""
+    total = 0.0
+    for p in _family(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
@@ -100,12 +114,14 @@ def run_load(
                     on_progress(done)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
+    cpu = cpu_seconds(service.process.pid)
     start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    cpu = cpu_seconds(service.process.pid) - cpu
     latencies.sort()
     n = len(latencies)
     return {
@@ -115,6 +131,7 @@ def run_load(
         "first_error": errors[0] if errors else "",
         "seconds": wall,
         "rps": n / wall if wall else 0.0,
+        "server_cpu_ms": 1000 * cpu / max(n + len(errors), 1),
         "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
         "p99_ms": 1000 * latencies[min(n - 1, int(0.99 * n))] if n else float("nan"),
     }
@@ -130,6 +147,7 @@ def main() -> None:
     parser.add_argument("--serve-args", default="", help="extra `ghostfacenets serve` options, one string")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -169,12 +187,15 @@ def main() -> None:
                     results[route][str(clients)] = r
                     print(
                         f"{route:9} {clients:7d} {r['requests']:8d} {r['errors']:6d} {r['rps']:7.1f} "
-                        f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f}" + (f"  {r['first_error']}" if r["errors"] else "")
+                        f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['server_cpu_ms']:18.1f}"
+                        + (f"  {r['first_error']}" if r["errors"] else "")
                     )
             one, many = results["verify"]["1"], results["verify"][str(args.clients)]
             print(
-                f"\nverify: {args.clients} clients / 1 client throughput {many['rps'] / one['rps']:.2f}x; "
-                f"p99/p50 at {args.clients} clients {many['p99_ms'] / many['p50_ms']:.2f}"
+                f"\nverify: {args.clients} clients / 1 client throughput {many['rps'] / one['rps']:.2f}x, "
+                f"server CPU per request {many['server_cpu_ms'] / one['server_cpu_ms']:.2f}x; "
+                f"p99/p50 at {args.clients} clients {many['p99_ms'] / many['p50_ms']:.2f}; "
+                f"1-minute load average at the start {load_at_start:.1f}, now {os.getloadavg()[0]:.1f}"
             )
             soak: dict[str, object] = {}
             if args.soak:
