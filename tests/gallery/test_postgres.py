@@ -41,7 +41,7 @@ def test_the_index_path_agrees_with_exact_search(pg_url: str) -> None:
     with PostgresStore(pg_url, exact_limit=0) as indexed, PostgresStore(pg_url) as exact:
         people = _fill(indexed, "big", 600, rng)
         _fill(indexed, "other", 900, rng)  # a bigger gallery in the same index: the filter must not starve results
-        assert indexed.exact_limit == 0 and exact.exact_limit == 20_000
+        assert indexed.exact_limit == 0 and exact.exact_limit == 5_000
         names = list(people)
         probes = [people[names[i]][0] + 0.35 * unit(rng, 1)[0] for i in range(0, 600, 15)]
         queries = np.stack([p / np.linalg.norm(p) for p in probes])

@@ -16,7 +16,7 @@ the gallery scored); above, the HNSW index gives the nearest faces (``hnsw.ef_se
 0.8's iterative index scan so the gallery filter never starves the result) and the best subjects among them.
 
 Options, as keyword arguments or URL query parameters (``postgresql://host/db?ef_search=200``): ``ef_search``
-(default 100), ``exact_limit`` (20000), ``pool_size`` (10 connections), ``schema`` (ghostfacenets), and, when the
+(default 100), ``exact_limit`` (5000), ``pool_size`` (10 connections), ``schema`` (ghostfacenets), and, when the
 schema is created, ``vector_type`` (vector or halfvec), ``hnsw_m`` (16) and ``hnsw_ef_construction`` (64).
 """
 
@@ -54,7 +54,7 @@ from .base import (
 SCHEMA_VERSION = 1
 DEFAULTS: dict[str, Any] = {
     "ef_search": 100,
-    "exact_limit": 20_000,
+    "exact_limit": 5_000,
     "pool_size": 10,
     "schema": "ghostfacenets",
     "vector_type": "vector",
