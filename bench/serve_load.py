@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests per route and client count")
     parser.add_argument("--soak", type=int, default=5000, help="verify requests while watching memory (0: none)")
     parser.add_argument("--seconds", type=float, default=120, help="time bound of each measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="verify at 1 and N clients alternately this many times (median ratio)"
+    )
     parser.add_argument("--serve-args", default="", help="extra `ghostfacenets serve` options, one string")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -190,13 +193,33 @@ def main() -> None:
                         f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['server_cpu_ms']:18.1f}"
                         + (f"  {r['first_error']}" if r["errors"] else "")
                     )
-            one, many = results["verify"]["1"], results["verify"][str(args.clients)]
+            # the ratio from alternating pairs, so that a change in the machine's load hits both sides alike
+            pairs = []
+            for _ in range(args.rounds):
+                one = run_load(service, key, routes["verify"], 1, args.requests, args.seconds)
+                many = run_load(service, key, routes["verify"], args.clients, args.requests, args.seconds)
+                pairs.append(
+                    {
+                        "throughput": many["rps"] / one["rps"],
+                        "cpu_per_request": many["server_cpu_ms"] / one["server_cpu_ms"],
+                        "p99_over_p50": many["p99_ms"] / many["p50_ms"],
+                        "errors": one["errors"] + many["errors"],
+                        "one": one,
+                        "many": many,
+                    }
+                )
+            median = {
+                k: statistics.median(p[k] for p in pairs) for k in ("throughput", "cpu_per_request", "p99_over_p50")
+            }
             print(
-                f"\nverify: {args.clients} clients / 1 client throughput {many['rps'] / one['rps']:.2f}x, "
-                f"server CPU per request {many['server_cpu_ms'] / one['server_cpu_ms']:.2f}x; "
-                f"p99/p50 at {args.clients} clients {many['p99_ms'] / many['p50_ms']:.2f}; "
+                f"\nverify, {args.rounds} alternating rounds of 1 and {args.clients} clients: throughput ratio "
+                + ", ".join(f"{p['throughput']:.2f}x" for p in pairs)
+                + f" (median {median['throughput']:.2f}x); server CPU per request {median['cpu_per_request']:.2f}x; "
+                f"p99/p50 at {args.clients} clients {median['p99_over_p50']:.2f}; "
+                f"errors {sum(p['errors'] for p in pairs)}; "
                 f"1-minute load average at the start {load_at_start:.1f}, now {os.getloadavg()[0]:.1f}"
             )
+            results["verify_rounds"] = {"pairs": pairs, "median": median}  # type: ignore[assignment]
             soak: dict[str, object] = {}
             if args.soak:
                 samples = [(0, rss_mib(service.process.pid))]
