@@ -110,3 +110,38 @@ def test_errors_reach_the_callers_and_the_worker_goes_on() -> None:
             return await queue.embed(_crops(2))
 
     assert asyncio.run(main()).shape == (1, 1)
+
+
+def test_batches_run_side_by_side_within_the_shared_limiter() -> None:
+    """With two slots, two batches run at once (in two threads), never three; a third waits and fills up."""
+    import anyio
+
+    from ghostfacenets.serve.batching import EmbeddingQueue
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    sizes: list[int] = []
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            sizes.append(len(crops))
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return np.zeros((len(crops), 1), np.float32)
+
+    async def main() -> None:
+        limiter = anyio.CapacityLimiter(2)
+        async with EmbeddingQueue(embed, max_batch=4, max_wait_s=0.0, capacity=64, concurrency=2, limiter=limiter) as q:
+            first = [asyncio.ensure_future(q.embed(_crops(i))) for i in range(2)]
+            await asyncio.sleep(0.05)  # the first batch is running
+            later = [asyncio.ensure_future(q.embed(_crops(i))) for i in range(6)]
+            await asyncio.gather(*first, *later)
+
+    asyncio.run(main())
+    assert most == 2
+    assert sum(sizes) == 8 and max(sizes) == 4  # faces that waited for a slot were batched together
+    assert len(sizes) == 3

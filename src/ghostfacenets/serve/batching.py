@@ -1,7 +1,9 @@
-"""Embedding faces of concurrent requests together: a bounded queue and one worker that takes whatever is waiting
-(up to ``max_batch`` faces, waiting at most ``max_wait_s`` for more) and embeds it as one batch in a thread.
+"""Embedding faces of concurrent requests together: a bounded queue and a worker that takes whatever is waiting
+(up to ``max_batch`` faces, waiting at most ``max_wait_s`` for more) and embeds it as one batch in a thread, with at
+most ``concurrency`` batches running at once (each in a slot of the shared ``limiter``, so that embedding and the
+requests' other work together keep as many threads busy as there are cores).
 
-While a batch runs, new requests queue up, so under load batches fill by themselves; with one client the wait adds
+While batches run, new requests queue up, so under load batches fill by themselves; with one client the wait adds
 at most ``max_wait_s``. The queue holds at most ``capacity`` faces: a request that would pass that is refused at
 once with :class:`~ghostfacenets.serve.problems.Overloaded` (503) instead of growing memory.
 """
@@ -36,16 +38,21 @@ class EmbeddingQueue:
         max_batch: int = 16,
         max_wait_s: float = 0.002,
         capacity: int = 256,
+        concurrency: int = 1,
+        limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         self._embed = embed
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.capacity = capacity
+        self.concurrency = concurrency
+        self._limiter = limiter or anyio.CapacityLimiter(concurrency)
         self._jobs: deque[_Job] = deque()
         self._queued = 0  # faces in self._jobs
         self._arrived: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._limiter = anyio.CapacityLimiter(1)  # one batch at a time; its thread is not the request threads'
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
@@ -54,14 +61,16 @@ class EmbeddingQueue:
 
     async def __aenter__(self) -> EmbeddingQueue:
         self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._worker = asyncio.create_task(self._run(), name="ghostfacenets-embedding-queue")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        for task in [self._worker, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for job in self._jobs:
             if not job.future.done():
                 job.future.set_exception(Overloaded("the service is shutting down"))
@@ -94,7 +103,7 @@ class EmbeddingQueue:
         return taken
 
     async def _run(self) -> None:
-        assert self._arrived is not None
+        assert self._arrived is not None and self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
             await self._arrived.wait()
@@ -105,20 +114,32 @@ class EmbeddingQueue:
                     await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
                 self._arrived.clear()
             while self._jobs:
-                jobs = self._take()
-                jobs = [j for j in jobs if not j.future.done()]  # callers that went away
-                if not jobs:
-                    continue
-                batch = np.concatenate([j.crops for j in jobs])
-                try:
-                    embeddings = await anyio.to_thread.run_sync(self._embed, batch, limiter=self._limiter)
-                except Exception as exc:  # the callers get the error; the worker goes on
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                start = 0
+                await self._slots.acquire()  # while every slot is busy, the next batch fills
+                if not self._jobs:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._run_batch(self._take()))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        assert self._slots is not None
+        try:
+            jobs = [j for j in jobs if not j.future.done()]  # callers that went away
+            if not jobs:
+                return
+            batch = np.concatenate([j.crops for j in jobs])
+            try:
+                embeddings = await anyio.to_thread.run_sync(self._embed, batch, limiter=self._limiter)
+            except Exception as exc:  # the callers get the error; the worker goes on
                 for job in jobs:
                     if not job.future.done():
-                        job.future.set_result(embeddings[start : start + len(job.crops)])
-                    start += len(job.crops)
+                        job.future.set_exception(exc)
+                return
+            start = 0
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_result(embeddings[start : start + len(job.crops)])
+                start += len(job.crops)
+        finally:
+            self._slots.release()

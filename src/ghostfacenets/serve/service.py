@@ -1,9 +1,10 @@
 """The work behind the routes: one :class:`FaceService` per worker process holds the recognizer (the model, loaded
 once), the gallery store, the embedding queue and the bounds on concurrent work.
 
-Decoding, detection and alignment run in threads (at most ``detect_workers`` at once), embeddings go through the
-:class:`~ghostfacenets.serve.batching.EmbeddingQueue`, and store calls run in threads too, so the event loop only
-moves requests along.
+Decoding, detection and alignment run in threads, embeddings go through the
+:class:`~ghostfacenets.serve.batching.EmbeddingQueue`, both within one pool of ``compute_threads`` slots (default:
+the cores; each call runs single-threaded), and store calls run in threads too, so the event loop only moves
+requests along.
 """
 
 from __future__ import annotations
@@ -86,13 +87,18 @@ class FaceService:
         self.recognizer = recognizer
         self.store = store
         self.model_id: ModelId = recognizer.model_id
+        # One pool of thread slots, as many as cores, for all model work: decoding and detecting images, and
+        # embedding batches (at most as many at once as there are slots).
+        cores = settings.compute_threads or os.cpu_count() or 1
+        self._compute = anyio.CapacityLimiter(cores)
         self.queue = EmbeddingQueue(
             recognizer.embed_aligned,
             max_batch=settings.batch_size,
             max_wait_s=settings.batch_wait_ms / 1000,
             capacity=settings.queue_faces,
+            concurrency=cores,
+            limiter=self._compute,
         )
-        self._image_work = anyio.CapacityLimiter(settings.detect_workers or os.cpu_count() or 1)
         self._inflight = 0
 
     async def __aenter__(self) -> FaceService:
@@ -136,7 +142,7 @@ class FaceService:
         """Decode one image and find its faces, aligned: the largest ``max_faces`` (default: the setting), and how
         many were found in all."""
         limit = min(max_faces or self.settings.max_faces, self.settings.max_faces)
-        return await anyio.to_thread.run_sync(self._decode_and_find, data, field, limit, limiter=self._image_work)
+        return await anyio.to_thread.run_sync(self._decode_and_find, data, field, limit, limiter=self._compute)
 
     async def embed(self, faces: list[FoundFace]) -> list[FoundFace]:
         """The faces with their embeddings (one trip through the batching queue)."""

@@ -24,10 +24,11 @@ class ServiceSettings:
     """Everything a worker needs to build the app. Sizes are in bytes, pixels, faces and requests.
 
     ``threads``: onnxruntime threads per detection or embedding batch; the service runs requests in parallel, so
-    one thread per call keeps the cores busy without threads fighting over them. ``detect_workers``: detections
-    run at once (default: the cores). ``batch_size`` / ``batch_wait_ms``: faces of concurrent requests are
-    embedded together, up to this many, waiting at most this long for company. ``queue_faces``: faces waiting to
-    be embedded, and ``max_inflight``: requests doing image work, beyond which the service answers 503 at once.
+    one thread per call keeps the cores busy without threads fighting over them. ``compute_threads``: detections
+    and embedding batches running at once (default: the cores). ``batch_size`` / ``batch_wait_ms``: faces of
+    concurrent requests are embedded together, up to this many, waiting at most this long for company.
+    ``queue_faces``: faces waiting to be embedded, and ``max_inflight``: requests doing image work, beyond which the
+    service answers 503 at once.
     """
 
     model: str = DEFAULT_MODEL
@@ -41,7 +42,7 @@ class ServiceSettings:
     det_size: int = 640
     store_crops: bool = False
     threads: int | None = 1
-    detect_workers: int | None = None
+    compute_threads: int | None = None
     max_body_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_images: int = 10
@@ -68,7 +69,7 @@ class ServiceSettings:
         ):
             if int(getattr(self, name)) < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("threads", "detect_workers"):
+        for name in ("threads", "compute_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
