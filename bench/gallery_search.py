@@ -37,10 +37,19 @@ MODEL = ModelId("bench", "b" * 64, 512, True)
 PROBE_COSINE = 0.6
 
 
+LATENT_DIM = 0  # 0: isotropic vectors; D > 0: vectors of a D-dimensional subspace (set by --latent-dim)
+
+
 def vectors(seed: int, start: int, count: int, dim: int) -> np.ndarray:
-    """Faces ``start`` .. ``start + count`` of the synthetic gallery: the same for every run and every backend."""
+    """Faces ``start`` .. ``start + count`` of the synthetic gallery: the same for every run and every backend.
+    Isotropic unit vectors are the worst case of graph indexes (no neighbour is nearer than another); real face
+    embeddings fill far fewer dimensions, which ``--latent-dim`` imitates with a fixed random linear map."""
     rng = np.random.default_rng([seed, start])
-    x = rng.standard_normal((count, dim), dtype=np.float32)
+    if LATENT_DIM:
+        basis = np.random.default_rng([seed, 99]).standard_normal((LATENT_DIM, dim), dtype=np.float32)
+        x = rng.standard_normal((count, LATENT_DIM), dtype=np.float32) @ basis
+    else:
+        x = rng.standard_normal((count, dim), dtype=np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -137,10 +146,12 @@ def main() -> int:
     parser.add_argument("--pg-data", type=Path, help="keep the wheel's server data here")
     parser.add_argument("--shared-buffers", default="3GB")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latent-dim", type=int, default=0, help="faces in a subspace of this dimension (0: all 512)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    global MODEL
+    global MODEL, LATENT_DIM
     MODEL = ModelId("bench", "b" * 64, args.dim, True)
+    LATENT_DIM = args.latent_dim
     chunk = 10_000
     work = args.work or Path(tempfile.mkdtemp(prefix="gfn-bench-"))
     pg_url, server = (args.pg_url, None) if args.pg_url or "postgres" not in args.backends else (None, None)
@@ -152,9 +163,9 @@ def main() -> int:
         truth = exact_best(args.seed, n, queries[args.warmup :], args.dim, chunk)
         expected = [f"s{i}" for i in truth]
         for backend in args.backends:
-            gallery = f"bench_{n}_{args.vector_type}" if backend == "postgres" else "bench"
+            gallery = f"bench_{n}_{args.vector_type}_latent{args.latent_dim}" if backend == "postgres" else "bench"
             if backend == "sqlite":
-                db = str(work / f"gallery_{n}.sqlite")
+                db = str(work / f"gallery_{n}_latent{args.latent_dim}.sqlite")
                 store: Any = open_store(db)
             else:
                 db = with_params(str(pg_url), ef_search=args.ef_search, vector_type=args.vector_type,
@@ -198,6 +209,7 @@ def main() -> int:
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
         "dim": args.dim,
         "probe_cosine": PROBE_COSINE,
+        "latent_dim": args.latent_dim,
         "results": results,
     }
     if args.json:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import ghostfacenets
 from ghostfacenets.cli import main
 from ghostfacenets.model_io import read_metadata
 from tests.helpers import shared_path
@@ -91,3 +92,12 @@ def test_a_bad_filter_pattern_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     code, out, err = run(capsys, "models", "--filter", "[")
     assert code != 0 and out == ""
     assert len(err.strip().splitlines()) == 1 and "regular expression" in err
+
+
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"ghostfacenets {ghostfacenets.__version__}\n"
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'version = { attr = "ghostfacenets.__version__" }' in pyproject

@@ -31,12 +31,20 @@ def test_own_format_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> Non
     assert meta["config"]["embedding_size"] == 128
     assert meta["preprocessing"]["normalization"]["std"] == 128.0
     assert meta["training_data"] == "unit test"
+    assert meta["ghostfacenets_version"] == ghostfacenets.__version__
     loaded = ghostfacenets.load_model(path)
     assert not loaded.training and loaded.metadata["license"] == "MIT"
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left nothing behind
+
+
+def test_a_saved_file_records_the_version_that_wrote_it(tmp_path: Path) -> None:
+    model = ghostfacenets.create_model("ghostfacenetv1-0.5-2")
+    model.metadata = {"ghostfacenets_version": "0.0.1"}  # as loaded from a file an older version wrote
+    path = save_model(model, tmp_path / "m.safetensors", {"ghostfacenets_version": "0.0.2"})
+    assert read_metadata(path)["ghostfacenets_version"] == ghostfacenets.__version__
 
 
 def test_convert_keras_then_load_equals_direct_load(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Files the package writes and reads: atomic writes (write beside the target, flush to disk, rename over it) and
-sha256 fingerprints."""
+"""Files the package writes and reads: atomic writes (write beside the target, flush to disk, rename over it), sha256
+fingerprints, and the package version every written file records (``VERSION_KEY``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import IO
 
 FILE_MODE = 0o644  # what a plain open() gives under the usual umask; mkstemp's 0600 would hide outputs from others
+VERSION_KEY = "ghostfacenets_version"  # the key of the writing package's version in every file format with room
+
+
+def written_by() -> dict[str, str]:
+    """``{"ghostfacenets_version": __version__}``: the record of the package version that files carry."""
+    from . import __version__
+
+    return {VERSION_KEY: __version__}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .errors import ModelFileError
-from .files import atomic_path, sha256_file
+from .files import atomic_path, sha256_file, written_by
 from .models.ghostfacenet import GhostFaceNet, GhostFaceNetConfig, build_model
 from .models.registry import ARCHITECTURES, PRETRAINED, architecture_name, default_preprocessing
 
@@ -23,10 +23,12 @@ UNKNOWN_LICENSE = "unknown: check the terms of the weights' source and of their 
 
 
 def base_metadata(config: GhostFaceNetConfig) -> dict[str, Any]:
-    """Metadata every saved model carries, before source, training and licence details are added."""
+    """Metadata every saved model carries, before source, training and licence details are added; the package
+    version is the one writing the file."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        **written_by(),
         "architecture": architecture_name(config.version, config.width, config.stem_stride),
         "config": config.to_dict(),
         "preprocessing": default_preprocessing(),

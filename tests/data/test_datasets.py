@@ -297,15 +297,18 @@ def test_num_classes_is_only_a_fallback(tmp_path: Path) -> None:
 def test_cli_dataset_build_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
+    from ghostfacenets import __version__
     from ghostfacenets.cli import main
 
     root = _write_folder(tmp_path / "f", {"a": 2, "b": 2, "c": 1})
     assert main(["dataset", "build-rec", str(root), str(tmp_path / "rec"), "--identities", "a", "b", "--json"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert (built["images"], built["identities"], built["skipped"]) == (4, 2, [])
+    assert built["ghostfacenets_version"] == __version__
     assert main(["dataset", "inspect", str(tmp_path / "rec"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["images"], report["identities"], report["corrupt"], report["corrupt_reasons"]) == (4, 2, [], {})
+    assert report["ghostfacenets_version"] == __version__
     (root / "c" / "0.png").write_bytes(b"junk")
     assert main(["dataset", "inspect", str(root)]) == 1  # something damaged: exit status 1
     out = capsys.readouterr().out

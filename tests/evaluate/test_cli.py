@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from ghostfacenets import create_model, save_model
+from ghostfacenets import __version__, create_model, save_model
 from ghostfacenets.cli import main
-from ghostfacenets.data.verification_bin import load_verification_bin
+from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
 from ghostfacenets.evaluate.metrics import verification_metrics
 from ghostfacenets.inference import embed_images
 from tests.helpers import shared_path
+from tests.helpers.faces import another_image, identity_pattern
 from tests.helpers.photos import orl_folder
 from tests.helpers.toy_models import pooled_colour_onnx
 
@@ -57,7 +59,9 @@ def test_evaluate_bins_json_plot_and_table(onnx_model: Path, tmp_path: Path, cap
     assert code == 0
     printed = capsys.readouterr().out
     assert "sample_py2" in printed and "best-thr acc %" in printed and f"wrote JSON to {out}" in printed
-    results = json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    assert (report["ghostfacenets_version"], report["model"]) == (__version__, onnx_model.name)
+    results = report["sets"]
     assert list(results) == ["sample_py2", "sample_py3"]
     assert list(results["sample_py2"]) == KEYS and list(results["sample_py2"]["tar_at_far"]) == [
         "1e-1",
@@ -74,6 +78,8 @@ def test_evaluate_bins_json_plot_and_table(onnx_model: Path, tmp_path: Path, cap
     assert results["sample_py2"].pop("tar_at_far") == expected.pop("tar_at_far")
     assert results["sample_py2"] == pytest.approx(expected)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(plot) as figure:  # the PNG's Software field says what made it
+        assert figure.text["Software"].startswith(f"ghostfacenets {__version__} (matplotlib ")
 
 
 def test_evaluate_json_to_stdout_no_flip_and_folder(
@@ -104,17 +110,18 @@ def test_evaluate_json_to_stdout_no_flip_and_folder(
         )
         == 0
     )
-    results = json.loads(capsys.readouterr().out)  # pure JSON on stdout: pipes
+    results = json.loads(capsys.readouterr().out)["sets"]  # pure JSON on stdout: pipes
     assert results["sample_py3"]["flip"] is False and results["orl"]["pairs"] == 60
     assert results["orl"]["accuracy_10fold_mean"] is not None
-    assert (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")
+    svg = (tmp_path / "r.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and f"<dc:title>ghostfacenets {__version__} (matplotlib" in svg
 
 
 def test_evaluate_a_ghostfacenet_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     model = save_model(create_model("ghostfacenetv1-0.5-2", embedding_size=128), tmp_path / "m.safetensors")
     py3 = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     assert main(["evaluate", "--model", str(model), "--bin", str(py3), "--json", "-", "--device", "cpu"]) == 0
-    assert json.loads(capsys.readouterr().out)["sample_py3"]["pairs"] == 8
+    assert json.loads(capsys.readouterr().out)["sets"]["sample_py3"]["pairs"] == 8
 
 
 @pytest.mark.parametrize(
@@ -252,3 +259,29 @@ def test_plot_of_sets_without_a_roc_is_an_error_not_an_empty_figure(tmp_path: Pa
         with pytest.raises(GhostFaceNetsError, match="nothing to plot"):
             plot_roc([only_same], tmp_path / "roc.png")
     assert not (tmp_path / "roc.png").exists()
+
+
+def test_evaluate_bin_dir_prints_the_paper_table(
+    onnx_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "faces_emore"
+    folder.mkdir()
+    for name in ("agedb_30", "lfw", "my_set"):
+        images = [another_image(identity_pattern(rng), rng) for _ in range(40)]
+        images[1::4] = [another_image(images[i - 1], rng, 60) for i in range(1, 40, 4)]  # some same pairs
+        write_verification_bin(folder / f"{name}.bin", np.stack(images), [p % 2 == 0 for p in range(20)])
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(onnx_model), "--bin-dir", str(folder), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())["sets"]
+    assert list(results) == ["lfw", "agedb_30", "my_set"] and all(list(r) == KEYS for r in results.values())
+    for name in results:  # the same numbers as --bin gives each file
+        assert main(["evaluate", "--model", str(onnx_model), "--bin", str(folder / f"{name}.bin"), "--json", "-"]) == 0
+        assert json.loads(capsys.readouterr().out)["sets"][name] == results[name]
+    table = printed[printed.index("paper-style table") :].splitlines()
+    assert table[1].split() == ["lfw", "agedb_30", "my_set", "mean"]
+    row = table[3].split()
+    assert row[:3] == ["10-fold", "acc", "%"]
+    values = [100 * results[n]["accuracy_10fold_mean"] for n in results]
+    assert [float(v) for v in row[3:]] == pytest.approx([*values, sum(values) / 3], abs=6e-4)

@@ -16,7 +16,6 @@ import pytest
 from torch import nn
 
 from ghostfacenets.cli import main
-from ghostfacenets.data.transforms import ARCFACE_TEMPLATE
 from ghostfacenets.evaluate.ijb import (
     IJBError,
     evaluate_ijb,
@@ -26,26 +25,12 @@ from ghostfacenets.evaluate.ijb import (
     template_features,
 )
 from ghostfacenets.evaluate.metrics import roc_auc, roc_curve
+from tests.helpers.faces import identity_pattern, loose_crop
 from tests.helpers.references import brute_tar
 from tests.helpers.toy_models import pooled_colour_model, pooled_colour_onnx
 
 SUBJECTS = 6
 TEMPLATES_PER_SUBJECT = 3
-
-
-def _pattern(rng: np.random.Generator) -> np.ndarray:
-    small = rng.integers(0, 256, (6, 6, 3)).astype(np.float32)
-    return np.clip(cv2.resize(small, (112, 112), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
-
-
-def _loose_crop(pattern: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    angle, scale = rng.uniform(-25, 25), rng.uniform(0.9, 1.6)
-    size = int(rng.integers(170, 230))
-    matrix = cv2.getRotationMatrix2D((56.0, 56.0), angle, scale)
-    matrix[:, 2] += (size / 2 - 56.0) + rng.uniform(-10, 10, 2)
-    crop = cv2.warpAffine(pattern, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=(90, 90, 90))
-    landmarks = ARCFACE_TEMPLATE.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
-    return crop, landmarks
 
 
 def write_ijb(root: Path, target: str = "ijbc", seed: int = 0) -> Path:
@@ -56,7 +41,7 @@ def write_ijb(root: Path, target: str = "ijbc", seed: int = 0) -> Path:
     faces, points, templates = [], [], []  # templates: (template id, subject id, [image names])
     media = 1000
     for subject in range(SUBJECTS):
-        pattern = _pattern(rng)
+        pattern = identity_pattern(rng)
         for t in range(TEMPLATES_PER_SUBJECT):
             template = 10 * subject + t + 3
             names = []
@@ -64,7 +49,7 @@ def write_ijb(root: Path, target: str = "ijbc", seed: int = 0) -> Path:
                 media += 1
                 for _ in range(int(rng.integers(1, 3))):
                     name = f"{len(faces) + 1}.jpg"
-                    crop, landmarks = _loose_crop(pattern, rng)
+                    crop, landmarks = loose_crop(pattern, rng)
                     cv2.imwrite(str(root / "loose_crop" / name), crop[..., ::-1])  # files hold RGB colours
                     faces.append(f"{name} {template} {media}")
                     points.append(
@@ -256,7 +241,7 @@ def test_ijbb_names_and_missing_files(tmp_path: Path) -> None:
 def test_cli_ijb(ijbc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = pooled_colour_onnx(tmp_path / "pooled.onnx")
     assert main(["evaluate", "--model", str(model), "--ijb", str(ijbc), "--json", "-", "--quiet"]) == 0
-    report = json.loads(capsys.readouterr().out)["IJBC"]
+    report = json.loads(capsys.readouterr().out)["sets"]["IJBC"]
     assert report["verification"]["auc"] == 1.0 and report["identification"]["rank1"] == 1.0
     assert main(["evaluate", "--model", str(model), "--ijb", str(ijbc), "--no-ijb-detector-score"]) == 0
     out = capsys.readouterr().out

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
-from ghostfacenets.evaluate.verification import evaluate_bin, evaluate_bin_detailed
+from ghostfacenets.errors import GhostFaceNetsError
+from ghostfacenets.evaluate.verification import bin_files, evaluate_bin, evaluate_bin_detailed
 from tests.helpers import shared_path
+from tests.helpers.eval_sets import write_synthetic_bin
 from tests.helpers.references import brute_best_threshold, brute_tar, insightface_evaluate
 from tests.helpers.toy_models import pooled_colour_model
 
@@ -140,3 +142,21 @@ def test_pair_memory_does_not_grow_with_the_embedding_size() -> None:
     assert result.metrics["pairs"] == len(pairs) == 79_800
     fixed = 48 * 2**20 + 8 * embeddings.size  # chunk buffers (5 x 8 MiB) and one float64 copy of the embeddings
     assert peak < fixed + 200 * len(pairs), f"{peak / 2**20:.0f} MiB"  # before: 1.2 GiB
+
+
+def test_bin_dir_lists_the_paper_sets_in_the_paper_order(tmp_path: Path) -> None:
+    for name in ("zz_custom", "agedb_30", "lfw", "cfp_fp", "CPLFW"):
+        write_synthetic_bin(tmp_path / f"{name}.bin", 0)
+    (tmp_path / "notes.txt").write_text("not a set")
+    assert [p.name for p in bin_files(tmp_path)] == [
+        "lfw.bin",
+        "cfp_fp.bin",
+        "CPLFW.bin",
+        "agedb_30.bin",
+        "zz_custom.bin",
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GhostFaceNetsError, match="no .bin files"):
+        bin_files(tmp_path / "empty")
+    with pytest.raises(GhostFaceNetsError, match="not a folder"):
+        bin_files(tmp_path / "notes.txt")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghostfacenets import load_model, save_model
+from ghostfacenets import __version__, load_model, save_model
 from ghostfacenets.cli import main
 from ghostfacenets.data.crops import load_face_crops
 from ghostfacenets.errors import GhostFaceNetsError
@@ -95,8 +95,10 @@ def test_graph_contract_and_metadata(keras_exports: dict[str, Path]) -> None:
     assert json.loads(props["preprocessing"])["normalization"]["formula"] == "(pixel - 127.5) / 128"
     assert json.loads(props["source"])["sha256"] == hashlib.sha256(h5.read_bytes()).hexdigest()
     assert props["license"] and props["precision"] == "float32"
+    assert proto.producer_name == "ghostfacenets" and proto.producer_version == __version__
     meta = read_onnx_metadata(keras_exports["v1_w1.3_s1"])
     assert meta["config"]["gdc_bias"] is True and meta["onnx"]["input"]["name"] == INPUT_NAME
+    assert meta["ghostfacenets_version"] == __version__
 
 
 def test_v2_gate_upsampling_exports_as_bilinear_half_pixel(keras_exports: dict[str, Path]) -> None:
@@ -149,6 +151,7 @@ def test_float16_keeps_float32_io_and_agrees(small_export: Path, tmp_path: Path)
     faces = load_face_crops(shared_path("data", "att_faces"), limit=20)
     assert agreement(_run(small_export, faces), _run(half, faces)).min >= 0.999
     assert read_onnx_metadata(half)["onnx"]["precision"] == "float16"
+    assert read_onnx_metadata(half)["ghostfacenets_version"] == onnx.load(str(half)).producer_version == __version__
 
 
 def test_int8_quantisation_and_report(small_export: Path, tmp_path: Path) -> None:
@@ -163,7 +166,7 @@ def test_int8_quantisation_and_report(small_export: Path, tmp_path: Path) -> Non
     meta = read_onnx_metadata(quantised)
     assert meta["onnx"]["precision"] == "int8"
     assert meta["onnx"]["quantization"]["calibration_images"] == 21
-    assert meta["architecture"] == "ghostfacenetv1-1-2"
+    assert meta["architecture"] == "ghostfacenetv1-1-2" and meta["ghostfacenets_version"] == __version__
 
     faces = load_face_crops(att, limit=60)
     sample = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")

@@ -49,6 +49,11 @@ def test_a_gallery_moves_to_the_other_backend(
     assert code == 0 and json.loads(text)["faces"] == 5
     code, text, _ = run(capsys, "gallery", "--db", other_db, "import", out, "--json")
     assert code == 0 and json.loads(text) == {"file": str(out), "added": 5, "already_present": 0}
+    if suffix == ".jsonl":
+        from ghostfacenets import __version__
+
+        header = json.loads(out.read_text().splitlines()[0])
+        assert header == {"format": "ghostfacenets-gallery", "version": 1, "ghostfacenets_version": __version__}
     code, text, _ = run(capsys, "gallery", "--db", other_db, "import", out, "--gallery", "copy")
     assert code == 0 and "imported 5 faces" in text
     code, text, _ = run(capsys, "gallery", "--db", other_db, "import", out, "--json")  # resumable: all there

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ghostfacenets import __version__
 from ghostfacenets.pipeline import FaceRecognizer
 from ghostfacenets.pipeline.calibrate import (
     CalibrationError,
@@ -77,6 +78,7 @@ def test_calibrate_on_a_bin_and_write_the_thresholds(
     path = shared_path("fixtures", "formats", "bin_sample", "sample_py3.bin")
     report = calibrate(recognizer, path, [0.25, 1e-3], set_name="sample")
     assert (report["pairs"], report["same_pairs"], report["different_pairs"]) == (8, 4, 4)
+    assert report["ghostfacenets_version"] == __version__
     images, issame = load_verification_bin(path)
     embeddings = recognizer.embed_aligned(images).astype(np.float64)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -90,6 +92,7 @@ def test_calibrate_on_a_bin_and_write_the_thresholds(
     threshold = calibrated.threshold()
     assert threshold.source == "calibrated" and threshold.far == 0.25 and threshold.set == "sample"
     assert threshold.value == pytest.approx(next(t["threshold"] for t in expected if t["far"] == 0.25))
+    assert calibrated.metadata["ghostfacenets_version"] == __version__
     entry = calibrated.metadata["thresholds"][0]
     assert entry["pairs"] == 8 and entry["different_pairs"] == 4 and entry["flip"] is True
     again, _ = write_thresholds(out, report, out)  # recalibrating the same set replaces, not duplicates

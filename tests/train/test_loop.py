@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ghostfacenets import create_model, load_model
+from ghostfacenets import __version__, create_model, load_model
 from ghostfacenets.cli import main
 from ghostfacenets.data.datasets import SyntheticSource
 from ghostfacenets.data.verification_bin import load_verification_bin, write_verification_bin
@@ -83,14 +83,16 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     for name in ("centres-00000.pt", "trainer.pt"):
         sa = torch.load(tmp_path / "a" / "checkpoints" / "step-000000006" / name, weights_only=True)
         sb = torch.load(tmp_path / "b" / "checkpoints" / "step-000000006" / name, weights_only=True)
+        assert sa["ghostfacenets_version"] == sb["ghostfacenets_version"] == __version__
         if name == "trainer.pt":
             for key, value in sa["optimizer"]["state"].items():
                 assert torch.equal(value["momentum_buffer"], sb["optimizer"]["state"][key]["momentum_buffer"])
         else:
             assert torch.equal(sa["weight"], sb["weight"]) and torch.equal(sa["momentum"], sb["momentum"])
-    # metrics.jsonl of the resumed run has each step once
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    # metrics.jsonl of the resumed run has each step once, every record with the version that wrote it
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert {r["ghostfacenets_version"] for r in records} == {__version__}
 
 
 def test_final_model_loads_with_training_metadata(tmp_path: Path) -> None:
@@ -102,6 +104,7 @@ def test_final_model_loads_with_training_metadata(tmp_path: Path) -> None:
     assert meta["loss"].startswith("arcface (m1=1, m2=0.5, m3=0")
     assert meta["training"]["steps"] == result.steps == 4 and meta["training"]["identities"] == 4
     assert meta["training"]["config"]["train"]["batch_size"] == 8
+    assert meta["ghostfacenets_version"] == __version__
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 32)
 
 
@@ -190,13 +193,16 @@ def test_resume_applies_the_configured_optimiser_settings(tmp_path: Path) -> Non
     assert trainer.optimizer.state[first]["momentum_buffer"].abs().sum() > 0  # the backbone momentum is restored
 
 
-def test_resume_keeps_the_damaged_images_found_before(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written_by_0_1", [False, True])
+def test_resume_keeps_the_damaged_images_found_before(tmp_path: Path, written_by_0_1: bool) -> None:
     train(tiny_config(tmp_path, "train.epochs=2", "train.max_steps=2"))
     earlier = ["/data/faces/x/1.jpg: not an image"]
-    (tmp_path / "damaged_images.json").write_text(json.dumps(earlier))
+    record = earlier if written_by_0_1 else {"ghostfacenets_version": "0.2.0.dev0", "damaged": earlier}
+    (tmp_path / "damaged_images.json").write_text(json.dumps(record))
     result = train(tiny_config(tmp_path, "train.epochs=2"))
     assert result.damaged == earlier
-    assert json.loads((tmp_path / "damaged_images.json").read_text()) == earlier
+    written = json.loads((tmp_path / "damaged_images.json").read_text())
+    assert written == {"ghostfacenets_version": __version__, "damaged": earlier}
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["damaged"] for r in records if r["step"] > 2] == [1] * 6
 
@@ -354,10 +360,12 @@ def test_folder_training_with_validation_and_damaged_images(tmp_path: Path) -> N
     result = train(config)
     assert result.steps == 4  # 17 images, batch 8: 2 steps per epoch
     assert len(result.damaged) == 1 and "9.png" in result.damaged[0]
-    assert json.loads((tmp_path / "run" / "damaged_images.json").read_text()) == result.damaged
+    assert json.loads((tmp_path / "run" / "damaged_images.json").read_text())["damaged"] == result.damaged
     metrics = result.validation["faces"]
     assert metrics["pairs"] == 20 and metrics["flip"] is False
     assert (tmp_path / "run" / "val" / "faces.bin").is_file()
+    made_with = json.loads((tmp_path / "run" / "val" / "faces.json").read_text())
+    assert made_with["ghostfacenets_version"] == __version__ and made_with["pairs"] == 20
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     validations = [r for r in records if "val" in r]
     assert [r["step"] for r in validations] == [2, 4]
@@ -379,7 +387,7 @@ def test_folder_training_with_validation_and_damaged_images(tmp_path: Path) -> N
         )
         == 0
     )
-    evaluated = json.loads((tmp_path / "eval.json").read_text())["faces"]
+    evaluated = json.loads((tmp_path / "eval.json").read_text())["sets"]["faces"]
     assert evaluated["best_threshold_accuracy"] == pytest.approx(metrics["best_threshold_accuracy"])
     assert evaluated["auc"] == pytest.approx(metrics["auc"], abs=1e-6)
     best = load_model(tmp_path / "run" / "best.safetensors")
@@ -423,7 +431,7 @@ def test_cli_train_print_config_and_errors(capsys: pytest.CaptureFixture[str], t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.epochz" in err[0]
     assert main(["train", f"data.train={tmp_path / 'missing'}"]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert f"data.train: {tmp_path / 'missing'}: no such file or folder\n" in capsys.readouterr().err
 
 
 def test_cli_train_json_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -435,7 +443,7 @@ def test_cli_train_json_summary(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 def test_quickstart_config_runs(tmp_path: Path) -> None:
     faces = shared_path("data", "att_faces")
     config = load_config(
-        Path(__file__).resolve().parents[2] / "configs" / "quickstart-cpu.yaml",
+        "quickstart-cpu",
         [
             f"data.train={faces}",
             f"data.val=[{faces}]",
@@ -452,3 +460,21 @@ def test_quickstart_config_runs(tmp_path: Path) -> None:
     assert images.shape == (1800, 112, 112, 3) and issame.sum() == 450 and len(issame) == 900
     assert (images[:, :, :10] == 0).all()  # 92x112 photos padded with black
     assert result.validation["att_faces"]["pairs"] == 900 and result.validation["att_faces"]["flip"] is False
+
+
+def test_missing_data_paths_fail_first_saying_where_they_were_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config("quickstart-cpu", [*TINY, "output=run"])
+    with pytest.raises(GhostFaceNetsError) as error:
+        Trainer(config)
+    message = str(error.value)
+    assert message.startswith(
+        f"data.train: ../shared/data/att_faces: no such file or folder (relative to the working directory, {tmp_path})"
+    )
+    assert "ORL / AT&T" in message and not (tmp_path / "run").exists()  # nothing written before the check
+    (tmp_path / "faces").mkdir()
+    config = load_config(None, [*TINY, "data.train=synthetic:8:2", f"data.val=[{tmp_path / 'x.bin'}]"])
+    with pytest.raises(GhostFaceNetsError, match=rf"^data.val: {tmp_path / 'x.bin'}: no such file or folder$"):
+        Trainer(config)

@@ -1,10 +1,12 @@
-"""``train`` and ``dataset``: training from a YAML config, inspecting and building training sets."""
+"""``train``, ``configs`` and ``dataset``: training from a YAML config or a shipped recipe, listing the shipped
+configs, inspecting and building training sets."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import GhostFaceNetsError
 from .common import Command, print_json
@@ -12,7 +14,11 @@ from .common import Command, print_json
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-c", "--config", metavar="CONFIG.yaml", help="training config (configs/*.yaml); defaults if omitted"
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help="a YAML file, or the name of a shipped config (ghostfacenets configs lists them: the paper's recipes "
+        "and quickstart-cpu); defaults if omitted",
     )
     p.add_argument(
         "overrides",
@@ -21,23 +27,34 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         help="dotted overrides, values in YAML: data.train=DIR 'data.val=[a.bin,b.bin]' output=runs/x "
         "train.epochs=2 train.max_steps=100 train.resume=none",
     )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as YAML and exit (placeholders still to give show as ???)",
+    )
     p.add_argument("--json", action="store_true", help="print the run summary as JSON at the end")
     p.epilog = (
-        "Several GPUs or nodes: torchrun --nproc-per-node=N -m ghostfacenets.cli train -c CONFIG ... "
-        "(see docs/training.md). Re-running the same command resumes from the newest checkpoint; a fresh "
-        "start (train.resume=none) in an output folder that already holds a run is refused."
+        "Relative paths (data, output) are taken from the working directory. Several GPUs or nodes: "
+        "torchrun --nproc-per-node=N -m ghostfacenets.cli train -c CONFIG ... (see docs/training.md). Re-running "
+        "the same command resumes from the newest checkpoint; a fresh start (train.resume=none) in an output "
+        "folder that already holds a run is refused."
     )
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ..train.config import load_config
+    from ..train.config import load_config, missing_message, missing_values
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, allow_missing=args.print_config)
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        from .. import __version__
+
+        print(f"# ghostfacenets {__version__}: the resolved config of {args.config or 'the defaults'}")
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False, width=1000), end="")
+        missing = missing_values(config)
+        if missing:
+            print(f"note: {missing_message(missing)}", file=sys.stderr)
         return 0
     from ..train.distributed import init_distributed, shutdown
     from ..train.loop import train
@@ -78,6 +95,52 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"  best: {result.best} ({config.train.best_key} {number(result.best_value)})")
     if result.damaged:
         print(f"  {len(result.damaged)} damaged image(s) skipped: see {result.output / 'damaged_images.json'}")
+    return 0
+
+
+def _add_configs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", metavar="NAME", help="print this shipped config (YAML with its comments)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.epilog = (
+        "Use one by name: ghostfacenets train -c NAME [key=value ...]; copy one to change it: "
+        "ghostfacenets configs NAME > my.yaml"
+    )
+
+
+def _run_configs(args: argparse.Namespace) -> int:
+    from ..train.config import load_config, missing_values, shipped_config_names, shipped_config_text
+
+    if args.name:
+        text = shipped_config_text(args.name)
+        if args.json:
+            print_json({"name": args.name, "yaml": text})
+        else:
+            print(text, end="")
+        return 0
+    records: list[dict[str, Any]] = []
+    for name in shipped_config_names():
+        config = load_config(name, allow_missing=True)
+        records.append(
+            {
+                "name": name,
+                "description": config.description,
+                "architecture": config.model.architecture,
+                "loss": config.loss.type,
+                "epochs": config.train.epochs,
+                "batch_size": config.train.batch_size,
+                "to_give": missing_values(config),
+            }
+        )
+    if args.json:
+        print_json(records)
+        return 0
+    width = max(len(r["name"]) for r in records)
+    for record in records:
+        print(f"{record['name']:<{width}}  {record['description']}")
+    print(
+        "\nghostfacenets train -c NAME [key=value ...] trains one; ghostfacenets configs NAME prints it. The recipes "
+        "leave data.train and data.val to give (???)."
+    )
     return 0
 
 
@@ -162,6 +225,12 @@ def _run_dataset(args: argparse.Namespace) -> int:
 COMMANDS = [
     Command(
         "train", "train a GhostFaceNet from a YAML config (one process, or many with torchrun)", _add_train, _run_train
+    ),
+    Command(
+        "configs",
+        "list the shipped training configs (the paper's recipes, the quickstart) or print one",
+        _add_configs,
+        _run_configs,
     ),
     Command(
         "dataset",

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import GhostFaceNetsError
+from ..files import written_by
 from .folders import scan_identity_folder
 from .images import ImageError, ResizeMode, decode_image, fit_image
 from .recordio import InsightFaceRecords, RecordError, write_insightface_records
@@ -403,7 +404,7 @@ def inspect_dataset(path: str | Path, workers: int = 4, progress: bool = True) -
     """Check an identity folder or an insightface RecordIO set by decoding every image: ``images``,
     ``identities``, ``corrupt`` (file paths of a folder's images; record keys of a RecordIO set, and the ``.idx``
     path for index lines that cannot be read) and ``corrupt_reasons`` ({str(entry): reason}); for RecordIO also
-    the identity count that ``property`` or the header record declares."""
+    the identity count that ``property`` or the header record declares; ``ghostfacenets_version``."""
     problems: list[tuple[int | str, str]] = []
     if is_record_set(path):
         record_source = RecordSource(path, image_size=None)
@@ -422,7 +423,7 @@ def inspect_dataset(path: str | Path, workers: int = 4, progress: bool = True) -
         problems += [(str(folder_source.paths[i]), reason) for i, reason in report.pop("damaged")]
     report["corrupt"] = [where for where, _ in problems]
     report["corrupt_reasons"] = {str(where): reason for where, reason in problems}
-    return report
+    return {**report, **written_by()}
 
 
 def _encoded_image(source: FolderSource, index: int, quality: int) -> bytes:
@@ -479,4 +480,4 @@ def build_records(
                     yield payload, label
 
     images, classes = write_insightface_records(output, records(), (image_size, image_size))
-    return {"output": str(output), "images": images, "identities": classes, "skipped": skipped}
+    return {"output": str(output), "images": images, "identities": classes, "skipped": skipped, **written_by()}

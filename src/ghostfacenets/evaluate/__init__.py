@@ -1,4 +1,5 @@
-"""Evaluation: verification metrics, ``.bin`` sets, identity folders, IJB-B/C.
+"""Evaluation: verification metrics, ``.bin`` sets, identity folders, pairs files, IJB-B/C, MegaFace, RFW, per-group
+fairness, and embedding sharded over ``torchrun`` processes.
 
 Public names are imported lazily (``from ghostfacenets.evaluate import evaluate_bin``).
 """
@@ -16,6 +17,12 @@ _EXPORTS = {
     "evaluate_folder": "ghostfacenets.evaluate.pairs",
     "make_pairs": "ghostfacenets.evaluate.pairs",
     "evaluate_ijb": "ghostfacenets.evaluate.ijb",
+    "evaluate_megaface": "ghostfacenets.evaluate.megaface",
+    "evaluate_rfw": "ghostfacenets.evaluate.rfw",
+    "read_pairs_set": "ghostfacenets.evaluate.fairness",
+    "read_grouped_folder": "ghostfacenets.evaluate.fairness",
+    "embed_job": "ghostfacenets.evaluate.distributed",
+    "embed_job_sharded": "ghostfacenets.evaluate.distributed",
     "compare_embedders": "ghostfacenets.evaluate.agreement",
 }
 

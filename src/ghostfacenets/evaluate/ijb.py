@@ -19,7 +19,6 @@ normalisation of each template. Scores are cosine similarities of templates.
 from __future__ import annotations
 
 import csv
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..data.images import load_image
 from ..data.transforms import INPUT_SIZE
 from ..errors import GhostFaceNetsError
 from ..inference import Embedder, load_embedder
+from .distributed import ImageJob, embed_job
 from .metrics import allowed_false_accepts, roc_auc, roc_curve, tar_at_far
 
 FPIR_TARGETS = {"1e-1": 1e-1, "1e-2": 1e-2, "1e-3": 1e-3, "1e-4": 1e-4}
@@ -204,6 +204,15 @@ def _aligned_crop(path: Path, landmarks: np.ndarray) -> np.ndarray:
     return align_face(load_image(path), landmarks)
 
 
+def face_job(layout: IJBLayout, meta: IJBMeta) -> ImageJob:
+    """Every face of the set, each read and aligned by its five points when loaded."""
+    return ImageJob(
+        f"{layout.target} faces",
+        len(meta.names),
+        lambda indices: np.stack([_aligned_crop(layout.images / meta.names[i], meta.landmarks[i]) for i in indices]),
+    )
+
+
 def embed_faces(
     embedder: Embedder,
     layout: IJBLayout,
@@ -214,26 +223,7 @@ def embed_faces(
     workers: int = 4,
 ) -> np.ndarray:
     """Embeddings (N, D) of every face, streamed: crops are read and aligned in threads while batches embed."""
-    from tqdm import tqdm
-
-    def load(start: int) -> np.ndarray:
-        stop = min(start + batch_size, len(meta.names))
-        return np.stack([_aligned_crop(layout.images / meta.names[i], meta.landmarks[i]) for i in range(start, stop)])
-
-    starts = list(range(0, len(meta.names), batch_size))
-    parts = []
-    with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(meta.names), desc=f"{layout.target} faces", unit="img", disable=not progress) as bar,
-    ):
-        pending: list[Future] = [pool.submit(load, s) for s in starts[:workers]]
-        for k in range(len(starts)):
-            crops = pending.pop(0).result()
-            if k + workers < len(starts):
-                pending.append(pool.submit(load, starts[k + workers]))
-            parts.append(embedder.embed_batch(crops, flip))
-            bar.update(len(crops))
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    return embed_job(embedder, face_job(layout, meta), flip, batch_size, progress, workers)
 
 
 def template_features(
@@ -351,6 +341,57 @@ def identification_1toN(
     }
 
 
+@dataclass(frozen=True)
+class IJBSet:
+    """An IJB folder read and checked for evaluation: where its files are, its faces and pairs, its 1:N lists."""
+
+    layout: IJBLayout
+    meta: IJBMeta
+    search_lists: SearchLists | None
+
+    @property
+    def job(self) -> ImageJob:
+        return face_job(self.layout, self.meta)
+
+    def evaluate(
+        self, features: np.ndarray, flip: bool = True, detector_score: bool = True, normalize_images: bool = False
+    ) -> dict[str, Any]:
+        """1:1 verification and (with the 1:N lists) identification from the face embeddings (N, D) in the order
+        of ``*_face_tid_mid.txt``."""
+        meta = self.meta
+        if len(features) != len(meta.names):
+            raise IJBError(f"{len(features)} features for {len(meta.names)} faces")
+        unique_templates, feats = template_features(
+            features, meta.templates, meta.medias, meta.detector_scores if detector_score else None, normalize_images
+        )
+        return {
+            "target": self.layout.target.upper(),
+            "faces": len(meta.names),
+            "templates": len(unique_templates),
+            "flip": flip,
+            "detector_score": detector_score,
+            "normalize_images": normalize_images,
+            "verification": verification_1to1(unique_templates, feats, meta),
+            "identification": identification_1toN(self.search_lists, unique_templates, feats),
+        }
+
+
+def read_ijb(root: str | Path) -> IJBSet:
+    """Locate, read and cross-check every file of an IJB folder (the 1:N lists too: a damaged list fails in seconds
+    rather than after the hours IJB-C takes to embed)."""
+    layout = find_layout(root)
+    meta = read_meta(layout)
+    return IJBSet(layout, meta, read_search_lists(layout, meta))
+
+
+def check_ijb_embedder(embedder: Embedder) -> None:
+    """IJB faces are aligned to 112x112: refuse a model that needs another size."""
+    if embedder.input_size not in (None, (INPUT_SIZE, INPUT_SIZE)):
+        raise IJBError(
+            f"{embedder.name} needs {embedder.input_size} crops; IJB faces are aligned to {INPUT_SIZE}x{INPUT_SIZE}"
+        )
+
+
 def evaluate_ijb(
     model_or_embedder: Any,
     root: str | Path,
@@ -366,28 +407,9 @@ def evaluate_ijb(
 
     ``features``: precomputed face embeddings (N, D) in the order of ``*_face_tid_mid.txt`` (skips embedding).
     """
-    layout = find_layout(root)
-    meta = read_meta(layout)
-    search_lists = read_search_lists(layout, meta)  # every list is checked before the long embedding
+    ijb = read_ijb(root)
     if features is None:
         embedder = load_embedder(model_or_embedder, device)
-        if embedder.input_size not in (None, (INPUT_SIZE, INPUT_SIZE)):
-            raise IJBError(
-                f"{embedder.name} needs {embedder.input_size} crops; IJB faces are aligned to {INPUT_SIZE}x{INPUT_SIZE}"
-            )
-        features = embed_faces(embedder, layout, meta, flip, batch_size, progress)
-    elif len(features) != len(meta.names):
-        raise IJBError(f"{len(features)} features for {len(meta.names)} faces")
-    unique_templates, feats = template_features(
-        features, meta.templates, meta.medias, meta.detector_scores if detector_score else None, normalize_images
-    )
-    return {
-        "target": layout.target.upper(),
-        "faces": len(meta.names),
-        "templates": len(unique_templates),
-        "flip": flip,
-        "detector_score": detector_score,
-        "normalize_images": normalize_images,
-        "verification": verification_1to1(unique_templates, feats, meta),
-        "identification": identification_1toN(search_lists, unique_templates, feats),
-    }
+        check_ijb_embedder(embedder)
+        features = embed_faces(embedder, ijb.layout, ijb.meta, flip, batch_size, progress)
+    return ijb.evaluate(features, flip, detector_score, normalize_images)

@@ -230,21 +230,47 @@ def threshold_at_far(scores: Any, issame: Any, far: float) -> tuple[float, float
     same, diff = scores[labels], np.sort(scores[~labels])[::-1]
     if same.size == 0 or diff.size == 0:
         raise GhostFaceNetsError("calibrating a threshold needs both same and different pairs")
-    allowed = allowed_false_accepts(diff.size, far)
-    threshold = _below_all(scores) if allowed >= diff.size else float(diff[allowed])
+    threshold = far_threshold(diff, diff.size, far)
+    if threshold == -math.inf:
+        threshold = _below_all(scores)
     return threshold, float(np.mean(same <= threshold))
+
+
+def far_threshold(descending: np.ndarray, impostors: int, far: float) -> float:
+    """The lowest threshold that accepts at most floor(``far`` x ``impostors``) of ``impostors`` impostor scores,
+    from the highest of them in descending order (at least that many plus one): the next highest score, or -inf
+    when every impostor may be accepted. What :func:`threshold_at_far` computes from all of them."""
+    allowed = allowed_false_accepts(impostors, far)
+    if allowed >= impostors:
+        return -math.inf
+    if allowed >= len(descending):
+        raise GhostFaceNetsError(f"{len(descending)} highest impostor scores cannot set FAR {far:g} of {impostors}")
+    return float(descending[allowed])
 
 
 def tar_at_far(scores: Any, issame: Any, targets: dict[str, float] = FAR_TARGETS) -> dict[str, float | None]:
     """TAR at each FAR target (keys as ``targets``); None where there are fewer than 1/FAR different pairs."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(issame, dtype=bool).reshape(-1)
-    n_same, n_diff = int(labels.sum()), int((~labels).sum())
+    if scores.shape != labels.shape:
+        raise GhostFaceNetsError(f"expected as many labels as scores, got {scores.shape}, {labels.shape}")
+    impostors = np.sort(scores[~labels])[::-1]
+    return tar_at_far_of_top(scores[labels], impostors, impostors.size, targets)
+
+
+def tar_at_far_of_top(
+    genuine: np.ndarray, descending: np.ndarray, impostors: int, targets: dict[str, float] = FAR_TARGETS
+) -> dict[str, float | None]:
+    """:func:`tar_at_far` from every genuine score and only the highest of ``impostors`` impostor scores (descending;
+    for the smallest target at least floor(FAR x impostors) + 1 of them), so that billions of impostor comparisons
+    need not be kept."""
+    genuine = np.asarray(genuine).reshape(-1)
     result: dict[str, float | None] = {}
     for key, far in targets.items():
-        if n_same == 0 or allowed_false_accepts(n_diff, far) < 1:
+        if genuine.size == 0 or allowed_false_accepts(impostors, far) < 1:
             result[key] = None
         else:
-            result[key] = 1.0 - threshold_at_far(scores, labels, far)[1]
+            result[key] = 1.0 - float(np.mean(genuine <= far_threshold(descending, impostors, far)))
     return result
 
 

@@ -13,8 +13,9 @@ from ..data.folders import IdentityFolder, scan_identity_folder
 from ..data.images import ImageError, decode_image
 from ..data.verification_bin import write_verification_bin
 from ..errors import GhostFaceNetsError
-from ..inference import embed_images, load_embedder
-from .verification import SetEvaluation, evaluate_embedded_pairs
+from ..inference import load_embedder
+from .distributed import array_job, embed_job
+from .verification import PairSet, SetEvaluation
 
 MAX_EXHAUSTIVE_PAIRS = 20_000_000  # about 100 bytes a pair while pairs are drawn and scored: 2 GB at the cap
 
@@ -85,7 +86,7 @@ def make_pairs(labels: Any, num_pairs: int | None = None, seed: int = 0) -> tupl
     return pairs.astype(np.int64), labels[pairs[:, 0]] == labels[pairs[:, 1]]
 
 
-def _crops(folder: IdentityFolder, size: int | None, what: str) -> Iterator[tuple[bytes, np.ndarray]]:
+def folder_crops(folder: IdentityFolder, size: int | None, what: str) -> Iterator[tuple[bytes, np.ndarray]]:
     """(file bytes, decoded RGB image) of each image of the folder, one at a time; images that are not ``size`` x
     ``size`` (when given) or differ in size from the first are refused. ``what``: the purpose, for messages."""
     first_shape = None
@@ -106,6 +107,16 @@ def _crops(folder: IdentityFolder, size: int | None, what: str) -> Iterator[tupl
         yield data, image
 
 
+def read_folder_set(root: str | Path, num_pairs: int | None = None, seed: int = 0, size: int | None = None) -> PairSet:
+    """An identity folder as a :class:`PairSet`: every crop read (``size`` x ``size`` when given), pairs from
+    :func:`make_pairs`."""
+    folder = scan_identity_folder(root)
+    pairs, issame = make_pairs(folder.labels, num_pairs, seed)
+    images = np.stack([image for _, image in folder_crops(folder, size, "identity folders for evaluation")])
+    name = Path(root).resolve().name
+    return PairSet(name, array_job(name, images), pairs, issame)
+
+
 def evaluate_folder(
     model_or_embedder: Any,
     root: str | Path,
@@ -117,13 +128,9 @@ def evaluate_folder(
     progress: bool = True,
 ) -> SetEvaluation:
     """Verification metrics of an identity folder: every image embedded once, pairs from :func:`make_pairs`."""
-    folder = scan_identity_folder(root)
-    pairs, issame = make_pairs(folder.labels, num_pairs, seed)
     embedder = load_embedder(model_or_embedder, device)
-    size = None if embedder.input_size is None else embedder.input_size[0]
-    images = np.stack([image for _, image in _crops(folder, size, "identity folders for evaluation")])
-    embeddings = embed_images(embedder, images, batch_size=batch_size, flip=flip, progress=progress)
-    return evaluate_embedded_pairs(Path(root).resolve().name, embeddings, pairs, issame, flip)
+    pair_set = read_folder_set(root, num_pairs, seed, None if embedder.input_size is None else embedder.input_size[0])
+    return pair_set.evaluate(embed_job(embedder, pair_set.job, flip, batch_size, progress), flip)
 
 
 def make_bin(
@@ -135,7 +142,7 @@ def make_bin(
     """
     folder = scan_identity_folder(root)
     pairs, issame = make_pairs(folder.labels, num_pairs, seed)
-    data = [blob for blob, _ in _crops(folder, size, "verification .bin files")]  # checked, stored as they are
+    data = [blob for blob, _ in folder_crops(folder, size, "verification .bin files")]  # checked, stored as they are
     images = [data[i] for i in pairs.reshape(-1)]
     path = write_verification_bin(output, images, issame)
     return path, len(issame), int(issame.sum())

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.transforms import to_array
 from ..errors import GhostFaceNetsError, ModelFileError
-from ..files import atomic_path
+from ..files import atomic_path, written_by
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
 
@@ -116,8 +116,10 @@ def export_metadata(model: GhostFaceNet, precision: str = "float32", **extra: An
 
 
 def _set_metadata(proto: Any, meta: dict[str, Any]) -> None:
+    """The metadata in ``metadata_props`` and the producer fields, with the version of the package writing it."""
     from .. import __version__
 
+    meta = {**meta, **written_by()}
     props = {
         METADATA_KEY: json.dumps(meta),
         "architecture": str(meta.get("architecture", "")),

@@ -3,7 +3,8 @@
 Each record is one face: its gallery and subject (with the subject's metadata), the embedding (float32 values,
 exact), the image sha256, source and detection, the model (name, weights sha256, size, flip) and the aligned crop
 when one was stored (base64 PNG in JSON lines, binary in Parquet). A JSON-lines file starts with a header record
-(``format``, ``version``). Import is resumable: faces whose image the gallery already holds are skipped.
+(``format``, ``version``, ``ghostfacenets_version``); Parquet carries the same in its schema metadata. Import is
+resumable: faces whose image the gallery already holds are skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_path, atomic_write
+from ..files import atomic_path, atomic_write, written_by
 from .base import Enrolment, ExportedFace, GalleryError, GalleryStore, ModelId, NewFace
 
 FORMAT = "ghostfacenets-gallery"
@@ -80,7 +81,7 @@ def export_gallery(
 def _write_jsonl(faces: Iterable[ExportedFace], path: Path, progress: Callable[[int], None] | None) -> int:
     count = 0
     with atomic_write(path, "w") as f:
-        f.write(json.dumps({"format": FORMAT, "version": VERSION}) + "\n")
+        f.write(json.dumps({"format": FORMAT, "version": VERSION, **written_by()}) + "\n")
         for face in faces:
             record = _record(face)
             record["crop_png_base64"] = base64.b64encode(face.face.crop).decode() if face.face.crop else None
@@ -106,7 +107,11 @@ def _parquet_schema() -> Any:
             ("embedding", pa.list_(pa.float32())),
             ("crop_png", pa.binary()),
         ],
-        metadata={b"format": FORMAT.encode(), b"version": str(VERSION).encode()},
+        metadata={
+            b"format": FORMAT.encode(),
+            b"version": str(VERSION).encode(),
+            **{k.encode(): v.encode() for k, v in written_by().items()},
+        },
     )
 
 

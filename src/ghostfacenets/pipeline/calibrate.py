@@ -7,8 +7,6 @@ set's name and its pair counts, can be written into a model file's metadata, whe
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -17,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.pairs import PairsFileError, read_labelled_pairs
 from ..errors import GhostFaceNetsError
+from ..files import written_by
 from .recognizer import FaceRecognizer
 
-_TRUE = {"1", "true", "yes", "y", "same", "genuine", "match", "positive"}
-_FALSE = {"0", "false", "no", "n", "different", "diff", "impostor", "non-match", "nonmatch", "negative"}
 DECISION_RULE = "same person if cosine similarity > threshold"
 
 
@@ -29,46 +27,15 @@ class CalibrationError(GhostFaceNetsError):
     """Pairs or options that cannot give a threshold."""
 
 
-def _label(text: str) -> bool | None:
-    value = text.strip().lower()
-    return True if value in _TRUE else False if value in _FALSE else None
-
-
 def read_pairs_file(path: str | Path, root: str | Path | None = None) -> list[tuple[Path, Path, bool]]:
-    """Labelled pairs from a text file: per line two image paths and a label (1/0, yes/no, true/false,
-    same/different), separated by commas (CSV, e.g. deepface's master.csv), tabs or spaces. A first line whose label
-    is not a label is a header; ``#`` starts a comment. Relative paths are taken from ``root`` (default: the file's
-    folder)."""
-    path = Path(path)
+    """Labelled pairs from a text file (:func:`ghostfacenets.data.pairs.read_labelled_pairs`): per line two image
+    paths and a label (1/0, yes/no, true/false, same/different), separated by commas, tabs or spaces; an optional
+    header; ``#`` comments. Relative paths are taken from ``root`` (default: the file's folder)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalibrationError(f"{path}: cannot read the pairs file ({exc})") from None
-    base = Path(root) if root is not None else path.parent
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise CalibrationError(f"{path}: no pairs in the file")
-    if "," in lines[0]:
-        rows = list(csv.reader(io.StringIO("\n".join(lines))))
-    elif "\t" in lines[0]:
-        rows = [ln.split("\t") for ln in lines]
-    else:
-        rows = [ln.split() for ln in lines]
-    pairs = []
-    for number, row in enumerate(rows, start=1):
-        fields = [f.strip() for f in row]
-        label = _label(fields[2]) if len(fields) == 3 else None
-        if label is None:
-            if number == 1 and len(fields) == 3:
-                continue  # header
-            raise CalibrationError(
-                f"{path}, pair line {number}: expected 'image_a image_b label' with a label such as "
-                f"1/0 or yes/no, got {row}"
-            )
-        pairs.append((base / fields[0], base / fields[1], label))
-    if not pairs:
-        raise CalibrationError(f"{path}: no pairs in the file")
-    return pairs
+        pairs = read_labelled_pairs(path, root)
+    except PairsFileError as exc:
+        raise CalibrationError(str(exc)) from None
+    return list(zip(pairs.images_a, pairs.images_b, pairs.issame.tolist()))
 
 
 def score_photo_pairs(
@@ -176,6 +143,7 @@ def calibrate(
         "detector": detector,
         "rule": DECISION_RULE,
         "thresholds": thresholds_at(scores, issame, fars),
+        **written_by(),
     }
 
 

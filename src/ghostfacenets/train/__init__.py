@@ -1,7 +1,7 @@
 """Training: typed YAML configs, the training loop (one process or torchrun), checkpoints, schedules and logs.
 
 from ghostfacenets.train import load_config, train
-result = train(load_config("configs/quickstart-cpu.yaml", ["train.epochs=10"]))
+result = train(load_config("quickstart-cpu", ["train.epochs=10"]))   # a shipped config by name, or a YAML path
 """
 
 from .config import TrainConfig, load_config

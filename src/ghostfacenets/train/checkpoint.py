@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``checkpoints/step-<N>/`` holding ``trainer.pt`` (written by rank 0: model, backbone
 optimiser, loss scaler, step, epoch, best validation value, config) and one ``centres-<rank>.pt`` per rank (the
-rank's rows of the class centres and of their momentum, and the rank's random-number states). The folder is
+rank's rows of the class centres and of their momentum, and the rank's random-number states); both record the
+package version that wrote them (``ghostfacenets_version``). The folder is
 filled under a temporary name and renamed when every file is complete; the newest is the one with the highest step.
 Saving step N removes the checkpoints above N (left by a run resumed from an earlier checkpoint) and keeps the
 newest ``keep`` up to N. Multi-node runs need ``output`` on a file system every node sees.
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import GhostFaceNetsError
-from ..files import atomic_path
+from ..files import atomic_path, written_by
 from .distributed import DistributedContext
 
 FORMAT_VERSION = 1
@@ -47,8 +48,9 @@ def checkpoint_root(output: str | Path) -> Path:
 
 
 def _save_tensor_file(obj: dict[str, Any], path: Path) -> None:
+    """``obj`` and the package version, atomically."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({**obj, **written_by()}, tmp)
 
 
 def save_checkpoint(

@@ -1,15 +1,20 @@
 """Typed training configuration: dataclasses loaded from YAML, with dotted ``key=value`` overrides.
 
-``load_config("configs/x.yaml", ["train.epochs=2", "data.val=[a.bin,b.bin]"])``: values of overrides are parsed as
-YAML (``null``, numbers, lists), then every field is checked against its declared type; unknown keys are errors.
+``load_config("quickstart-cpu", ["train.epochs=2", "data.val=[a.bin,b.bin]"])``: the config is a YAML file or the
+name of a config shipped in the package (``ghostfacenets/configs/NAME.yaml``: the paper's recipes and the
+quickstart); values of overrides are parsed as YAML (``null``, numbers, lists), then every field is checked against
+its declared type; unknown keys are errors. A value ``???`` is a placeholder that must be given before training
+(the shipped recipes leave their data paths so). Relative paths are taken from the working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,13 @@ from ..data.datasets import Augmentation, parse_synthetic
 from ..data.images import ResizeMode
 from ..errors import GhostFaceNetsError
 from ..losses.margins import Fallback, margin_from_name
+
+MISSING = "???"  # a value the config leaves to be given (the mark OmegaConf and Hydra use)
+PLACEHOLDER_EXAMPLES = {
+    "data.train": "data.train=/data/faces_emore",
+    "data.val": "'data.val=[/data/faces_emore/lfw.bin,/data/faces_emore/cfp_fp.bin,/data/faces_emore/agedb_30.bin]'",
+}
+SHIPPED_SUFFIX = ".yaml"
 
 
 class ConfigError(GhostFaceNetsError):
@@ -118,6 +130,7 @@ class TrainSection:
 
 @dataclass
 class TrainConfig:
+    description: str = ""  # what the config trains and reproduces, one line (listed by ``ghostfacenets configs``)
     output: str = "runs/train"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -138,7 +151,10 @@ def _plain(value: Any) -> Any:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """``value`` checked (and converted where lossless: int -> float, list -> tuple) against a type hint."""
+    """``value`` checked (and converted where lossless: int -> float, list -> tuple) against a type hint; the
+    placeholder ``???`` fits every type (:func:`missing_values` finds it)."""
+    if isinstance(value, str) and value == MISSING:
+        return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -207,31 +223,98 @@ def apply_override(tree: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(tree: dict[str, Any]) -> TrainConfig:
+def config_from_dict(tree: dict[str, Any], allow_missing: bool = False) -> TrainConfig:
+    """A checked configuration from nested values. With ``allow_missing`` a config with placeholders (``???``) is
+    returned unchecked beyond the types (to show it); otherwise placeholders are an error naming the keys to give."""
     config = _build(TrainConfig, tree)
-    validate(config)
+    if not (allow_missing and missing_values(config)):
+        validate(config)
     return config
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """A checked configuration from a YAML file (or the defaults) and dotted overrides.
+def missing_values(config: TrainConfig) -> list[str]:
+    """The dotted keys whose value is the placeholder ``???`` (alone or in a list), in config order."""
+    found: list[str] = []
 
-    Relative data and output paths in the file are relative to the working directory, as on the command line.
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{key}.{name}".lstrip("."))
+        elif node == MISSING or (isinstance(node, list) and MISSING in node):
+            found.append(key)
+
+    walk(config.to_dict(), "")
+    return found
+
+
+def missing_message(keys: list[str]) -> str:
+    """One line saying which placeholders to give, with an example of each."""
+    examples = " ".join(PLACEHOLDER_EXAMPLES.get(key, f"{key}=VALUE") for key in keys)
+    return (
+        f"{', '.join(keys)} must be given (the config leaves {'them' if len(keys) > 1 else 'it'} as {MISSING}): "
+        f"add {examples} (your copies; relative paths are taken from the working directory)"
+    )
+
+
+def _shipped_root() -> Any:
+    return resources.files("ghostfacenets").joinpath("configs")
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the configs shipped in the package (``ghostfacenets configs``), sorted."""
+    return sorted(
+        entry.name.removesuffix(SHIPPED_SUFFIX)
+        for entry in _shipped_root().iterdir()
+        if entry.name.endswith(SHIPPED_SUFFIX)
+    )
+
+
+def shipped_config_text(name: str) -> str:
+    """The YAML text (comments included) of the shipped config ``name``."""
+    names = shipped_config_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"{name}: no shipped config of that name (ghostfacenets configs lists them){hint}")
+    return str(_shipped_root().joinpath(name + SHIPPED_SUFFIX).read_text(encoding="utf-8"))
+
+
+def read_config_source(source: str | Path) -> str:
+    """The YAML text of ``source``: a config file (an existing path is always a file) or a shipped config's name."""
+    path = Path(source)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    names = shipped_config_names()
+    if str(source) in names:
+        return shipped_config_text(str(source))
+    stem = path.name.removesuffix(SHIPPED_SUFFIX)
+    if stem in names:
+        hint = f"; the shipped config of that name is used by name: -c {stem}"
+    else:
+        close = difflib.get_close_matches(str(source), names, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else " (ghostfacenets configs lists the shipped ones)"
+    raise ConfigError(f"{source}: no such config file, nor the name of a shipped config{hint}")
+
+
+def load_config(
+    source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), allow_missing: bool = False
+) -> TrainConfig:
+    """A checked configuration from a YAML file or shipped config name (or the defaults) and dotted overrides.
+
+    Relative data and output paths are relative to the working directory, as on the command line. Placeholders
+    (``???``) left after the overrides are an error unless ``allow_missing`` (see :func:`config_from_dict`).
     """
     tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
+    if source is not None:
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(read_config_source(source)) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{source}: not valid YAML ({exc})") from None
         if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+            raise ConfigError(f"{source}: expected a mapping of sections at the top level")
     for override in overrides:
         apply_override(tree, override)
-    return config_from_dict(tree)
+    return config_from_dict(tree, allow_missing)
 
 
 def _choice(value: Any, options: tuple[Any, ...], key: str) -> None:
@@ -240,7 +323,10 @@ def _choice(value: Any, options: tuple[Any, ...], key: str) -> None:
 
 
 def validate(config: TrainConfig) -> None:
-    """Cross-field checks with messages that say what to change."""
+    """Placeholders left, then cross-field checks, with messages that say what to change."""
+    missing = missing_values(config)
+    if missing:
+        raise ConfigError(missing_message(missing))
     _choice(config.loss.type, ("arcface", "cosface", "subcenter", "combined"), "loss.type")
     _choice(config.loss.fallback, typing.get_args(Fallback), "loss.fallback")
     _choice(config.optim.schedule, ("official", "cosine", "poly", "constant"), "optim.schedule")

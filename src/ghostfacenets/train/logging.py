@@ -1,4 +1,7 @@
-"""Training logs on rank 0: ``metrics.jsonl`` (one JSON object per line), TensorBoard scalars, and the console."""
+"""Training logs on rank 0: ``metrics.jsonl`` (one JSON object per line), TensorBoard scalars, and the console.
+
+Every record carries the version of the package that wrote it (``ghostfacenets_version``), which TensorBoard gets as
+text at each start or resume."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
+from ..files import VERSION_KEY, atomic_write, written_by
 
 
 def _scalars(prefix: str, record: dict[str, Any]) -> dict[str, float]:
@@ -57,9 +60,11 @@ class MetricsLog:
                 self._writer = SummaryWriter(
                     str(output / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
                 )
+        if self._writer is not None:
+            self._writer.add_text(VERSION_KEY, written_by()[VERSION_KEY], resume_step)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json.dumps({**record, **written_by()}) + "\n")
         if self._writer is not None:
             step = record["step"]
             for name, value in _scalars("", {k: v for k, v in record.items() if k not in ("step", "time")}).items():

@@ -23,10 +23,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import FolderSource, TrainDataset, TrainSampler, collate, open_source, steps_per_epoch
+from ..data.datasets import (
+    FolderSource,
+    TrainDataset,
+    TrainSampler,
+    collate,
+    open_source,
+    parse_synthetic,
+    steps_per_epoch,
+)
 from ..data.images import ResizeMode
 from ..data.transforms import to_tensor
 from ..errors import GhostFaceNetsError
+from ..files import VERSION_KEY, written_by
 from ..losses import PartialFC, ScaleSchedule, margin_from_name
 from ..models.ghostfacenet import GhostFaceNet
 from .checkpoint import (
@@ -122,6 +131,17 @@ def loss_description(config: TrainConfig) -> str:
     return f"{loss.type} (m1={margin.m1:g}, m2={margin.m2:g}, m3={margin.m3:g}{subcenters}; scale {scales})"
 
 
+def check_data_paths(config: TrainConfig) -> None:
+    """Every data path exists, or one line saying where a relative path was looked for (the working directory)."""
+    paths = [] if parse_synthetic(config.data.train) is not None else [("data.train", config.data.train)]
+    for key, value in [*paths, *(("data.val", entry) for entry in config.data.val)]:
+        path = Path(value)
+        if not path.exists():
+            where = "" if path.is_absolute() else f" (relative to the working directory, {Path.cwd()})"
+            about = f"; the config: {config.description}" if config.description else ""
+            raise GhostFaceNetsError(f"{key}: {value}: no such file or folder{where}{about}")
+
+
 def _read_json(path: Path) -> Any:
     """The JSON value of a file; None when it is missing or not JSON."""
     try:
@@ -164,12 +184,15 @@ def prepare_validation(config: TrainConfig, output: Path, context: DistributedCo
             "seed": 0,
         }
         record = target.with_suffix(".json")
-        if context.is_main and not (target.exists() and _read_json(record) == made_with):
+        written = _read_json(record)
+        if isinstance(written, dict):
+            written.pop(VERSION_KEY, None)  # the pairs do not depend on the version that wrote them
+        if context.is_main and not (target.exists() and written == made_with):
             write_pairs_bin(
                 path, target, data.val_identities, data.val_pairs, config.model.input_size, data.resize
             )  # pairs of seed 0 whatever train.seed: comparable runs
             with atomic_write(record, "w") as f:
-                json.dump(made_with, f)
+                json.dump({**made_with, **written_by()}, f)
         paths.append(target)
     context.barrier()
     return paths
@@ -239,6 +262,7 @@ class Trainer:
         self.context = ctx = context or init_distributed(cfg.train.device)
         self.device = ctx.device
         self.output = Path(cfg.output)
+        check_data_paths(cfg)
         if ctx.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
         self.source = open_source(
@@ -402,6 +426,8 @@ class Trainer:
                 if self.context.is_main:
                     console(f"{best} was written after step {self.step}; the next validation replaces it")
         earlier = _read_json(self.output / "damaged_images.json") if self.context.is_main else None
+        if isinstance(earlier, dict):  # {"ghostfacenets_version", "damaged"}; ghostfacenets 0.1 wrote the bare list
+            earlier = earlier.get("damaged")
         if isinstance(earlier, list):  # found before the interruption
             self.damaged.update(dict.fromkeys(str(report) for report in earlier))
         if state["world_size"] == self.context.world_size:
@@ -433,7 +459,7 @@ class Trainer:
         self._share_damaged()
         if self.context.is_main and self.damaged:
             with atomic_write(self.output / "damaged_images.json", "w") as f:
-                json.dump(sorted(self.damaged), f, indent=1)
+                json.dump({**written_by(), "damaged": sorted(self.damaged)}, f, indent=1)
 
     # -------------------------------------------------------------------------------------------------- validation
     def validate(self, val_paths: list[Path], log: MetricsLog | None) -> dict[str, dict[str, Any]]:
