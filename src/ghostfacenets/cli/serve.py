@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from .common import Command, Parser, add_runtime_options, print_json, print_table
+from .pipeline import _DEFAULT_MODEL
 
-_DEFAULT_MODEL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"  # = serve.settings.DEFAULT_MODEL, without importing FastAPI
 _DEFAULT_DB = "ghostfacenets.sqlite"  # = serve.settings.DEFAULT_DB
 
 

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import GhostFaceNetsError
+from ..pipeline.recognizer import DEFAULT_MODEL
 
 SETTINGS_ENV = "GHOSTFACENETS_SERVE_SETTINGS"
-DEFAULT_MODEL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"  # = pipeline.recognizer.DEFAULT_MODEL
 DEFAULT_DB = "ghostfacenets.sqlite"
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # Pillow's names of the formats accepted
 
