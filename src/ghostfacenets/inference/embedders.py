@@ -120,7 +120,7 @@ class TorchEmbedder:
 class OnnxEmbedder:
     """An ONNX model run with onnxruntime; input name, dtype and any fixed batch size are read from the session."""
 
-    def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
+    def __init__(self, path: str | Path, device: str | torch.device | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -134,8 +134,11 @@ class OnnxEmbedder:
             raise GhostFaceNetsError(
                 f"{self.path}: CUDA requested but this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
             )
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise ModelFileError(f"{self.path}: not a usable ONNX model ({exc})") from None
         inputs = self.session.get_inputs()
@@ -185,11 +188,15 @@ BACKENDS = (AUTO, EAGER, *FAST_BACKENDS)
 FILE_RUNTIMES = {".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "litert"}
 
 
-def load_embedder(source: Any, device: str | torch.device | None = None, backend: str = AUTO) -> Embedder:
+def load_embedder(
+    source: Any, device: str | torch.device | None = None, backend: str = AUTO, threads: int | None = None
+) -> Embedder:
     """An embedder from an ``.onnx``, ``.pte`` or ``.tflite`` path, an ``nn.Module``, an embedder, or anything
     ``load_model`` accepts, run by ``backend`` (:data:`BACKENDS`; "auto" follows the rule in this module's docstring).
 
     ``device``: "cpu", "cuda", ...; None picks CUDA when available (an ``nn.Module`` then stays where it is).
+    ``threads``: onnxruntime's threads per call (default: all cores); PyTorch's are process-wide
+    (``torch.set_num_threads``).
     """
     if backend not in BACKENDS:
         raise GhostFaceNetsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -203,23 +210,25 @@ def load_embedder(source: Any, device: str | torch.device | None = None, backend
         if not Path(source).is_file():
             raise ModelFileError(f"{source}: no such file")
         if suffix == ".onnx":
-            return OnnxEmbedder(source, device)
+            return OnnxEmbedder(source, device, threads)
         if device is not None and resolve_device(device, check_available=False).type != "cpu":
             raise GhostFaceNetsError(f"{source}: {runtime} runs on the CPU, not on {device}")
         from .mobile import ExecuTorchEmbedder, LiteRTEmbedder
 
-        return ExecuTorchEmbedder(source) if suffix == ".pte" else LiteRTEmbedder(source)
+        return ExecuTorchEmbedder(source) if suffix == ".pte" else LiteRTEmbedder(source, threads)
     if isinstance(source, (str, Path)):
         from ..model_io import load_model
 
         resolved = resolve_device(device)  # before loading: a bad device fails before any download
-        return _module_embedder(load_model(source), resolved, backend, str(source))
+        return _module_embedder(load_model(source), resolved, backend, str(source), threads)
     if isinstance(source, nn.Module):
-        return _module_embedder(source, device, backend, None)
+        return _module_embedder(source, device, backend, None, threads)
     raise ModelFileError(f"cannot make an embedder from a {type(source).__name__}; give a model, a file or a name")
 
 
-def _module_embedder(model: nn.Module, device: str | torch.device | None, backend: str, name: str | None) -> Embedder:
+def _module_embedder(
+    model: nn.Module, device: str | torch.device | None, backend: str, name: str | None, threads: int | None = None
+) -> Embedder:
     """The embedder ``backend`` names for a module; "auto" as the module docstring says."""
     if backend == AUTO:
         if not isinstance(model, GhostFaceNet):
@@ -236,7 +245,12 @@ def _module_embedder(model: nn.Module, device: str | torch.device | None, backen
         raise GhostFaceNetsError(f"backend {backend!r} needs a GhostFaceNet, got a {type(model).__name__}")
     if backend in CPU_RUNTIMES and device is not None and resolve_device(device).type != "cpu":
         raise GhostFaceNetsError(f"the {backend} backend runs on the CPU; export a file for other devices")
-    embedder = FastEmbedder(model, backend=backend, device=resolve_device(device) if device is not None else None)
+    embedder = FastEmbedder(
+        model,
+        backend=backend,
+        device=resolve_device(device) if device is not None else None,
+        threads=threads if backend == "onnxruntime" else None,
+    )
     if name:
         embedder.name = f"{name} ({backend})"
     return embedder

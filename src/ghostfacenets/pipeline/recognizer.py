@@ -206,7 +206,9 @@ class FaceRecognizer:
     :class:`FaceDetector`. ``threshold``: fixed cosine threshold (else the model's calibrated one at ``far``, else a
     labelled fallback). ``flip``: flip test-time augmentation as in the paper. ``device``: None picks CUDA when
     available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
-    package's one rule). ``detector_options`` go to the detector (``score_threshold``, ``max_size``, ...).
+    package's one rule). ``threads``: onnxruntime threads per call of the embedder and a detector given by name
+    (default: all cores; a server running requests in parallel wants 1). ``detector_options`` go to the detector
+    (``score_threshold``, ``max_size``, ...).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
@@ -224,9 +226,13 @@ class FaceRecognizer:
         device: str | torch.device | None = None,
         backend: str = "auto",
         batch_size: int = 64,
+        threads: int | None = None,
         **detector_options: Any,
     ) -> None:
+        if threads is not None and isinstance(detector, str):
+            detector_options["threads"] = threads
         self.detector = create_detector(detector, **detector_options)
+        self.threads = threads
         self.flip = flip
         self.batch_size = batch_size
         self.device = device
@@ -241,7 +247,7 @@ class FaceRecognizer:
     # ---------------------------------------------------------------------------------------------- model
     def _load(self, model: Any) -> _Loaded:
         if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
-            embedder = load_embedder(model, self.device, self.backend)
+            embedder = load_embedder(model, self.device, self.backend, self.threads)
             metadata = self._onnx_metadata(embedder) if isinstance(embedder, OnnxEmbedder) else {}
             from ..files import sha256_file
 
@@ -259,7 +265,7 @@ class FaceRecognizer:
             raise GhostFaceNetsError(f"cannot use a {type(model).__name__} as a model; give a name, a file or a module")
         metadata = dict(getattr(module, "metadata", {}) or {})
         name = metadata.get("source", {}).get("name") or name
-        embedder = load_embedder(module, device, self.backend)
+        embedder = load_embedder(module, device, self.backend, self.threads)
         return _Loaded(embedder, metadata, name, weights_fingerprint(module))
 
     @staticmethod

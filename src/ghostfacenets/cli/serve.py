@@ -1,0 +1,220 @@
+"""Service commands: ``serve`` (the HTTP API and web page) and ``keys`` (its API keys)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from .common import Command, Parser, add_runtime_options, print_json, print_table
+from .pipeline import _DEFAULT_MODEL
+
+_DEFAULT_DB = "ghostfacenets.sqlite"  # = serve.settings.DEFAULT_DB
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        default=_DEFAULT_DB,
+        metavar="PATH_OR_URL",
+        help=f"gallery database: an SQLite file (default {_DEFAULT_DB} here) or a postgresql:// URL",
+    )
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=_DEFAULT_MODEL,
+        metavar="NAME_OR_PATH",
+        help=f"pretrained name, .h5, .safetensors or .onnx file (default {_DEFAULT_MODEL})",
+    )
+    _add_db(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes, each loading the model")
+    add_runtime_options(p)
+    p.add_argument("--no-flip", action="store_true", help="embed without flip test-time augmentation")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, metavar="COS", help="decision threshold on cosine similarity")
+    group.add_argument("--far", type=float, help="use the model's threshold calibrated at this false-accept rate")
+    p.add_argument("--det-threshold", type=float, default=0.9, metavar="P", help="minimum face score (default 0.9)")
+    p.add_argument("--det-size", type=int, default=640, metavar="PIXELS", help="detection size (default 640)")
+    p.add_argument(
+        "--store-crops",
+        action="store_true",
+        help="keep each enrolled face's aligned 112x112 crop (lets `gallery reembed` move to another model); "
+        "off by default: only embeddings, boxes and image hashes are stored",
+    )
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--max-body-mb", type=float, default=32.0, metavar="MB", help="request body (default 32)")
+    limits.add_argument(
+        "--max-megapixels", type=float, default=40.0, metavar="MP", help="pixels of one image (default 40)"
+    )
+    limits.add_argument("--max-images", type=int, default=10, metavar="N", help="images in one request (default 10)")
+    limits.add_argument("--max-faces", type=int, default=20, metavar="N", help="faces used per image (default 20)")
+    limits.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="onnxruntime threads per detection or batch (default 1)"
+    )
+    limits.add_argument("--batch-size", type=int, default=16, metavar="N", help="faces embedded together (default 16)")
+    limits.add_argument(
+        "--batch-wait-ms", type=float, default=2.0, metavar="MS", help="wait for a batch to fill (default 2)"
+    )
+    limits.add_argument(
+        "--queue-faces", type=int, default=256, metavar="N", help="faces waiting to be embedded before 503 (256)"
+    )
+    limits.add_argument(
+        "--max-inflight", type=int, default=64, metavar="N", help="requests processing images before 503 (64)"
+    )
+    tls = p.add_argument_group("TLS (better done by a reverse proxy, see docs/service.md)")
+    tls.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate")
+    tls.add_argument("--ssl-keyfile", metavar="PEM", help="and this private key")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ..serve.settings import ServiceSettings
+
+    return ServiceSettings(
+        model=args.model,
+        db=args.db,
+        backend=args.backend,
+        device=args.device,
+        flip=not args.no_flip,
+        threshold=args.threshold,
+        far=args.far,
+        det_threshold=args.det_threshold,
+        det_size=args.det_size,
+        store_crops=args.store_crops,
+        threads=args.threads,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        max_images=args.max_images,
+        max_faces=args.max_faces,
+        batch_size=args.batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        queue_faces=args.queue_faces,
+        max_inflight=args.max_inflight,
+    )
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..errors import GhostFaceNetsError
+    from ..serve.app import create_app
+    from ..serve.service import load_recognizer, open_gallery_store
+    from ..serve.settings import SETTINGS_ENV
+
+    if args.workers < 1:
+        raise GhostFaceNetsError(f"--workers must be at least 1, got {args.workers}")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise GhostFaceNetsError("--ssl-certfile and --ssl-keyfile go together")
+    settings = _settings(args)
+    # Fail here with one line, not in every worker: the database opens and the model loads.
+    open_gallery_store(settings.db).close()
+    recognizer = load_recognizer(settings)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(
+        f"ghostfacenets serve: {recognizer.model_id.describe()}, gallery {settings.db}, "
+        f"{scheme}://{args.host}:{args.port}/ (page), /docs (API), {args.workers} worker(s)",
+        file=sys.stderr,
+    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "ssl_certfile": args.ssl_certfile,
+        "ssl_keyfile": args.ssl_keyfile,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, recognizer=recognizer), **options)
+    else:
+        del recognizer  # each worker loads its own
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        uvicorn.run("ghostfacenets.serve:create_app", factory=True, workers=args.workers, **options)
+    return 0
+
+
+def _add_keys(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    create = actions.add_parser("create", help="create a key (printed once; only its hash is stored)")
+    _add_db(create)
+    create.add_argument("--role", required=True, choices=["admin", "identify"], help="admin writes; identify reads")
+    create.add_argument(
+        "--gallery", metavar="NAME", help="the only gallery the key reaches (created if new; default: all)"
+    )
+    create.add_argument("--label", default="", help="a note for `keys list` (who or what uses the key)")
+    create.add_argument("--json", action="store_true", help="print JSON: id, key, role, gallery")
+    listing = actions.add_parser("list", help="every key (never the secrets)")
+    _add_db(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = actions.add_parser("revoke", help="revoke a key (it stops working at once)")
+    _add_db(revoke)
+    revoke.add_argument("id", type=int, metavar="ID", help="the key's id (`keys list`)")
+    revoke.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _key_json(key: Any) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "role": key.role,
+        "gallery": key.gallery,
+        "label": key.label,
+        "created": key.created,
+        "last_used": key.last_used,
+        "revoked": key.revoked,
+    }
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from ..gallery import open_store
+
+    with open_store(args.db) as store:
+        if args.action == "create":
+            if args.gallery:  # a key for a gallery to be filled through the API
+                store.create_gallery(args.gallery, exist_ok=True)
+            key, secret = store.create_key(args.role, args.gallery, args.label)
+            if args.json:
+                print_json({"id": key.id, "key": secret, "role": key.role, "gallery": key.gallery})
+            else:
+                scope = f"gallery {key.gallery}" if key.gallery else "every gallery"
+                print(secret)
+                print(
+                    f"key {key.id}: {key.role}, {scope}. It is shown only now; keep it secret "
+                    "(send it as Authorization: Bearer KEY).",
+                    file=sys.stderr,
+                )
+        elif args.action == "list":
+            keys = store.keys()
+            if args.json:
+                print_json([_key_json(k) for k in keys])
+            else:
+                print_table(
+                    [
+                        (
+                            k.id,
+                            k.role,
+                            k.gallery or "(all)",
+                            "revoked" if k.revoked else "live",
+                            k.last_used or "-",
+                            k.label,
+                        )
+                        for k in keys
+                    ],
+                    ("id", "role", "gallery", "state", "last used", "label"),
+                )
+        else:
+            key = store.revoke_key(args.id)
+            if args.json:
+                print_json(_key_json(key))
+            else:
+                print(f"revoked key {key.id} ({key.role}, {key.gallery or 'every gallery'})")
+    return 0
+
+
+COMMANDS = [
+    Command("serve", "run the face recognition service: HTTP API, API keys and a web page", _add_serve, _run_serve),
+    Command("keys", "create, list and revoke the service's API keys", _add_keys, _run_keys),
+]

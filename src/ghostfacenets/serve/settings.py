@@ -1,0 +1,107 @@
+"""What a service is started with: the model, the gallery database, the limits and the batching of embeddings.
+
+``ghostfacenets serve`` hands the settings to each uvicorn worker process in the environment variable
+:data:`SETTINGS_ENV` (JSON), so that every worker builds the same app with :func:`~ghostfacenets.serve.create_app`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import GhostFaceNetsError
+from ..pipeline.recognizer import DEFAULT_MODEL
+
+SETTINGS_ENV = "GHOSTFACENETS_SERVE_SETTINGS"
+DEFAULT_DB = "ghostfacenets.sqlite"
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # Pillow's names of the formats accepted
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything a worker needs to build the app. Sizes are in bytes, pixels, faces and requests.
+
+    ``threads``: onnxruntime threads per detection or embedding batch; the service runs requests in parallel, so
+    one thread per call keeps the cores busy without threads fighting over them. ``compute_threads``: detections
+    and embedding batches running at once (default: the cores). ``batch_size`` / ``batch_wait_ms``: faces of
+    concurrent requests are embedded together, up to this many, waiting at most this long for company.
+    ``queue_faces``: faces waiting to be embedded, and ``max_inflight``: requests doing image work, beyond which the
+    service answers 503 at once.
+    """
+
+    model: str = DEFAULT_MODEL
+    db: str = DEFAULT_DB
+    backend: str = "auto"
+    device: str | None = None
+    flip: bool = True
+    threshold: float | None = None
+    far: float | None = None
+    det_threshold: float = 0.9
+    det_size: int = 640
+    store_crops: bool = False
+    threads: int | None = 1
+    compute_threads: int | None = None
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_images: int = 10
+    max_fields: int = 20
+    max_faces: int = 20
+    image_formats: tuple[str, ...] = IMAGE_FORMATS
+    batch_size: int = 16
+    batch_wait_ms: float = 2.0
+    queue_faces: int = 256
+    max_inflight: int = 64
+    extra: dict[str, Any] = field(default_factory=dict)  # detector options beyond the two above
+
+    def __post_init__(self) -> None:
+        for name in (
+            "det_size",
+            "max_body_bytes",
+            "max_pixels",
+            "max_images",
+            "max_fields",
+            "max_faces",
+            "batch_size",
+            "queue_faces",
+            "max_inflight",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise GhostFaceNetsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("threads", "compute_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
+        if self.batch_wait_ms < 0:
+            raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
+        if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
+            raise GhostFaceNetsError(
+                "queue_faces must hold a batch and the faces of one request (batch_size, max_images, max_faces)"
+            )
+        unknown = sorted(set(self.image_formats) - set(IMAGE_FORMATS))
+        if unknown or not self.image_formats:
+            raise GhostFaceNetsError(f"image formats must be some of {', '.join(IMAGE_FORMATS)}, got {unknown}")
+
+    def with_changes(self, **changes: Any) -> ServiceSettings:
+        """A copy with some settings changed (unknown names are refused)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise GhostFaceNetsError(f"unknown service settings: {', '.join(unknown)}")
+        return replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceSettings:
+        values = json.loads(text)
+        values["image_formats"] = tuple(values.get("image_formats", IMAGE_FORMATS))
+        return cls().with_changes(**values)
+
+    @classmethod
+    def from_environment(cls) -> ServiceSettings:
+        """The settings ``ghostfacenets serve`` put in :data:`SETTINGS_ENV`, else the defaults."""
+        text = os.environ.get(SETTINGS_ENV)
+        return cls.from_json(text) if text else cls()

@@ -1,0 +1,178 @@
+"""The web page in a real browser (Playwright driving Debian's Chromium) against the real service.
+
+``GHOSTFACENETS_SCREENSHOTS=DIR`` also saves the screenshots of docs/service.md there."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import missing, require_module
+from tests.helpers.photos import photo
+
+from .conftest import Served
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 360, "height": 760}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = require_module("playwright.sync_api", "test")
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} not found: apt-get install chromium")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _screenshot(page: Any, name: str) -> None:
+    folder = os.environ.get("GHOSTFACENETS_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True, quality=85)
+
+
+def _open(browser: Any, served: Served, key: str, viewport: dict[str, int]) -> Any:
+    page = browser.new_page(viewport=viewport)
+    page.goto(served.service.url + "/")
+    page.get_by_test_id("api-key").fill(key)
+    page.get_by_test_id("api-key").press("Enter")
+    page.wait_for_selector("#key-status:has-text('Key accepted')")
+    return page
+
+
+def test_verify_two_photos(browser: Any, served: Served) -> None:
+    with served.service.client(served.reader) as http:
+        files = [("image_a", photo("img1.jpg").read_bytes()), ("image_b", photo("img2.jpg").read_bytes())]
+        expected = http.post("/v1/verify", files=files).json()
+    page = _open(browser, served, served.reader, DESKTOP)
+    page.get_by_test_id("verify-a").set_input_files(str(photo("img1.jpg")))
+    page.get_by_test_id("verify-b").set_input_files(str(photo("img2.jpg")))
+    page.get_by_test_id("verify-submit").click()
+    result = page.get_by_test_id("verify-result")
+    result.filter(has_text="threshold").wait_for()
+    text = result.inner_text()
+    shown = re.search(r"similarity (-?\d+\.\d{3,})", text)
+    assert shown, text
+    assert float(shown.group(1)) == pytest.approx(expected["similarity"], abs=1e-4)
+    assert f"threshold {expected['threshold']:.4f}" in text
+    assert ("Same person" in text) is expected["is_same"]
+    assert page.locator("fieldset.photo canvas:visible").count() == 2  # each photo with its face boxed
+    _screenshot(page, "service-verify-desktop.jpg")
+    page.reload()  # the key is kept for the browser session
+    page.wait_for_selector("#key-status:has-text('Key accepted')")
+    page.close()
+
+
+def test_enroll_identify_browse_and_delete(browser: Any, served: Served) -> None:
+    with served.service.client(served.admin) as http:
+        http.post("/v1/galleries", json={"name": "page"})
+    page = _open(browser, served, served.admin, DESKTOP)
+    page.select_option("#gallery", "page")
+    page.click("#tab-enroll")
+    page.get_by_test_id("enroll-name").fill("Page Person")
+    page.get_by_test_id("enroll-photos").set_input_files([str(photo("img13.jpg")), str(photo("img14.jpg"))])
+    page.get_by_test_id("enroll-submit").click()
+    page.get_by_test_id("enroll-result").filter(has_text="Enrolled").wait_for()
+    assert "2 face(s)" in page.get_by_test_id("enroll-result").inner_text()
+
+    page.click("#tab-identify")
+    page.get_by_test_id("identify-photo").set_input_files(str(photo("img13.jpg")))
+    page.get_by_test_id("identify-submit").click()
+    page.get_by_test_id("identify-result").locator("table").wait_for()
+    assert "Page Person" in page.get_by_test_id("identify-result").inner_text()
+    assert page.locator("#identify-preview").is_visible()
+    _screenshot(page, "service-identify-desktop.jpg")
+
+    page.click("#tab-subjects")
+    item = page.get_by_test_id("subjects").locator("li", has_text="Page Person")
+    item.wait_for()
+    assert "2 face(s)" in item.inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    item.get_by_role("button", name="Delete").click()
+    page.locator("#subjects-status", has_text="Deleted Page Person").wait_for()
+    with served.service.client(served.admin) as http:
+        assert http.get("/v1/galleries/page/subjects").json()["subjects"] == []
+    page.close()
+
+
+def test_failed_enrolment_leaves_nobody(browser: Any, served: Served, tmp_path: Path) -> None:
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
+    with served.service.client(served.admin) as http:
+        http.post("/v1/galleries", json={"name": "page-failed"})
+    page = _open(browser, served, served.admin, DESKTOP)
+    page.select_option("#gallery", "page-failed")
+    page.click("#tab-enroll")
+    page.get_by_test_id("enroll-name").fill("Nobody")
+    page.get_by_test_id("enroll-photos").set_input_files([str(photo("img1.jpg")), str(blank)])
+    page.get_by_test_id("enroll-submit").click()
+    page.get_by_test_id("enroll-result").filter(has_text="NO_FACE").wait_for()
+    page.wait_for_timeout(300)  # the page removes the subject it created
+    with served.service.client(served.admin) as http:
+        assert http.get("/v1/galleries/page-failed/subjects").json()["subjects"] == []
+    page.close()
+
+
+def test_keyboard_only_on_a_phone_screen(browser: Any, served: Served) -> None:
+    page = browser.new_page(viewport=PHONE)
+    page.goto(served.service.url + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.testid") == "api-key"
+    page.keyboard.type(served.reader)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#key-status:has-text('Key accepted')")
+    # Enter on a photo slot opens its file chooser (the slot clicks its file input; the chooser itself is the
+    # browser's, and headless Chromium shows it unreliably, so the click is what is checked)
+    page.evaluate("window.clicked = []")
+    page.evaluate(
+        "for (const i of document.querySelectorAll('input[type=file]'))"
+        " i.addEventListener('click', e => { window.clicked.push(i.id); e.preventDefault(); })"
+    )
+    for slot in ("verify-a", "verify-b"):
+        page.focus(f"label[for='{slot}']")
+        page.keyboard.press("Enter")
+    assert page.evaluate("window.clicked") == ["verify-a", "verify-b"]
+    page.get_by_test_id("verify-a").set_input_files(str(photo("img3.jpg")))
+    page.get_by_test_id("verify-b").set_input_files(str(photo("img12.jpg")))
+    page.focus("[data-testid='verify-submit']")
+    page.keyboard.press("Enter")
+    page.get_by_test_id("verify-result").filter(has_text="threshold").wait_for()
+    assert re.search(r"\d\.\d{3,}", page.get_by_test_id("verify-result").inner_text())
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px screen"
+    _screenshot(page, "service-verify-phone.jpg")
+    # tabs follow the arrow keys
+    page.focus("#tab-verify")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-enroll", "aria-selected") == "true"
+    assert page.locator("#panel-enroll").is_visible() and not page.locator("#panel-verify").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.close()
+
+
+def test_wrong_key_is_refused_on_the_page(browser: Any, served: Served) -> None:
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(served.service.url + "/")
+    page.get_by_test_id("api-key").fill("gfn_wrong")
+    page.get_by_test_id("api-key").press("Enter")
+    page.wait_for_selector("#key-status:has-text('Key refused')")
+    assert page.evaluate("sessionStorage.length") == 0
+    page.close()
