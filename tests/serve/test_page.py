@@ -176,3 +176,16 @@ def test_wrong_key_is_refused_on_the_page(browser: Any, served: Served) -> None:
     page.wait_for_selector("#key-status:has-text('Key refused')")
     assert page.evaluate("sessionStorage.length") == 0
     page.close()
+
+
+def test_api_docs_render_offline(browser: Any, served: Served) -> None:
+    """/docs is Swagger UI from this server's own files (no CDN): in a browser it lists the routes, and no request
+    leaves the server's origin."""
+    page = browser.new_page(viewport=DESKTOP)
+    origins: list[str] = []
+    page.on("request", lambda request: origins.append(request.url.split("/")[2]))
+    page.goto(served.service.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path:has-text('/v1/verify')")
+    assert page.locator(".opblock").count() >= 10
+    assert set(origins) == {served.service.url.split("/")[2]}
+    page.close()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .images import BodyLimit
@@ -36,7 +37,10 @@ _PAGE_CSP = (
     b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-_DOCS_PATHS = ("/docs", "/redoc")  # FastAPI's docs pages load their scripts from a CDN
+# The API docs page (Swagger UI at /docs) loads its files from this process (fastapi-offline carries them), so it
+# works without the internet; it starts with an inline script, so it gets no strict CSP. ReDoc is left out: its
+# page fetches a logo from a CDN.
+_DOCS_PATHS = ("/docs",)
 
 
 class SecurityHeaders:
@@ -93,7 +97,7 @@ def create_app(
 
     from .. import __version__
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="ghostfacenets",
         version=__version__,
         summary="Face detection, verification and identification with GhostFaceNets",
@@ -101,6 +105,8 @@ def create_app(
         "multipart file fields or base64 strings in a JSON body, never URLs or server paths. Errors are "
         "`application/problem+json` with a stable `code`.",
         lifespan=lifespan,
+        static_url="/docs/assets",
+        redoc_url=None,
     )
     app.state.settings = chosen
     app.state.service = None
