@@ -190,7 +190,7 @@ def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
     with SQLiteStore(path) as store:
         store.enroll("g", "ann", faces(vectors, "ann"), MODEL)
     db = sqlite3.connect(path)
-    db.executescript("ALTER TABLE galleries DROP COLUMN epoch; PRAGMA user_version = 2;")  # the v2 layout
+    db.executescript("DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch; PRAGMA user_version = 2;")
     db.close()
     with SQLiteStore(path) as store:
         assert store.search("g", vectors[1], MODEL, 1)[0][0].name == "ann" and store.gallery("g").faces == 3
@@ -200,6 +200,8 @@ def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert db.execute("SELECT generation, epoch FROM galleries").fetchall() == [(2, 1)]  # enrolment, deletion
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT embedding FROM faces WHERE gallery_id = 1 AND id > 0 ORDER BY id")
+    assert [row[-1] for row in plan] == ["SEARCH faces USING INDEX faces_gallery (gallery_id=? AND rowid>?)"]
     db.close()
 
 

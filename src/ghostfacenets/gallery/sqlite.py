@@ -11,8 +11,8 @@ gallery's ``epoch`` moved too (bumped by deletions, re-embedding and renames, wh
 then it reloads the gallery whole. Either way the cache is one committed state of the gallery.
 
 Schema versions (``PRAGMA user_version``): 1, one model and its ``identities``/``embeddings`` (ghostfacenets 0.1);
-2, named galleries, subjects with metadata, faces, crops, API keys; 3, the galleries' ``epoch``. Older files are
-migrated on first open, in one transaction (a v1 file becomes gallery ``default``).
+2, named galleries, subjects with metadata, faces, crops, API keys; 3, the galleries' ``epoch`` and an index of
+faces by gallery. Older files are migrated on first open, in one transaction (a v1 file becomes gallery ``default``).
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ CREATE TABLE faces (
     UNIQUE (gallery_id, image_sha256)
 );
 CREATE INDEX faces_subject ON faces(subject_id);
+CREATE INDEX faces_gallery ON faces(gallery_id);
 CREATE TABLE crops (
     face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
     png BLOB NOT NULL
@@ -121,7 +122,12 @@ DROP TABLE identities;
 DROP TABLE meta
 """
 
-_MIGRATE_V2 = "ALTER TABLE galleries ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"
+# v2 -> v3. faces_gallery holds (gallery_id, rowid): a gallery's faces in id order, and those after an id, read
+# without sorting (the search cache's loads and appends).
+_MIGRATE_V2 = """
+ALTER TABLE galleries ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX faces_gallery ON faces(gallery_id)
+"""
 
 _SUBJECT_COLUMNS = (
     "s.id, g.name, s.name, s.metadata, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id), s.created, s.updated"
@@ -251,7 +257,8 @@ class SQLiteStore:
             elif version == 1:
                 self._migrate_v1(db)
             elif version == 2:
-                db.execute(_MIGRATE_V2)
+                for statement in _MIGRATE_V2.split(";"):
+                    db.execute(statement)
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
