@@ -150,6 +150,17 @@ def test_a_large_import_with_the_index_deferred(
         for query, found in zip(queries, store.search("staff", queries, MODEL, 1)):
             best = max(people, key=lambda n: float((people[n] @ query).max()))
             assert found[0].name == best
+    lines = (tmp_path / "staff.jsonl").read_text().splitlines()
+    broken = json.loads(lines[100])
+    broken["embedding"] = broken["embedding"][:-1]
+    (tmp_path / "broken.jsonl").write_text("\n".join([*lines[:100], json.dumps(broken), *lines[101:]]) + "\n")
+    code, out, err = run(capsys, "gallery", "--db", pg_url, "import", tmp_path / "broken.jsonl", "--gallery", "copy",
+                         "--defer-index")  # fmt: skip
+    assert code == 2 and "16-d" in err.splitlines()[-1] and "built faces_hnsw_vector_16" in out
+    code, text, _ = run(capsys, "gallery", "--db", pg_url, "reindex", "--status", "--json")
+    assert [(i["state"], i["deferred_since"]) for i in json.loads(text)["indexes"] if i["dim"] == 16] == [
+        ("ready", None)
+    ]  # a failed import still ends with the index built
     for argv, message in (
         (["--db", str(source), "reindex"], "reindex applies to PostgreSQL"),
         (["--db", str(source), "import", tmp_path / "staff.jsonl", "--defer-index"], "--defer-index applies"),

@@ -353,9 +353,20 @@ def _gallery_import(args: argparse.Namespace, store: Any) -> dict[str, Any]:
     try:
         with _bar(None, "importing") as bar:
             added, skipped = import_gallery(store, args.file, args.gallery, bar.update)
-    finally:
-        if args.defer_index:
-            build = _build_index(args, store, dim, rebuild=False)
+    except KeyboardInterrupt:
+        if args.defer_index:  # stopped on purpose: no build of many minutes now
+            print(
+                f"the HNSW index of {dim}-d embeddings stays dropped (searches of those galleries are exact) until "
+                f"`ghostfacenets gallery --db {_shown(args.db)} reindex`, or this import again",
+                file=sys.stderr,
+            )
+        raise
+    except Exception:
+        if args.defer_index:  # what went in before the failure is searched through the index again
+            _build_index(args, store, dim, rebuild=False)
+        raise
+    if args.defer_index:
+        build = _build_index(args, store, dim, rebuild=False)
     if not args.json:
         extra = f", {skipped} already there" if skipped else ""
         print(f"imported {added} faces from {args.file} into {store.location}{extra}")
@@ -369,8 +380,8 @@ def _add_index_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--maintenance-work-mem",
         metavar="SIZE",
-        help="memory for the index build, e.g. 4GB (pgvector builds fast while the graph fits: about 3 KB per "
-        "512-d face; default: the server's setting)",
+        help="memory for the index build, e.g. 4GB (pgvector builds fast while the graph fits: 2.7 KB per 512-d "
+        "face at m = 16; default: the server's setting)",
     )
     p.add_argument("--workers", type=int, metavar="N", help="parallel workers for the build besides the leader")
     p.add_argument(
