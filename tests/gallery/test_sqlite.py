@@ -1,18 +1,22 @@
-"""What only the SQLite backend has: its file format (WAL, float32 blobs), the migration of v1 files, deleted rows
-overwritten on disk, lock errors, and files that are not galleries."""
+"""What only the SQLite backend has: its file format (WAL, float32 blobs), the migration of v1 and v2 files, deleted
+rows overwritten on disk, lock errors, files that are not galleries, and the search cache that other processes'
+enrolments extend."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from ghostfacenets.gallery import DEFAULT_GALLERY, GalleryError, NotFoundError, open_store
+from ghostfacenets.gallery import DEFAULT_GALLERY, Enrolment, GalleryError, NotFoundError, open_store
 from ghostfacenets.gallery.sqlite import SQLiteStore
-from tests.helpers.galleries import MODEL, faces, sha, unit
+from tests.helpers.galleries import MODEL, brute_force, call_store, enrol_pairs, faces, sha, unit
 
 # The v1 schema of ghostfacenets 0.1 (one model per file), written out here as that version created it.
 V1_SCHEMA = """
@@ -66,7 +70,7 @@ def test_a_v1_file_becomes_gallery_default(tmp_path: Path) -> None:
         new = store.enroll(DEFAULT_GALLERY, "cy", faces(unit(rng, 1), "cy"), MODEL)
         assert new.subject.id > bob.id
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"galleries", "faces"}
     assert not {"meta", "identities", "embeddings"} & {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
@@ -178,3 +182,107 @@ def test_a_locked_file_through_the_cli(locked: Path, capsys: pytest.CaptureFixtu
     assert main(["gallery", "--db", str(locked), "remove", "ann"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "database is locked" in err and err.startswith("ghostfacenets gallery: error:")
+
+
+def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    vectors = unit(np.random.default_rng(6), 3)
+    with SQLiteStore(path) as store:
+        store.enroll("g", "ann", faces(vectors, "ann"), MODEL)
+    db = sqlite3.connect(path)
+    db.executescript("DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch; PRAGMA user_version = 2;")
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.search("g", vectors[1], MODEL, 1)[0][0].name == "ann" and store.gallery("g").faces == 3
+        ann = store.find_subject("g", "ann")
+        assert ann is not None
+        store.delete_face("g", store.faces("g", ann.id)[0].id)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT generation, epoch FROM galleries").fetchall() == [(2, 1)]  # enrolment, deletion
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT embedding FROM faces WHERE gallery_id = 1 AND id > 0 ORDER BY id")
+    assert [row[-1] for row in plan] == ["SEARCH faces USING INDEX faces_gallery (gallery_id=? AND rowid>?)"]
+    db.close()
+
+
+def _cache(store: SQLiteStore) -> Any:
+    """The one gallery matrix the store holds in memory."""
+    (matrix,) = store._matrices.values()
+    return matrix
+
+
+def test_the_search_cache_appends_what_another_process_enrols(tmp_path: Path) -> None:
+    """Faces added by another process are appended to the cache (the same buffer, no reload); deletions,
+    re-embeddings and renames reload it whole. Every search equals brute force over what is stored."""
+    db = str(tmp_path / "g.sqlite")
+    rng = np.random.default_rng(7)
+    people = {f"p{i}": unit(rng, 1 + i % 3) for i in range(30)}
+    queries = unit(rng, 8)
+    elsewhere = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def check(store: SQLiteStore) -> None:
+        for query, found in zip(queries, store.search("g", queries, MODEL, 5)):
+            expected = brute_force({n: v for n, v in people.items() if len(v)}, query, 5)
+            assert [c.name for c in found] == [n for n, _ in expected]
+            np.testing.assert_allclose([c.similarity for c in found], [s for _, s in expected], atol=1e-5)
+
+    with elsewhere, SQLiteStore(db) as store:
+        store.enroll_many("g", [Enrolment(n, faces(v, n)) for n, v in people.items()], MODEL)
+        store.add_subject("g", "late")  # no face yet
+        check(store)
+        loaded = _cache(store)
+        # another process: new subjects, a face for an old subject (rows no longer grouped), one for "late"
+        people["new"], people["late"] = unit(rng, 2), unit(rng, 1)
+        more = unit(rng, 1)
+        people["p3"] = np.concatenate([people["p3"], more])
+        enrolments = [Enrolment("new", faces(people["new"], "new")), Enrolment("late", faces(people["late"], "late")),
+                      Enrolment("p3", faces(more, "p3-more"))]  # fmt: skip
+        elsewhere.submit(call_store, db, "enroll_many", "g", enrolments, MODEL).result()
+        check(store)
+        appended = _cache(store)
+        assert appended.rows is loaded.rows and appended.count == loaded.count + 4 and appended.order is not None
+        assert loaded.count == sum(len(v) for n, v in people.items()) - 4  # the earlier snapshot is unchanged
+        # deleting a face reloads
+        p5 = store.find_subject("g", "p5")
+        assert p5 is not None
+        elsewhere.submit(call_store, db, "delete_face", "g", store.faces("g", p5.id)[0].id).result()
+        people["p5"] = people["p5"][1:]
+        check(store)
+        assert _cache(store).rows is not appended.rows
+        # renaming reloads the names
+        elsewhere.submit(call_store, db, "update_subject", "g", p5.id, "Pam").result()
+        people["Pam"] = people.pop("p5")
+        check(store)
+        # re-embedding reloads the vectors
+        ids = [f.id for s in store.subjects("g", limit=1000) for f in store.faces("g", s.id)]
+        names = [s.name for s in store.subjects("g", limit=1000) for _ in store.faces("g", s.id)]
+        new_vectors = unit(rng, len(ids))
+        elsewhere.submit(call_store, db, "replace_embeddings", "g", dict(zip(ids, new_vectors)), MODEL).result()
+        people = {n: np.stack([v for m, v in zip(names, new_vectors) if m == n]) for n in set(names)}
+        check(store)
+
+
+def test_a_search_sees_each_enrolment_whole(tmp_path: Path) -> None:
+    """Another process enrols pairs of near-identical subjects, one transaction per pair, while this one searches
+    with the caching store: a search finds both of a pair or neither, never one alone."""
+    db = str(tmp_path / "g.sqlite")
+    rng = np.random.default_rng(8)
+    pairs = unit(rng, 60).reshape(30, 2, MODEL.dim)
+    pairs[:, 1] = pairs[:, 0] + 0.05 * pairs[:, 1]
+    pairs /= np.linalg.norm(pairs, axis=2, keepdims=True)
+    seen: list[int] = []  # how many of the pair each search found
+    with SQLiteStore(db) as store:
+        background = [Enrolment(f"bg{i}", faces(v[None], f"bg{i}")) for i, v in enumerate(unit(rng, 50))]
+        store.enroll_many("g", background, MODEL)
+        context = multiprocessing.get_context("spawn")
+        writer = context.Process(target=enrol_pairs, args=(db, "g", pairs, 0.02))
+        writer.start()
+        while writer.is_alive():
+            i = len(seen) % len(pairs)
+            top = {c.name for c in store.search("g", pairs[i, 0], MODEL, 2)[0]}
+            seen.append(len(top & {f"pair{i}-a", f"pair{i}-b"}))
+        writer.join()
+        assert writer.exitcode == 0
+        assert 1 not in seen and {0, 2} <= set(seen)  # searches ran while the pairs went in
+        for i in range(len(pairs)):
+            assert {c.name for c in store.search("g", pairs[i, 0], MODEL, 2)[0]} == {f"pair{i}-a", f"pair{i}-b"}

@@ -103,3 +103,69 @@ def test_an_import_stops_whole_batches_at_a_bad_record(store: GalleryStore, tmp_
     with pytest.raises(GalleryError, match="16-d"):
         import_gallery(store, tmp_path / "bad.jsonl", "copy")
     assert "copy" not in [g.name for g in store.galleries()]  # the batch holding the bad record: nothing of it
+
+
+def test_a_large_import_with_the_index_deferred(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``import --defer-index`` drops the index of the file's embedding size, loads, builds it; ``reindex`` shows
+    and rebuilds indexes; both are PostgreSQL-only."""
+    import psycopg
+
+    from ghostfacenets.gallery.postgres import split_options
+    from ghostfacenets.gallery.transfer import export_gallery
+
+    rng = np.random.default_rng(2)
+    people = {f"p{i}": unit(rng, 2) for i in range(150)}
+    source = tmp_path / "source.sqlite"
+    with open_store(str(source)) as store:
+        for name, vectors in people.items():
+            store.enroll("staff", name, faces(vectors, name), MODEL)
+        export_gallery(store, "staff", tmp_path / "staff.jsonl")
+    code, text, err = run(
+        capsys, "gallery", "--db", pg_url, "import", tmp_path / "staff.jsonl", "--defer-index",
+        "--maintenance-work-mem", "32MB", "--workers", "0", "--json",
+    )  # fmt: skip
+    record = json.loads(text)
+    assert code == 0 and (record["added"], record["already_present"]) == (300, 0), err
+    index = record["index"]
+    assert (index["name"], index["built"], index["faces"], index["concurrently"]) == ("faces_hnsw_vector_16", True,
+                                                                                       300, True)  # fmt: skip
+    assert (index["maintenance_work_mem"], index["workers"]) == ("32MB", 0)
+    with psycopg.connect(split_options(pg_url)[0]) as db:
+        valid = db.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'ghostfacenets.faces_hnsw_vector_16'"
+                           "::regclass").fetchone()  # fmt: skip
+        assert valid == (True,)
+    code, text, _ = run(capsys, "gallery", "--db", pg_url, "reindex", "--status", "--json")
+    states = {i["dim"]: (i["state"], i["faces"], i["m"]) for i in json.loads(text)["indexes"]}
+    assert code == 0 and states == {16: ("ready", 300, 16), 512: ("ready", 0, 16)}
+    code, text, _ = run(capsys, "gallery", "--db", pg_url, "reindex")
+    assert code == 0 and "every index is ready" in text
+    code, text, _ = run(capsys, "gallery", "--db", pg_url, "reindex", "--dim", "16", "--m", "12", "--lock-writes")
+    assert code == 0 and text.startswith("built faces_hnsw_vector_16 in ") and "enrolments waiting" in text
+    code, text, _ = run(capsys, "gallery", "--db", pg_url, "reindex", "--status", "--dim", "16")
+    assert "ready" in text and " 12 " in text
+    queries = unit(rng, 4)
+    with open_store(pg_url, exact_limit=0) as store:  # through the rebuilt index
+        for query, found in zip(queries, store.search("staff", queries, MODEL, 1)):
+            best = max(people, key=lambda n: float((people[n] @ query).max()))
+            assert found[0].name == best
+    lines = (tmp_path / "staff.jsonl").read_text().splitlines()
+    broken = json.loads(lines[100])
+    broken["embedding"] = broken["embedding"][:-1]
+    (tmp_path / "broken.jsonl").write_text("\n".join([*lines[:100], json.dumps(broken), *lines[101:]]) + "\n")
+    code, out, err = run(capsys, "gallery", "--db", pg_url, "import", tmp_path / "broken.jsonl", "--gallery", "copy",
+                         "--defer-index")  # fmt: skip
+    assert code == 2 and "16-d" in err.splitlines()[-1] and "built faces_hnsw_vector_16" in out
+    code, text, _ = run(capsys, "gallery", "--db", pg_url, "reindex", "--status", "--json")
+    assert [(i["state"], i["deferred_since"]) for i in json.loads(text)["indexes"] if i["dim"] == 16] == [
+        ("ready", None)
+    ]  # a failed import still ends with the index built
+    for argv, message in (
+        (["--db", str(source), "reindex"], "reindex applies to PostgreSQL"),
+        (["--db", str(source), "import", tmp_path / "staff.jsonl", "--defer-index"], "--defer-index applies"),
+        (["--db", pg_url, "import", tmp_path / "staff.jsonl", "--workers", "1"], "go with --defer-index"),
+        (["--db", pg_url, "reindex", "--dim", "99"], "no gallery of 99-d embeddings"),
+    ):
+        code, _, err = run(capsys, "gallery", *argv)
+        assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -65,3 +65,22 @@ def batch_worker(db: str, subjects: int, faces_each: int, started: object) -> No
             if b == 2:
                 started.set()  # type: ignore[attr-defined]
             store.enroll_many("batches", enrolments, MODEL)
+
+
+def call_store(db: str, method: str, *args: object) -> object:
+    """Run in another process: open the store ``db`` and return ``store.method(*args)``."""
+    with open_store(db) as store:
+        return getattr(store, method)(*args)
+
+
+def enrol_pairs(db: str, gallery: str, pairs: np.ndarray, pause_s: float) -> None:
+    """Run in another process: enrol each row of ``pairs`` (P, 2, D) as two subjects ``pair{i}-a`` and ``pair{i}-b``
+    in one transaction per pair, ``pause_s`` apart."""
+    import time
+
+    with open_store(db) as store:
+        for i, (a, b) in enumerate(pairs):
+            time.sleep(pause_s)
+            enrolments = [Enrolment(f"pair{i}-a", faces(a[None], f"pair{i}-a")),
+                          Enrolment(f"pair{i}-b", faces(b[None], f"pair{i}-b"))]  # fmt: skip
+            store.enroll_many(gallery, enrolments, MODEL)

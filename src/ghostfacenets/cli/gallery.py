@@ -1,5 +1,5 @@
 """Gallery commands: ``enroll`` (photos of one person, or a folder of people), ``identify`` and ``gallery``
-(list, remove, delete, export, import, reembed). ``--db`` is an SQLite file or a ``postgresql://`` URL; the
+(list, remove, delete, export, import, reindex, reembed). ``--db`` is an SQLite file or a ``postgresql://`` URL; the
 commands never know which."""
 
 from __future__ import annotations
@@ -218,12 +218,34 @@ def _add_gallery(p: argparse.ArgumentParser) -> None:
     importing = actions.add_parser("import", help="enrol the faces of an export file (resumable: re-run skips)")
     importing.add_argument("file", metavar="FILE", help="X.jsonl or X.parquet from `gallery export`")
     importing.add_argument("--gallery", metavar="G", help="gallery to import into (default: the exported one's)")
+    importing.add_argument(
+        "--defer-index",
+        action="store_true",
+        help="PostgreSQL, owner role: drop the HNSW index of this embedding size, load, then rebuild it (much faster "
+        "for large files; searches of every gallery of that size are exact, and slower, meanwhile)",
+    )
+    _add_index_build_options(importing)
+    reindex = actions.add_parser(
+        "reindex",
+        help="PostgreSQL, owner role: build the HNSW index where it is missing or invalid (or --rebuild it); "
+        "--status shows the indexes",
+    )
+    reindex.add_argument("--status", action="store_true", help="only show each index's state")
+    reindex.add_argument("--dim", type=int, metavar="D", help="only the index of D-d embeddings")
+    reindex.add_argument(
+        "--rebuild", action="store_true", help="build ready indexes again too (the old serves until the new is ready)"
+    )
+    reindex.add_argument("--m", type=int, metavar="M", help="HNSW m for this and later builds (implies --rebuild)")
+    reindex.add_argument(
+        "--ef-construction", type=int, metavar="E", help="HNSW ef_construction for this and later builds (likewise)"
+    )
+    _add_index_build_options(reindex)
     reembed = actions.add_parser(
         "reembed", help="re-embed every face of a gallery from its stored crops with another model (one transaction)"
     )
     _add_gallery_name(reembed)
     _add_recognizer_options(reembed, thresholds=False)
-    for action in (remove, delete, export, importing, reembed):
+    for action in (remove, delete, export, importing, reindex, reembed):
         action.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -317,14 +339,128 @@ def _gallery_export(args: argparse.Namespace, store: Any) -> dict[str, Any]:
 
 
 def _gallery_import(args: argparse.Namespace, store: Any) -> dict[str, Any]:
-    from ..gallery.transfer import import_gallery
+    from ..gallery.transfer import file_model, import_gallery
 
-    with _bar(None, "importing") as bar:
-        added, skipped = import_gallery(store, args.file, args.gallery, bar.update)
+    build = None
+    if args.defer_index:
+        _postgres_only(args, "--defer-index")
+        dim = file_model(args.file).dim
+        store.drop_index(dim)
+        if not args.json:
+            print(f"dropped the HNSW index of {dim}-d embeddings for the load; it is rebuilt after it", file=sys.stderr)
+    elif args.maintenance_work_mem or args.workers is not None or args.lock_writes:
+        raise GhostFaceNetsError("--maintenance-work-mem, --workers and --lock-writes go with --defer-index")
+    try:
+        with _bar(None, "importing") as bar:
+            added, skipped = import_gallery(store, args.file, args.gallery, bar.update)
+    except KeyboardInterrupt:
+        if args.defer_index:  # stopped on purpose: no build of many minutes now
+            print(
+                f"the HNSW index of {dim}-d embeddings stays dropped (searches of those galleries are exact) until "
+                f"`ghostfacenets gallery --db {_shown(args.db)} reindex`, or this import again",
+                file=sys.stderr,
+            )
+        raise
+    except Exception:
+        if args.defer_index:  # what went in before the failure is searched through the index again
+            _build_index(args, store, dim, rebuild=False)
+        raise
+    if args.defer_index:
+        build = _build_index(args, store, dim, rebuild=False)
     if not args.json:
         extra = f", {skipped} already there" if skipped else ""
         print(f"imported {added} faces from {args.file} into {store.location}{extra}")
-    return {"file": args.file, "added": added, "already_present": skipped}
+    record: dict[str, Any] = {"file": args.file, "added": added, "already_present": skipped}
+    if build is not None:
+        record["index"] = build
+    return record
+
+
+def _add_index_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--maintenance-work-mem",
+        metavar="SIZE",
+        help="memory for the index build, e.g. 4GB (pgvector builds fast while the graph fits: 2.7 KB per 512-d "
+        "face at m = 16; default: the server's setting)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="parallel workers for the build besides the leader")
+    p.add_argument(
+        "--lock-writes",
+        action="store_true",
+        help="build with plain CREATE INDEX: a little faster, but enrolments wait until it ends "
+        "(default: CONCURRENTLY, searches and enrolments go on)",
+    )
+
+
+def _postgres_only(args: argparse.Namespace, what: str) -> None:
+    from ..gallery import is_postgres_url
+
+    if not is_postgres_url(args.db):
+        raise GhostFaceNetsError(f"{what} applies to PostgreSQL galleries; SQLite searches are exact, without an index")
+
+
+def _build_index(args: argparse.Namespace, store: Any, dim: int, rebuild: bool) -> dict[str, Any]:
+    """Build one index with the command's options, a progress bar on a terminal, and say what it did."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"indexing {dim}-d", unit="block", disable=not _tty(), leave=False)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar.set_postfix_str(phase, refresh=False)
+        bar.total = total or None
+        bar.n = done
+        bar.refresh()
+
+    with bar:
+        build = store.build_index(
+            dim,
+            rebuild=rebuild,
+            m=getattr(args, "m", None),
+            ef_construction=getattr(args, "ef_construction", None),
+            concurrently=not args.lock_writes,
+            maintenance_work_mem=args.maintenance_work_mem,
+            workers=args.workers,
+            progress=progress,
+        )
+    for notice in build.notices:
+        print(f"pgvector: {notice}", file=sys.stderr)
+    if not args.json:
+        if build.built:
+            workers = f"{build.workers} parallel worker{'s' if build.workers != 1 else ''}"
+            how = "concurrently" if build.concurrently else "enrolments waiting"
+            print(
+                f"built {build.name} in {build.seconds:.1f} s: {build.faces:,} faces, {build.size_bytes / 2**20:,.0f} "
+                f"MiB (maintenance_work_mem {build.maintenance_work_mem}, {workers}, {how})"
+            )
+        else:
+            print(f"{build.name} is ready ({build.faces:,} faces); --rebuild builds it again")
+    return {
+        "name": build.name, "dim": build.dim, "built": build.built, "seconds": round(build.seconds, 3),
+        "faces": build.faces, "size_bytes": build.size_bytes, "concurrently": build.concurrently,
+        "maintenance_work_mem": build.maintenance_work_mem, "workers": build.workers, "notices": build.notices,
+    }  # fmt: skip
+
+
+def _gallery_reindex(args: argparse.Namespace, store: Any) -> dict[str, Any]:
+    _postgres_only(args, "reindex")
+    indexes = store.index_status()
+    if args.dim is not None and args.dim not in [i.dim for i in indexes]:
+        raise GhostFaceNetsError(f"no gallery of {args.dim}-d embeddings here (indexes: {[i.dim for i in indexes]})")
+    chosen = [i for i in indexes if args.dim in (None, i.dim)]
+    if args.status:
+        records = [info.__dict__ for info in chosen]
+        if not args.json:
+            print_table(
+                [(i.name, i.dim, i.state, f"{i.faces:,}", f"{i.size_bytes / 2**20:,.0f} MiB", i.m or "",
+                  i.ef_construction or "", i.deferred_since or "") for i in chosen],
+                ("index", "dim", "state", "faces", "size", "m", "ef_construction", "deferred since"),
+            )  # fmt: skip
+        return {"indexes": records}
+    rebuild = args.rebuild or args.m is not None or args.ef_construction is not None
+    builds = [_build_index(args, store, info.dim, rebuild) for info in chosen if rebuild or info.state != "ready"]
+    if not builds and not args.json:
+        print("every index is ready; --rebuild builds them again")
+    return {"builds": builds}
 
 
 def _gallery_reembed(args: argparse.Namespace, store: Any) -> dict[str, Any]:
@@ -344,11 +480,14 @@ _GALLERY_ACTIONS = {
     "delete": _gallery_delete,
     "export": _gallery_export,
     "import": _gallery_import,
+    "reindex": _gallery_reindex,
     "reembed": _gallery_reembed,
 }
 
 COMMANDS = [
     Command("enroll", "add photos of a person (or a folder of people) to a gallery", _add_enroll, _run_enroll),
     Command("identify", "who is the person in a photo? (search a gallery)", _add_identify, _run_identify),
-    Command("gallery", "list, remove, delete, export, import or re-embed galleries", _add_gallery, _run_gallery),
+    Command(
+        "gallery", "list, remove, delete, export, import, reindex or re-embed galleries", _add_gallery, _run_gallery
+    ),
 ]

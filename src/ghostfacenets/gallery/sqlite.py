@@ -4,12 +4,15 @@ Embeddings are little-endian float32 blobs (no pickle); the file uses WAL journa
 ``BEGIN IMMEDIATE`` transaction (a crash or a killed process leaves the last committed state), and several threads
 (one connection each) and processes may use the same file. ``secure_delete`` overwrites deleted rows on disk.
 
-Search is exact: one matrix product over the gallery's embeddings, kept in memory per gallery and reloaded when the
-gallery's ``generation`` (bumped by every write to it, from any process) changes.
+Search is exact: one matrix product over the gallery's embeddings, kept in memory per gallery. Every write to a
+gallery, from any process, bumps its ``generation``; a search that finds a newer generation than its cache reads,
+in the same read transaction, only the faces added since (ids only grow: AUTOINCREMENT) and appends them, unless the
+gallery's ``epoch`` moved too (bumped by deletions, re-embedding and renames, which change what the cache holds):
+then it reloads the gallery whole. Either way the cache is one committed state of the gallery.
 
 Schema versions (``PRAGMA user_version``): 1, one model and its ``identities``/``embeddings`` (ghostfacenets 0.1);
-2, named galleries, subjects with metadata, faces, crops, API keys. A v1 file becomes gallery ``default`` on first
-open, in one transaction.
+2, named galleries, subjects with metadata, faces, crops, API keys; 3, the galleries' ``epoch`` and an index of
+faces by gallery. Older files are migrated on first open, in one transaction (a v1 file becomes gallery ``default``).
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ from .base import (
     Subject,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before "database is locked"
 CACHED_GALLERIES = 4  # embedding matrices kept in memory (least recently searched dropped first)
+FETCH_ROWS = 8192  # faces read at a time into the cache
 
 _SCHEMA = """
 CREATE TABLE models (
@@ -63,6 +67,7 @@ CREATE TABLE galleries (
     name TEXT NOT NULL UNIQUE,
     model_id INTEGER REFERENCES models(id),
     generation INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL
 );
 CREATE TABLE subjects (
@@ -87,6 +92,7 @@ CREATE TABLE faces (
     UNIQUE (gallery_id, image_sha256)
 );
 CREATE INDEX faces_subject ON faces(subject_id);
+CREATE INDEX faces_gallery ON faces(gallery_id);
 CREATE TABLE crops (
     face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
     png BLOB NOT NULL
@@ -116,6 +122,13 @@ DROP TABLE identities;
 DROP TABLE meta
 """
 
+# v2 -> v3. faces_gallery holds (gallery_id, rowid): a gallery's faces in id order, and those after an id, read
+# without sorting (the search cache's loads and appends).
+_MIGRATE_V2 = """
+ALTER TABLE galleries ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX faces_gallery ON faces(gallery_id)
+"""
+
 _SUBJECT_COLUMNS = (
     "s.id, g.name, s.name, s.metadata, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id), s.created, s.updated"
 )
@@ -125,16 +138,44 @@ _FACE_COLUMNS = (
 )
 
 
+class _Rows:
+    """A float32 matrix that grows at its end. A cache snapshot sees its first ``count`` rows, which never change:
+    an append writes past every snapshot's rows (or into a copy), so the snapshots of a gallery share one buffer."""
+
+    def __init__(self, dim: int, used: int) -> None:
+        self.array = np.empty((used + max(256, used // 16), dim), dtype=np.float32)  # room for enrolments to come
+        self.used = used  # rows written or reserved
+
+
 @dataclass(frozen=True)
 class _Matrix:
-    """A gallery's embeddings in memory, grouped by subject: rows ``starts[i]:starts[i + 1]`` are subject i's."""
+    """A gallery's embeddings in memory, in face-id order, and how they group by subject: ``order`` lists the rows
+    subject by subject (None when they already are), group i starts at ``starts[i]`` and is ``subject_ids[i]``'s."""
 
     generation: int
+    epoch: int
     model: ModelId | None
-    embeddings: np.ndarray  # (faces, dim) float32
-    starts: np.ndarray  # (subjects,) first row of each subject
-    subject_ids: np.ndarray  # (subjects,)
-    names: list[str]
+    rows: _Rows
+    count: int
+    last_face: int  # the largest face id held: the faces added later have larger ids
+    face_subjects: np.ndarray  # (count,) subject id of each row
+    order: np.ndarray | None
+    starts: np.ndarray
+    subject_ids: np.ndarray
+    names: dict[int, str]  # subject id -> name; appends add to it (renames reload, so no name ever changes)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self.rows.array[: self.count]
+
+
+def _grouping(face_subjects: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(order, starts, subject ids) of rows whose subjects are ``face_subjects``."""
+    grouped = bool(np.all(face_subjects[1:] >= face_subjects[:-1]))
+    order = None if grouped else np.argsort(face_subjects, kind="stable")
+    ordered = face_subjects if order is None else face_subjects[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, np.int64)
+    return order, starts, ordered[starts]
 
 
 def _subject(row: Sequence[Any]) -> Subject:
@@ -215,6 +256,9 @@ class SQLiteStore:
                     db.execute(statement)
             elif version == 1:
                 self._migrate_v1(db)
+            elif version == 2:
+                for statement in _MIGRATE_V2.split(";"):
+                    db.execute(statement)
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -308,9 +352,13 @@ class SQLiteStore:
         row = db.execute("SELECT id FROM models WHERE name = ? AND sha256 = ? AND dim = ? AND flip = ?", key)
         return int(row.fetchone()[0])
 
-    def _touch(self, db: sqlite3.Connection, gallery_id: int) -> None:
-        """Mark the gallery changed: search caches in every process reload it."""
-        db.execute("UPDATE galleries SET generation = generation + 1 WHERE id = ?", (gallery_id,))
+    def _touch(self, db: sqlite3.Connection, gallery_id: int, rewrite: bool = False) -> None:
+        """Mark the gallery changed: search caches in every process catch up, appending the faces added since they
+        read it, or, after a ``rewrite`` (faces deleted or re-embedded, subjects renamed), reloading it whole."""
+        db.execute(
+            "UPDATE galleries SET generation = generation + 1, epoch = epoch + ? WHERE id = ?",
+            (int(rewrite), gallery_id),
+        )
 
     def _info(self, db: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> list[GalleryInfo]:
         rows = db.execute(
@@ -429,7 +477,7 @@ class SQLiteStore:
                 ).fetchone():
                     raise ConflictError(f"{self.path}: gallery {gallery!r} has a subject named {new_name!r} already")
                 db.execute("UPDATE subjects SET name = ? WHERE id = ?", (new_name, subject_id))
-                self._touch(db, gallery_id)
+                self._touch(db, gallery_id, rewrite=True)
             if text is not None:
                 db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (text, subject_id))
             db.execute("UPDATE subjects SET updated = ? WHERE id = ?", (base.utc_now(), subject_id))
@@ -440,7 +488,7 @@ class SQLiteStore:
             gallery_id, _ = self._gallery_row(db, gallery)
             subject = self._subject_row(db, gallery_id, gallery, subject_id)
             db.execute("DELETE FROM subjects WHERE id = ?", (subject_id,))
-            self._touch(db, gallery_id)
+            self._touch(db, gallery_id, rewrite=True)
             return subject.faces
 
     # ------------------------------------------------------------------------------------------------ faces
@@ -542,7 +590,7 @@ class SQLiteStore:
             cursor = db.execute("DELETE FROM faces WHERE id = ? AND gallery_id = ?", (face_id, gallery_id))
             if cursor.rowcount == 0:
                 raise NotFoundError(f"{self.path}: no face {face_id} in gallery {gallery!r}")
-            self._touch(db, gallery_id)
+            self._touch(db, gallery_id, rewrite=True)
 
     def enrolled_images(self, gallery: str) -> dict[str, str]:
         with self._transaction(write=False) as db:
@@ -556,50 +604,110 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------------------------------------ search
     def _matrix(self, gallery: str) -> _Matrix:
-        """The gallery's embeddings grouped by subject, from the cache unless the gallery changed since."""
-        with self._transaction(write=False) as db:  # one snapshot: a concurrent write is in it whole or not at all
+        """The gallery's embeddings: the cached ones, brought up to date within one read transaction (a write of
+        another thread or process is in them whole or not at all)."""
+        with self._transaction(write=False) as db:
             gallery_id, model = self._gallery_row(db, gallery)
-            generation = db.execute("SELECT generation FROM galleries WHERE id = ?", (gallery_id,)).fetchone()[0]
+            generation, epoch = db.execute(
+                "SELECT generation, epoch FROM galleries WHERE id = ?", (gallery_id,)
+            ).fetchone()
             with self._lock:
                 cached = self._matrices.get(gallery_id)
-                if cached is not None and cached.generation == generation:
+                if cached is not None and cached.generation >= generation:  # a newer cache is a committed state too
                     self._matrices.move_to_end(gallery_id)
                     return cached
-            rows = db.execute(
-                "SELECT f.subject_id, f.embedding FROM faces f WHERE f.gallery_id = ? ORDER BY f.subject_id, f.id",
-                (gallery_id,),
-            ).fetchall()
-            names = dict(db.execute("SELECT id, name FROM subjects WHERE gallery_id = ?", (gallery_id,)).fetchall())
-        dim = model.dim if model is not None else 0
-        blob = b"".join(r[1] for r in rows)
-        if len(blob) != 4 * dim * len(rows):
-            raise GalleryError(f"{self.path}: gallery {gallery!r} holds embeddings of another size than {dim}")
-        embeddings = np.frombuffer(blob, dtype="<f4").reshape(len(rows), dim)
-        owners = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]]) if len(rows) else np.zeros(0, np.int64)
-        subject_ids = owners[starts]
-        matrix = _Matrix(generation, model, embeddings, starts, subject_ids, [names[int(i)] for i in subject_ids])
+            if cached is not None and cached.epoch == epoch and cached.count:
+                matrix = self._append(db, gallery, gallery_id, cached, generation)
+            else:
+                matrix = self._load(db, gallery, gallery_id, model, generation, epoch)
         with self._lock:
-            self._matrices[gallery_id] = matrix
+            current = self._matrices.get(gallery_id)
+            if current is None or current.generation < matrix.generation:
+                self._matrices[gallery_id] = matrix
             self._matrices.move_to_end(gallery_id)
             while len(self._matrices) > CACHED_GALLERIES:
                 self._matrices.popitem(last=False)
         return matrix
 
+    def _read_faces(
+        self, db: sqlite3.Connection, gallery: str, target: np.ndarray, where: str, params: tuple[Any, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Copy the embeddings of the faces ``where`` selects, by id, into ``target`` (one row each, a batch at a
+        time); returns their ids and subject ids."""
+        count, dim = target.shape
+        ids, subjects = np.empty(count, np.int64), np.empty(count, np.int64)
+        cursor = db.execute(f"SELECT id, subject_id, embedding FROM faces WHERE {where} ORDER BY id", params)
+        done = 0
+        while batch := cursor.fetchmany(FETCH_ROWS):
+            blob = b"".join(row[2] for row in batch)
+            if done + len(batch) > count or len(blob) != 4 * dim * len(batch):
+                raise GalleryError(f"{self.path}: gallery {gallery!r} holds embeddings of another size than {dim}")
+            target[done : done + len(batch)] = np.frombuffer(blob, dtype="<f4").reshape(len(batch), dim)
+            ids[done : done + len(batch)] = [row[0] for row in batch]
+            subjects[done : done + len(batch)] = [row[1] for row in batch]
+            done += len(batch)
+        return ids, subjects
+
+    def _load(
+        self, db: sqlite3.Connection, gallery: str, gallery_id: int, model: ModelId | None, generation: int, epoch: int
+    ) -> _Matrix:
+        """The gallery read whole."""
+        count = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ?", (gallery_id,)).fetchone()[0]
+        rows = _Rows(model.dim if model is not None else 0, count)
+        ids, subjects = self._read_faces(db, gallery, rows.array[:count], "gallery_id = ?", (gallery_id,))
+        names = dict(db.execute("SELECT id, name FROM subjects WHERE gallery_id = ?", (gallery_id,)).fetchall())
+        last = int(ids[-1]) if count else 0
+        return _Matrix(generation, epoch, model, rows, count, last, subjects, *_grouping(subjects), names)
+
+    def _append(
+        self, db: sqlite3.Connection, gallery: str, gallery_id: int, cached: _Matrix, generation: int
+    ) -> _Matrix:
+        """``cached`` with the faces added since it was read."""
+        after = (gallery_id, cached.last_face)
+        added = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ? AND id > ?", after).fetchone()[0]
+        count = cached.count + added
+        with self._lock:  # reserve rows past the cached ones: in the shared buffer if nobody wrote there yet
+            rows = cached.rows
+            if rows.used != cached.count or len(rows.array) < count:
+                rows = _Rows(rows.array.shape[1], count)
+                rows.array[: cached.count] = cached.embeddings
+            rows.used = count
+        new_rows = rows.array[cached.count : count]
+        ids, subjects = self._read_faces(db, gallery, new_rows, "gallery_id = ? AND id > ?", after)
+        unknown = sorted(set(subjects.tolist()) - cached.names.keys())
+        if unknown:
+            new_names = db.execute(
+                "SELECT id, name FROM subjects WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(unknown),)
+            )
+            cached.names.update(new_names.fetchall())  # only additions: every snapshot's names stay as they were
+        face_subjects = np.concatenate([cached.face_subjects, subjects])
+        last = int(ids[-1]) if added else cached.last_face
+        return _Matrix(
+            generation, cached.epoch, cached.model, rows, count, last, face_subjects, *_grouping(face_subjects),
+            cached.names,
+        )  # fmt: skip
+
     def search(self, gallery: str, queries: np.ndarray, model: ModelId, k: int = 5) -> list[list[Candidate]]:
         queries = base.check_queries(queries, model, k)
         matrix = self._matrix(gallery)
         base.check_model(gallery, matrix.model, model)
-        if len(matrix.embeddings) == 0:
+        if matrix.count == 0:
             return [[] for _ in queries]
-        best = np.maximum.reduceat(queries @ matrix.embeddings.T, matrix.starts, axis=1)  # (Q, subjects)
+        scores = queries @ matrix.embeddings.T  # (Q, faces)
+        if matrix.order is not None:
+            scores = scores[:, matrix.order]
+        best = np.maximum.reduceat(scores, matrix.starts, axis=1)  # (Q, subjects): each subject's best face
         results = []
-        for scores in best:
-            top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-            top = top[np.lexsort((matrix.subject_ids[top], -scores[top]))]  # best first, then the older subject
+        for row in best:
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            top = top[np.lexsort((matrix.subject_ids[top], -row[top]))]  # best first, then the older subject
             results.append(
-                [Candidate(int(matrix.subject_ids[i]), matrix.names[i], float(np.clip(scores[i], -1, 1))) for i in top]
-            )
+                [
+                    Candidate(int(matrix.subject_ids[i]), matrix.names[int(matrix.subject_ids[i])],
+                              float(np.clip(row[i], -1, 1)))
+                    for i in top
+                ]
+            )  # fmt: skip
         return results
 
     # ---------------------------------------------------------------------------------------- moving, re-embedding
@@ -645,7 +753,7 @@ class SQLiteStore:
                 ((_blob(v), model_id, i) for i, v in vectors.items()),
             )
             db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
-            self._touch(db, gallery_id)
+            self._touch(db, gallery_id, rewrite=True)
 
     # ------------------------------------------------------------------------------------------------ API keys
     _KEY_COLUMNS = "k.id, k.role, g.name, k.label, k.created, k.last_used, k.revoked"

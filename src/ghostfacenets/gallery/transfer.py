@@ -188,6 +188,13 @@ def read_faces(path: str | Path) -> Iterator[ExportedFace]:
             yield _face(record, record.get("crop_png"), f"{path} row {row}")
 
 
+def file_model(path: str | Path) -> ModelId:
+    """The model of an export file's first face (what an import binds to, and the index it fills)."""
+    for face in read_faces(path):
+        return face.model
+    raise GalleryError(f"{path}: no faces in this export")
+
+
 def _json_line(text: str, where: str) -> Any:
     try:
         return json.loads(text)
