@@ -8,6 +8,7 @@ realistic ranges, as int8 calibration needs); speed does not depend on the weigh
     python bench/latency.py [--models ghostfacenetv1-1.3-1 ...] [--threads 2] [--repeats 30] [--json out.json]
     python bench/latency.py --device cuda [--gpu-batch 1024]
     python bench/latency.py --mobile    # also the on-device files and the ExecuTorch backend (the mobile extra)
+    python bench/latency.py --mobile --models ghostfacenetv1-1.3-1 --variants "backend executorch"  # two alone
 
 With ``--mobile`` the same run times the files ``ghostfacenets export`` writes for phones, as their runtimes run them on
 this CPU: ExecuTorch ``.pte`` (XNNPACK) float32 and int8, LiteRT ``.tflite`` (XNNPACK delegate) float32, float16 weights
@@ -225,6 +226,13 @@ def main() -> None:
         default=SHARED / "fixtures" / "keras_reference" / "v1_w1.3_s1" / "model.h5",
         help="official Keras model timed when TensorFlow is importable",
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="TEXT",
+        help="time only the variants whose label contains one of these (and the baseline): runtimes that take turns "
+        "in one process slow each other's next call (thread pools waking, caches refilled)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -283,6 +291,9 @@ def main() -> None:
                 one = np.random.default_rng(1).standard_normal((1, 3, 112, 112), dtype=np.float32)
                 many = np.random.default_rng(2).standard_normal((big, 3, 112, 112), dtype=np.float32)
                 baseline = KERAS_GRAPH if with_keras else "pytorch eager"
+                if args.variants:
+                    chosen = [k for k in variants if k == baseline or any(text in k for text in args.variants)]
+                    variants = {k: variants[k] for k in chosen}
                 for row in summarise(name, variants, one, many, args, lambda: None, baseline):
                     row["file_mb"] = sizes[row["variant"]] / 1e6 if row["variant"] in sizes else None
                     rows.append(row)

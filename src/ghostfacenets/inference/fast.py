@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.transforms import to_tensor
+from ..data.transforms import to_array, to_tensor
 from ..errors import GhostFaceNetsError
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
@@ -257,12 +257,16 @@ class FastEmbedder:
 
     def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
         """uint8 RGB crops (N, H, W, 3) -> float32 (N, D); with ``flip``, emb(x) + emb(flip_lr(x)) in one batch."""
-        pixels = torch.from_numpy(np.ascontiguousarray(images))
-        if self.backend not in CPU_RUNTIMES and self.device.type == "cuda":
-            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
-        x = to_tensor(pixels)
-        if not flip:
-            return self(x).cpu().numpy()
-        out = self(torch.cat([x, torch.flip(x, dims=[3])]))
-        n = x.shape[0]
-        return (out[:n] + out[n:]).cpu().numpy()
+        n = len(images)
+        if self.backend in CPU_RUNTIMES:  # preprocessing in numpy: no torch thread pool spinning beside the runtime's
+            array = to_array(images)
+            if flip:
+                array = np.ascontiguousarray(np.concatenate([array, array[..., ::-1]]))
+            out = self(torch.from_numpy(array)).numpy()
+        else:
+            pixels = torch.from_numpy(np.ascontiguousarray(images))
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            x = to_tensor(pixels)
+            out = self(torch.cat([x, torch.flip(x, dims=[3])]) if flip else x).cpu().numpy()
+        return out[:n] + out[n:] if flip else out

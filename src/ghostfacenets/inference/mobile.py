@@ -41,10 +41,10 @@ class ExecuTorchEmbedder:
         return torch.cat(parts).numpy().astype(np.float32, copy=False)
 
     def embed_batch(self, images: np.ndarray, flip: bool) -> np.ndarray:
-        x = torch.from_numpy(to_array(images))
-        out = self._run(x)
+        x = to_array(images)
+        out = self._run(torch.from_numpy(x))
         if flip:
-            out = out + self._run(torch.flip(x, dims=[3]).contiguous())
+            out = out + self._run(torch.from_numpy(np.ascontiguousarray(x[..., ::-1])))
         return out
 
 
