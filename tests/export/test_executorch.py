@@ -141,6 +141,18 @@ def test_bad_inputs_give_one_clear_error(et: Any, tmp_path: Path) -> None:
         et.load_program(tmp_path / "missing.pte")
 
 
+def test_a_program_xnnpack_refuses_is_not_written(et: Any, tmp_path: Path) -> None:
+    """XNNPACK checks quantisation parameters only when a method loads: an untrained model calibrated on noise gives
+    an int8 program it refuses, which the export says in one line instead of writing a file that cannot run."""
+    torch.manual_seed(0)
+    model = create_model("ghostfacenetv1-0.5-2").eval()
+    noise = np.random.default_rng(0).integers(0, 256, size=(8, 112, 112, 3), dtype=np.uint8)
+    with pytest.raises(et.ExecuTorchError, match=r"cannot load its forward method .*nothing was written") as caught:
+        et.export_executorch(model, tmp_path / "x.pte", "int8", noise)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "x.pte").exists()
+
+
 def test_cli_exports_all_mobile_files_with_reports(et: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 

@@ -148,6 +148,16 @@ def export_executorch(
         **extra,
     )
     program = executorch_bytes(model, precision, calibration, max_batch, meta)
+    try:  # XNNPACK checks the program only when a method loads: refuse to write one that cannot run
+        load_method(load_program(program), "forward", f"the {precision} program")
+    except ModelFileError as exc:
+        advice = (
+            "; int8 needs a trained model calibrated on aligned face crops (random weights or other calibration "
+            "images can give quantisation scales XNNPACK refuses); nothing was written"
+            if precision == "int8"
+            else "; nothing was written"
+        )
+        raise ExecuTorchError(f"{exc}{advice}") from None
     path = Path(path)
     with atomic_write(path, "wb") as f:
         f.write(program)
@@ -173,6 +183,15 @@ def load_program(source: str | Path | bytes) -> Any:
         raise ModelFileError(f"{label}: not a usable ExecuTorch program ({exc})") from None
 
 
+def load_method(program: Any, name: str, label: str) -> Any:
+    """Method ``name`` of a loaded program, or a one-line error: the XNNPACK delegate checks its part of the program
+    (operators, quantisation parameters) only now."""
+    try:
+        return program.load_method(name)
+    except Exception as exc:  # RuntimeError with the runtime's error code
+        raise ModelFileError(f"{label}: ExecuTorch cannot load its {name} method ({exc})") from None
+
+
 def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:
     """The ``ghostfacenets`` metadata of a ``.pte`` program written by :func:`export_executorch`."""
     program = load_program(source)
@@ -181,7 +200,8 @@ def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:
             f"{source if isinstance(source, (str, Path)) else 'program'}: ExecuTorch program "
             "without ghostfacenets metadata (not exported by ghostfacenets)"
         )
-    return json.loads(program.load_method(METADATA_METHOD).execute([])[0])
+    label = str(source) if isinstance(source, (str, Path)) else "program"
+    return json.loads(load_method(program, METADATA_METHOD, label).execute([])[0])
 
 
 def cached_program(model: GhostFaceNet, max_batch: int = 1) -> Path:

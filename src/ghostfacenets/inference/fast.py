@@ -223,10 +223,11 @@ class FastEmbedder:
         return run
 
     def _executorch_runner(self, model: GhostFaceNet) -> Callable[[torch.Tensor], torch.Tensor]:
-        from ..export.executorch import cached_program, load_program
+        from ..export.executorch import cached_program, load_method, load_program
 
-        self._program = load_program(cached_program(model, EXECUTORCH_CHUNK))  # its methods need it alive
-        forward = self._program.load_method("forward")
+        path = cached_program(model, EXECUTORCH_CHUNK)
+        self._program = load_program(path)  # its methods need it alive
+        forward = load_method(self._program, "forward", str(path))
 
         def run(x: torch.Tensor) -> torch.Tensor:
             feed = x.detach().cpu().float().contiguous()

@@ -18,7 +18,7 @@ class ExecuTorchEmbedder:
     run by ExecuTorch's Python runtime; batches larger than the program takes run in pieces."""
 
     def __init__(self, path: str | Path) -> None:
-        from ..export.executorch import load_program
+        from ..export.executorch import load_method, load_program
 
         self.path = Path(path)
         self.name = self.path.name
@@ -34,7 +34,7 @@ class ExecuTorchEmbedder:
         self.max_batch = int(batch)  # the planned (largest) batch
         self.input_size = (int(height), int(width))
         self.embedding_size = int(meta.output_tensor_meta(0).sizes()[-1])
-        self._forward = self._program.load_method("forward")
+        self._forward = load_method(self._program, "forward", str(self.path))
 
     def _run(self, x: torch.Tensor) -> np.ndarray:
         parts = [self._forward.execute((x[i : i + self.max_batch],))[0] for i in range(0, len(x), self.max_batch)]
