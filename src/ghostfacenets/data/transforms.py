@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -21,13 +23,17 @@ ARCFACE_TEMPLATE = np.array(
 )
 
 
-def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 RGB images (N, H, W, 3) or one (H, W, 3) -> float32 (N, 3, H, W), normalised as (x - 127.5) / 128."""
-    batch = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-    if batch.ndim == 3:
-        batch = batch.unsqueeze(0)
+def _as_batch(images: Any) -> Any:
+    """A numpy array or tensor of RGB images (N, H, W, 3), from one image (H, W, 3) or a batch; else ValueError."""
+    batch = images[None] if images.ndim == 3 else images
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected RGB images shaped (N, H, W, 3), got {tuple(batch.shape)}")
+    return batch
+
+
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) or one (H, W, 3) -> float32 (N, 3, H, W), normalised as (x - 127.5) / 128."""
+    batch = _as_batch(images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images)))
     return (batch.permute(0, 3, 1, 2).float() - PIXEL_MEAN) / PIXEL_STD
 
 
@@ -36,9 +42,5 @@ def to_array(images: np.ndarray) -> np.ndarray:
     LiteRT, ExecuTorch): contiguous float32 (N, 3, H, W). No torch operation runs here on purpose: one would wake
     torch's OpenMP threads, whose spinning then slows the runtime's next call (batch-1 ExecuTorch, 2 cores: 2.6 ms
     alone, 3.7-5.2 ms right after a small torch op)."""
-    batch = np.asarray(images)
-    if batch.ndim == 3:
-        batch = batch[None]
-    if batch.ndim != 4 or batch.shape[-1] != 3:
-        raise ValueError(f"expected RGB images shaped (N, H, W, 3), got {tuple(batch.shape)}")
+    batch = _as_batch(np.asarray(images))
     return np.ascontiguousarray(((batch.astype(np.float32) - PIXEL_MEAN) / PIXEL_STD).transpose(0, 3, 1, 2))
