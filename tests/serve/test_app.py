@@ -52,3 +52,12 @@ def test_settings_are_checked() -> None:
         ServiceSettings(image_formats=("GIF",))
     with pytest.raises(GhostFaceNetsError, match="unknown service settings: colour"):
         settings.with_changes(colour="blue")
+
+
+def test_the_cli_defaults_are_the_services() -> None:
+    """The CLI repeats the service's defaults so that its start-up imports neither FastAPI nor torch."""
+    from ghostfacenets.cli import serve as serve_cli
+    from ghostfacenets.serve.settings import DEFAULT_DB, ServiceSettings
+
+    assert serve_cli._DEFAULT_DB == DEFAULT_DB == ServiceSettings().db
+    assert ServiceSettings().model == serve_cli._DEFAULT_MODEL
