@@ -46,6 +46,7 @@ SHARED = ROOT.parent / "shared"
 MODELS = ["ghostfacenetv1-1.3-1", "ghostfacenetv1-1.3-2", "ghostfacenetv2-1.3-2"]
 KERAS_CALL = "keras model(x) (tensorflow)"
 KERAS_GRAPH = "keras tf.function (tensorflow)"
+WARM_S = 0.05
 
 
 def faces(count: int) -> np.ndarray:
@@ -101,12 +102,18 @@ def measure(
     variants: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None], block: int = 5
 ) -> dict[str, list[float]]:
     """Wall times of each variant, in blocks of ``block`` runs that take turns (so that every variant sees the
-    machine's changing load) after one untimed run (the previous variant's thread pool may still be spinning)."""
+    machine's changing load), each block after untimed runs for ``WARM_S``: the previous variant's thread pool
+    (onnxruntime, OpenMP, TensorFlow) may still be spinning, which slowed a following 2 ms ExecuTorch call up to
+    threefold (a pause instead of the warm-up was worse: every runtime's first calls after it were slow)."""
     times: dict[str, list[float]] = {k: [] for k in variants}
     while any(len(t) < repeats for t in times.values()):
         for name, fn in variants.items():
+            warm_until = time.perf_counter() + WARM_S
             fn()
             sync()
+            while time.perf_counter() < warm_until:
+                fn()
+                sync()
             for _ in range(min(block, repeats - len(times[name]))):
                 start = time.perf_counter()
                 fn()

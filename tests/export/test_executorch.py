@@ -14,6 +14,7 @@ from torch import nn
 
 from ghostfacenets import __version__, load_model
 from ghostfacenets.data.crops import load_face_crops
+from ghostfacenets.data.transforms import to_array
 from ghostfacenets.errors import GhostFaceNetsError, ModelFileError
 from ghostfacenets.evaluate.agreement import compare_embedders
 from ghostfacenets.models.registry import create_model
@@ -84,6 +85,51 @@ def test_int8_agreement_report_and_size(et: Any, keras_pte: dict[str, Path], tmp
     assert report["agreement"]["faces"] == 60
     assert 0.99 <= report["agreement"]["cosine_mean"] < 1.0
     assert report["batch1_latency_ms"]["candidate"] > 0
+
+
+def _xnnpack_operators(path: Path, tmp_path: Path) -> list[str]:
+    """The operators XNNPACK runs for one batch-1 call of a .pte program, from its ETDump profile."""
+    from executorch.devtools import Inspector
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(path.read_bytes(), enable_etdump=True)
+    program.load_method("forward").execute((torch.zeros(1, 3, 112, 112),))
+    program.write_etdump_result_to_file(str(tmp_path / "run.etdp"), str(tmp_path / "debug.bin"))
+    events = Inspector(etdump_path=str(tmp_path / "run.etdp")).to_dataframe()
+    return [str(name) for name, delegated in zip(events.event_name, events.is_delegated_op) if delegated]
+
+
+def test_int8_v1_runs_in_int8_from_input_to_output(et: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """V1's zero pads (TF-same padding) and every PReLU run in int8 inside XNNPACK: the only conversions are the
+    input's and the output's, where ExecuTorch's own quantizer and partitioner leave both in float32 with a
+    conversion on either side; and the int8 embeddings agree with float32 as well as that stock program's do."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    model = load_model(shared_path("fixtures", "keras_reference", "v1_w1.3_s1", "model.h5"))
+    faces = load_face_crops(shared_path("data", "att_faces"), 124)
+    int8 = et.export_executorch(model, tmp_path / "v1.int8.pte", "int8", faces[:64])
+    stock_quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    monkeypatch.setattr(et, "_quantizer", lambda: stock_quantizer)
+    monkeypatch.setattr(et, "_partitioner", XnnpackPartitioner)
+    stock = et.export_executorch(model, tmp_path / "v1.stock.pte", "int8", faces[:64])
+
+    operators, stock_operators = _xnnpack_operators(int8, tmp_path), _xnnpack_operators(stock, tmp_path)
+    prelus = sum(isinstance(module, nn.PReLU) for module in model.modules())
+    assert sum(name.startswith("PReLU") for name in operators) == prelus
+    assert [name for name in operators if name.startswith("Convert")] == ["Convert (NC) #1", "Convert (NC) #2"]
+    assert not [name for name in operators if "Pad" in name or "X32" in name]
+    assert sum(name.startswith("Convert") for name in stock_operators) > 2 * prelus
+    assert any("Pad" in name for name in stock_operators)
+
+    held_out = to_array(faces[64:])
+    with torch.no_grad():
+        reference = model(torch.from_numpy(held_out)).numpy()
+    ours, theirs = _cosine(_execute(int8, held_out), reference), _cosine(_execute(stock, held_out), reference)
+    assert ours.mean() >= theirs.mean() - 0.002 and ours.min() >= theirs.min() - 0.01
 
 
 def test_metadata_round_trip(et: Any, keras_pte: dict[str, Path]) -> None:

@@ -1,5 +1,5 @@
 """ExecuTorch export (PyTorch's on-device runtime) with the XNNPACK delegate, the CPU kernels phones use: float32
-and int8 (PT2E quantisation with the XNNPACK quantizer).
+and int8 (PT2E quantisation with the XNNPACK quantizer, extended to the zero pads and PReLUs of GhostFaceNets).
 
 Contract of every written ``.pte`` program: method ``forward`` takes one float32 NCHW tensor (N, 3, 112, 112), RGB
 normalised as (pixel - 127.5) / 128, N from 1 to the file's ``max_batch`` (1 unless asked), and returns the raw
@@ -33,6 +33,8 @@ _LOWERED_KEPT = 4
 # Programs kept in the cache folder (about 16 MB each for the 1.3-wide models).
 _CACHED_KEPT = 16
 PRECISIONS = ("float32", "int8")
+_ANNOTATION = "quantization_annotation"
+_PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 
 
 class ExecuTorchError(GhostFaceNetsError):
@@ -53,19 +55,109 @@ def _require() -> None:
         raise ExecuTorchError("ExecuTorch needs the mobile extra: pip install 'ghostfacenets[mobile]'")
 
 
-def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int) -> torch.nn.Module:
-    """``module`` quantised for XNNPACK (int8 per-channel symmetric weights, int8 activations), calibrated in
-    batches (the histogram observers cost per call)."""
+def _quantizer() -> Any:
+    """ExecuTorch's XNNPACK quantizer (int8 per-channel symmetric weights, int8 activations) that also quantises the
+    two operators GhostFaceNets add, which it leaves in float32 between conversions (a quarter of the int8 run time
+    of V1-1.3-1): the zero padding before V1's strided convolutions, with its input's scale (XNNPACK then folds it
+    into the convolution), and PReLU, int8 in and out with its slopes int8 per tensor."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer import (
+        QuantizationAnnotation,
+        QuantizationSpec,
+        SharedQuantizationSpec,
+    )
+
+    slopes = QuantizationSpec(
+        dtype=torch.int8,
+        quant_min=-127,
+        quant_max=127,
+        qscheme=torch.per_tensor_symmetric,
+        observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12),
+    )
+
+    class Quantizer(XNNPACKQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            activation = self.global_config.input_activation
+            for node in model.graph.nodes:
+                if node.op != "call_function" or _ANNOTATION in node.meta:
+                    continue
+                if node.target == torch.ops.aten.prelu.default:
+                    source, weight = node.args
+                    node.meta[_ANNOTATION] = QuantizationAnnotation(
+                        input_qspec_map={source: activation, weight: slopes},
+                        output_qspec=self.global_config.output_activation,
+                        _annotated=True,
+                    )
+                elif node.target in _PADS:
+                    source = node.args[0]
+                    node.meta[_ANNOTATION] = QuantizationAnnotation(
+                        input_qspec_map={source: activation},
+                        output_qspec=SharedQuantizationSpec((source, node)),
+                        _annotated=True,
+                    )
+            return model
+
+    return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _partitioner() -> Any:
+    """XNNPACK's partitioner, also taking the int8 zero pads and PReLUs that :func:`_quantizer` makes (its own
+    configurations of these two operators accept float32 only; XNNPACK's runtime runs both in int8)."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.generic_node_configs import (
+        ConstantPadConfig,
+        GenericNodePartitionerConfig,
+    )
+    from executorch.backends.xnnpack.partition.config.node_configs import PreluConfig
+    from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.utils.quant_utils import is_dequant
+    from executorch.backends.xnnpack.utils.utils import is_param_node
+
+    both = [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+    class Int8Pad(ConstantPadConfig):
+        def supported_precision_types(self) -> list[Any]:
+            return both
+
+    class Int8PReLU(GenericNodePartitionerConfig):
+        target_name = "prelu.default"
+
+        def check_constraints(self, node: torch.fx.Node, program: torch.export.ExportedProgram) -> bool:
+            slopes = node.all_input_nodes[1]  # a parameter, or the dequantisation of one
+            if is_dequant(slopes):
+                slopes = slopes.all_input_nodes[0]
+            return bool(self.check_common_constraints(node, program)) and bool(is_param_node(program, slopes))
+
+        def get_original_aten(self) -> Any:
+            return torch.ops.aten.prelu.default
+
+        def supported_precision_types(self) -> list[Any]:
+            return both
+
+        def get_node_and_deps(self, node: torch.fx.Node, program: torch.export.ExportedProgram) -> list[Any]:
+            nodes = list(super().get_node_and_deps(node, program))
+            slopes = node.all_input_nodes[1]  # with the quantised parameter behind its dequantisation
+            params = [dep for dep in slopes.all_input_nodes if is_param_node(program, dep)]
+            return nodes + [dep for dep in (slopes, *params) if dep not in nodes]
+
+    replaced = {ConstantPadConfig: Int8Pad, PreluConfig: Int8PReLU}
+    return XnnpackPartitioner(configs=[replaced.get(config, config) for config in ALL_PARTITIONER_CONFIGS])
+
+
+def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int) -> torch.nn.Module:
+    """``module`` quantised for XNNPACK with :func:`_quantizer`, calibrated in batches (the histogram observers cost
+    per call)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     batch = torch.export.Dim("batch", min=1, max=CALIBRATION_BATCH)
     graph = torch.export.export(module, (torch.zeros(2, 3, size, size),), dynamic_shapes=({0: batch},)).module()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(graph, quantizer)
+    prepared = prepare_pt2e(graph, _quantizer())
     with torch.no_grad():
         for start in range(0, len(calibration), CALIBRATION_BATCH):
             prepared(torch.from_numpy(to_array(calibration[start : start + CALIBRATION_BATCH])))
@@ -85,7 +177,6 @@ def executorch_bytes(
 
     ``precision``: "float32" or "int8" (needs ``calibration``: uint8 RGB aligned crops (N, H, W, 3))."""
     _require()
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     if precision not in PRECISIONS:
@@ -107,7 +198,7 @@ def executorch_bytes(
         program = torch.export.export(module, (torch.zeros(1, 3, size, size),))
     constants = {METADATA_METHOD: json.dumps(metadata)} if metadata is not None else None
     with progress_to_stderr():
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        edge = to_edge_transform_and_lower(program, partitioner=[_partitioner()], constant_methods=constants)
         return bytes(edge.to_executorch().buffer)
 
 
@@ -133,7 +224,7 @@ def export_executorch(
     }
     if precision == "int8":
         extra["quantization"] = {
-            "tool": "PT2E with XNNPACKQuantizer",
+            "tool": "PT2E with XNNPACKQuantizer, zero pads and PReLU added",
             "weights": "int8 symmetric per channel",
             "activations": "int8 (quantised inside; input and output stay float32)",
             "calibration_images": 0 if calibration is None else len(calibration),
