@@ -19,7 +19,9 @@ from tests.helpers.models import randomized
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return randomized(create_model("ghostfacenetv1-0.5-2", embedding_size=32))
+    model = randomized(create_model("ghostfacenetv1-0.5-2", embedding_size=32))
+    model.metadata = {"thresholds": [{"far": 0.01, "threshold": 0.3, "set": "calibration pairs"}]}
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,23 @@ def test_files_embed_as_pytorch_with_flip(model: torch.nn.Module, files: dict[st
         cosine = np.sum(out * expected, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(expected, axis=1)
         assert cosine.min() >= 0.9999
         assert np.abs(out - expected).max() <= 1e-3 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("kind", ["pte", "tflite"])
+def test_the_recognizer_runs_the_files_with_their_metadata(
+    model: torch.nn.Module, files: dict[str, Path], kind: str
+) -> None:
+    """``FaceRecognizer`` (and so verify, enroll, identify and embed) takes the files as it takes ONNX ones: same
+    embeddings as the PyTorch model, the file's metadata, its calibrated threshold."""
+    from ghostfacenets.pipeline.recognizer import FaceRecognizer
+
+    recognizer, reference = FaceRecognizer(files[kind]), FaceRecognizer(model, device="cpu", backend="eager")
+    crops = np.random.default_rng(2).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    assert np.sum(recognizer.embed_aligned(crops) * reference.embed_aligned(crops), axis=1).min() >= 0.9999
+    assert recognizer.metadata["architecture"] == "ghostfacenetv1-0.5-2"
+    assert recognizer.metadata["executorch" if kind == "pte" else "litert"]["precision"] == "float32"
+    assert recognizer.threshold().source == "calibrated" and recognizer.threshold().value == 0.3
+    assert recognizer.model_id.name == files[kind].name and recognizer.model_id.dim == 32
 
 
 def test_wrong_backend_device_or_file_is_one_clear_error(files: dict[str, Path], tmp_path: Path) -> None:

@@ -285,14 +285,20 @@ def load_method(program: Any, name: str, label: str) -> Any:
 
 def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:
     """The ``ghostfacenets`` metadata of a ``.pte`` program written by :func:`export_executorch`."""
-    program = load_program(source)
-    if METADATA_METHOD not in program.method_names:
-        raise ExecuTorchError(
-            f"{source if isinstance(source, (str, Path)) else 'program'}: ExecuTorch program "
-            "without ghostfacenets metadata (not exported by ghostfacenets)"
-        )
     label = str(source) if isinstance(source, (str, Path)) else "program"
-    return json.loads(load_method(program, METADATA_METHOD, label).execute([])[0])
+    metadata = program_metadata(load_program(source), label)
+    if metadata is None:
+        raise ExecuTorchError(
+            f"{label}: ExecuTorch program without ghostfacenets metadata (not exported by ghostfacenets)"
+        )
+    return metadata
+
+
+def program_metadata(program: Any, label: str) -> dict[str, Any] | None:
+    """The ``ghostfacenets`` metadata of a loaded program, or None when it has none."""
+    if METADATA_METHOD not in program.method_names:
+        return None
+    return dict(json.loads(load_method(program, METADATA_METHOD, label).execute([])[0]))
 
 
 def cached_program(model: GhostFaceNet, max_batch: int = 1) -> Path:

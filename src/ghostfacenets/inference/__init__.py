@@ -2,6 +2,7 @@
 
 from .embedders import (
     BACKENDS,
+    FILE_RUNTIMES,
     Embedder,
     OnnxEmbedder,
     TorchEmbedder,
@@ -15,6 +16,7 @@ from .fast import FastEmbedder, optimize_for_inference
 
 __all__ = [
     "BACKENDS",
+    "FILE_RUNTIMES",
     "Embedder",
     "FastEmbedder",
     "OnnxEmbedder",

@@ -21,6 +21,7 @@ weights at that moment (except ``"eager"``, which runs the module itself).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,6 +118,17 @@ class TorchEmbedder:
             self.model.train(was_training)
 
 
+def _onnx_metadata(session: Any) -> dict[str, Any]:
+    """The ``ghostfacenets`` metadata of an ONNX model ({} when it has none or it is not JSON)."""
+    from ..model_io import METADATA_KEY
+
+    props = session.get_modelmeta().custom_metadata_map
+    try:
+        return dict(json.loads(props[METADATA_KEY])) if METADATA_KEY in props else {}
+    except json.JSONDecodeError:
+        return {}
+
+
 class OnnxEmbedder:
     """An ONNX model run with onnxruntime; input name, dtype and any fixed batch size are read from the session."""
 
@@ -158,6 +170,7 @@ class OnnxEmbedder:
         self.output_name = output.name
         last = output.shape[-1] if output.shape else None
         self.embedding_size = last if isinstance(last, int) else None
+        self.metadata = _onnx_metadata(self.session)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]

@@ -18,7 +18,7 @@ class ExecuTorchEmbedder:
     run by ExecuTorch's Python runtime; batches larger than the program takes run in pieces."""
 
     def __init__(self, path: str | Path) -> None:
-        from ..export.executorch import load_method, load_program
+        from ..export.executorch import load_method, load_program, program_metadata
 
         self.path = Path(path)
         self.name = self.path.name
@@ -35,6 +35,7 @@ class ExecuTorchEmbedder:
         self.input_size = (int(height), int(width))
         self.embedding_size = int(meta.output_tensor_meta(0).sizes()[-1])
         self._forward = load_method(self._program, "forward", str(self.path))
+        self.metadata = program_metadata(self._program, str(self.path)) or {}
 
     def _run(self, x: torch.Tensor) -> np.ndarray:
         parts = [self._forward.execute((x[i : i + self.max_batch],))[0] for i in range(0, len(x), self.max_batch)]
@@ -79,6 +80,12 @@ class LiteRTEmbedder:
         self.batch = int(self._input["shape"][0])
         self.input_size = (int(self._input["shape"][1]), int(self._input["shape"][2]))
         self.embedding_size = int(self._output["shape"][-1])
+        from ..export.litert import LiteRTError, read_litert_metadata
+
+        try:
+            self.metadata = read_litert_metadata(self.path)
+        except LiteRTError:  # a file not exported by ghostfacenets
+            self.metadata = {}
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """float32 NHWC (N, H, W, 3) normalised -> float32 (N, D), in the file's batch size (last piece padded)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from ..gallery import (
     open_store,
 )
 from ..gallery.base import check_model
-from ..inference import OnnxEmbedder, embed_images, load_embedder, resolve_device
+from ..inference import FILE_RUNTIMES, embed_images, load_embedder, resolve_device
 from .detect import Face, FaceDetector, create_detector
 
 DEFAULT_MODEL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"
@@ -246,11 +245,11 @@ class FaceRecognizer:
 
     # ---------------------------------------------------------------------------------------------- model
     def _load(self, model: Any) -> _Loaded:
-        if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
+        if isinstance(model, (str, Path)) and Path(model).suffix.lower() in FILE_RUNTIMES:  # .onnx, .pte, .tflite
             embedder = load_embedder(model, self.device, self.backend, self.threads)
-            metadata = self._onnx_metadata(embedder) if isinstance(embedder, OnnxEmbedder) else {}
             from ..files import sha256_file
 
+            metadata = dict(getattr(embedder, "metadata", {}))  # the file's ghostfacenets metadata
             return _Loaded(embedder, metadata, Path(model).name, sha256_file(model))
         device = resolve_device(self.device)  # before loading: a bad device fails before any download
         module: torch.nn.Module
@@ -267,16 +266,6 @@ class FaceRecognizer:
         name = metadata.get("source", {}).get("name") or name
         embedder = load_embedder(module, device, self.backend, self.threads)
         return _Loaded(embedder, metadata, name, weights_fingerprint(module))
-
-    @staticmethod
-    def _onnx_metadata(embedder: Any) -> dict[str, Any]:
-        from ..model_io import METADATA_KEY
-
-        props = embedder.session.get_modelmeta().custom_metadata_map
-        try:
-            return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
-        except json.JSONDecodeError:
-            return {}
 
     @property
     def embedder(self) -> Any:
