@@ -16,7 +16,9 @@ DEFAULT_FAR = 1e-3  # = evaluate.fairness.DEFAULT_FAR, without importing torch a
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="M", help="pretrained name, Keras .h5, .safetensors or .onnx file")
+    p.add_argument(
+        "--model", required=True, metavar="M", help="pretrained name or a .h5, .safetensors, .onnx, .pte, .tflite file"
+    )
     p.add_argument(
         "--bin",
         action="append",

@@ -32,7 +32,8 @@ def _add_recognizer_options(p: argparse.ArgumentParser, thresholds: bool = True)
         "--model",
         default=_DEFAULT_MODEL,
         metavar="NAME_OR_PATH",
-        help=f"pretrained name, .h5, .safetensors or .onnx file (default {_DEFAULT_MODEL}, downloaded once)",
+        help=f"pretrained name, .h5, .safetensors, .onnx, .pte or .tflite file (default {_DEFAULT_MODEL}, downloaded "
+        "once)",
     )
     add_runtime_options(p)
     p.add_argument("--no-flip", action="store_true", help="embed without flip test-time augmentation")

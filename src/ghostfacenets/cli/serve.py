@@ -27,7 +27,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         "--model",
         default=_DEFAULT_MODEL,
         metavar="NAME_OR_PATH",
-        help=f"pretrained name, .h5, .safetensors or .onnx file (default {_DEFAULT_MODEL})",
+        help=f"pretrained name, .h5, .safetensors, .onnx, .pte or .tflite file (default {_DEFAULT_MODEL})",
     )
     _add_db(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
