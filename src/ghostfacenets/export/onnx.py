@@ -189,11 +189,19 @@ def export_onnx(model: GhostFaceNet, path: str | Path, simplify: bool = True) ->
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The ``ghostfacenets`` metadata of an exported ONNX file (read with onnxruntime, no onnx package needed)."""
-    session = open_session(path)
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if raw is None:
+    metadata = session_metadata(open_session(path))
+    if metadata is None:
         raise OnnxError(f"{path}: ONNX file without ghostfacenets metadata (not exported by ghostfacenets)")
-    return json.loads(raw)
+    return metadata
+
+
+def session_metadata(session: Any) -> dict[str, Any] | None:
+    """The ``ghostfacenets`` metadata of an onnxruntime session's model, or None when it has none (or not JSON)."""
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    try:
+        return dict(json.loads(raw)) if raw is not None else None
+    except json.JSONDecodeError:
+        return None
 
 
 def open_session(path: str | Path, threads: int | None = None) -> Any:

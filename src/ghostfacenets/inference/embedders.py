@@ -21,7 +21,6 @@ weights at that moment (except ``"eager"``, which runs the module itself).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +31,7 @@ from torch import nn
 from ..data.transforms import to_array, to_tensor
 from ..errors import GhostFaceNetsError, ModelFileError
 from ..export.executorch import executorch_available
-from ..export.onnx import onnx_available
+from ..export.onnx import onnx_available, session_metadata
 from ..models.ghostfacenet import GhostFaceNet
 from .fast import BACKENDS as FAST_BACKENDS
 from .fast import CPU_RUNTIMES, FastEmbedder
@@ -118,17 +117,6 @@ class TorchEmbedder:
             self.model.train(was_training)
 
 
-def _onnx_metadata(session: Any) -> dict[str, Any]:
-    """The ``ghostfacenets`` metadata of an ONNX model ({} when it has none or it is not JSON)."""
-    from ..model_io import METADATA_KEY
-
-    props = session.get_modelmeta().custom_metadata_map
-    try:
-        return dict(json.loads(props[METADATA_KEY])) if METADATA_KEY in props else {}
-    except json.JSONDecodeError:
-        return {}
-
-
 class OnnxEmbedder:
     """An ONNX model run with onnxruntime; input name, dtype and any fixed batch size are read from the session."""
 
@@ -170,7 +158,7 @@ class OnnxEmbedder:
         self.output_name = output.name
         last = output.shape[-1] if output.shape else None
         self.embedding_size = last if isinstance(last, int) else None
-        self.metadata = _onnx_metadata(self.session)
+        self.metadata = session_metadata(self.session) or {}
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
