@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ghostfacenets.gallery import DEFAULT_GALLERY, Enrolment, GalleryError, NotFoundError, open_store
-from ghostfacenets.gallery.sqlite import SQLiteStore
+from ghostfacenets.gallery.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.helpers.galleries import MODEL, brute_force, call_store, enrol_pairs, faces, sha, unit
 
 # The v1 schema of ghostfacenets 0.1 (one model per file), written out here as that version created it.
@@ -70,7 +70,7 @@ def test_a_v1_file_becomes_gallery_default(tmp_path: Path) -> None:
         new = store.enroll(DEFAULT_GALLERY, "cy", faces(unit(rng, 1), "cy"), MODEL)
         assert new.subject.id > bob.id
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"galleries", "faces"}
     assert not {"meta", "identities", "embeddings"} & {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
@@ -184,13 +184,18 @@ def test_a_locked_file_through_the_cli(locked: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1 and "database is locked" in err and err.startswith("ghostfacenets gallery: error:")
 
 
+# What v4 added, taken away again: a file as ghostfacenets with schema v3 left it.
+V4_TO_V3 = "DROP TABLE audit; ALTER TABLE api_keys DROP COLUMN permissions; PRAGMA user_version = 3;"
+
+
 def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
     path = tmp_path / "v2.sqlite"
     vectors = unit(np.random.default_rng(6), 3)
     with SQLiteStore(path) as store:
         store.enroll("g", "ann", faces(vectors, "ann"), MODEL)
     db = sqlite3.connect(path)
-    db.executescript("DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch; PRAGMA user_version = 2;")
+    db.executescript(V4_TO_V3 + "DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch;")
+    db.execute("PRAGMA user_version = 2")
     db.close()
     with SQLiteStore(path) as store:
         assert store.search("g", vectors[1], MODEL, 1)[0][0].name == "ann" and store.gallery("g").faces == 3
@@ -198,7 +203,7 @@ def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
         assert ann is not None
         store.delete_face("g", store.faces("g", ann.id)[0].id)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT generation, epoch FROM galleries").fetchall() == [(2, 1)]  # enrolment, deletion
     plan = db.execute("EXPLAIN QUERY PLAN SELECT embedding FROM faces WHERE gallery_id = 1 AND id > 0 ORDER BY id")
     assert [row[-1] for row in plan] == ["SEARCH faces USING INDEX faces_gallery (gallery_id=? AND rowid>?)"]

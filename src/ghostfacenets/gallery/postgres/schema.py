@@ -8,7 +8,7 @@ from typing import Any
 from ..base import GalleryError
 from .index import _MIGRATION_LOCK, PREPARED_DIM, IndexMixin
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # Migration n brings the schema from version n - 1 to n; {vector_type} is the embedding column's type.
@@ -70,6 +70,24 @@ CREATE TABLE api_keys (
     last_used timestamptz,
     revoked timestamptz
 )
+""",
+    # Keys' permissions (base.PERMISSIONS; keys made before have none) and the audit trail (gallery.audit: no
+    # foreign keys, its events outlive what they describe).
+    2: """
+ALTER TABLE api_keys ADD COLUMN permissions text NOT NULL DEFAULT '';
+CREATE TABLE audit (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    key_id bigint,
+    via text NOT NULL,
+    action text NOT NULL,
+    gallery text,
+    subject_id bigint,
+    detail jsonb NOT NULL
+);
+CREATE INDEX audit_gallery ON audit (gallery);
+CREATE INDEX audit_at ON audit (at)
 """,
 }
 

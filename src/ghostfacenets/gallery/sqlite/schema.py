@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import base
 from ..base import GalleryError, ModelId
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE models (
@@ -87,6 +87,29 @@ ALTER TABLE galleries ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX faces_gallery ON faces(gallery_id)
 """
 
+# v3 -> v4. Keys' permissions (base.PERMISSIONS; keys made before have none) and the audit trail (gallery.audit:
+# no foreign keys, its events outlive what they describe).
+_MIGRATE_V3 = """
+ALTER TABLE api_keys ADD COLUMN permissions TEXT NOT NULL DEFAULT '';
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    key_id INTEGER,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    gallery TEXT,
+    subject_id INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_gallery ON audit(gallery);
+CREATE INDEX audit_at ON audit(at)
+"""
+
+# Version n -> n + 1. A new file is made at v3 (_SCHEMA), a v1 file converted to v3, then both go on from there.
+_STEPS = {2: _MIGRATE_V2, 3: _MIGRATE_V3}
+_BASE_VERSION = 3  # what _SCHEMA creates
+
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:
     """Bring the file at ``path`` (open as ``db``) to :data:`SCHEMA_VERSION`, in one transaction."""
@@ -107,13 +130,14 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                 raise GalleryError(f"{path}: an SQLite file of something else, not a ghostfacenets gallery")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            version = _BASE_VERSION
         elif version == 1:
             _migrate_v1(db, path)
-        elif version == 2:
-            for statement in _MIGRATE_V2.split(";"):
+            version = _BASE_VERSION
+        for step in range(version, SCHEMA_VERSION):
+            for statement in filter(str.strip, _STEPS[step].split(";")):
                 db.execute(statement)
-        if version < SCHEMA_VERSION:
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
