@@ -85,7 +85,7 @@ def create_app(
 
         loaded = recognizer if recognizer is not None else await anyio.to_thread.run_sync(load_recognizer, chosen)
         await anyio.to_thread.run_sync(_warm_up, loaded)
-        store = await anyio.to_thread.run_sync(open_gallery_store, chosen.db)
+        store = await anyio.to_thread.run_sync(open_gallery_store, chosen.database())
         try:
             async with FaceService(chosen, loaded, store) as service:
                 app.state.service = service
