@@ -158,10 +158,14 @@ def test_the_database_stops_and_returns_under_load(own_server: Any, model_file: 
         service.stop()
     log = (tmp_path / "serve.log").read_text()
 
+    down = [a for a in load.answers if stopped + 1.0 < a.started < restarted]
+    print(
+        f"outage: {len(load.answers)} requests, {len(down)} while down (slowest {max(a.seconds for a in down):.3f} s), "
+        f"ready {ready_after:.2f} s after the restart, {len(load.committed)} enrolments answered 201"
+    )
     assert before >= 1 and all(a.status is not None for a in load.answers), "a request got no answer"
     assert not [a for a in load.answers if a.status == 500], log[-3000:]
     # once the service knows (a request or a connection attempt found it gone): at once, with Retry-After
-    down = [a for a in load.answers if stopped + 1.0 < a.started < restarted]
     assert len(down) >= 10, f"only {len(down)} requests while the database was down"
     assert all(a.status == 503 and a.code == "UNAVAILABLE" and a.retry_after for a in down), down
     assert max(a.seconds for a in down) < FAST_S, sorted(a.seconds for a in down)[-5:]

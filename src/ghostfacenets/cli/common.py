@@ -77,6 +77,7 @@ def run_with_db(args: argparse.Namespace) -> int:
     from ..gallery.audit import cli_actor, process_acting_as
     from ..gallery.stores import read_db_file
 
+    args.db_on_command_line = args.db is not None  # where ps shows it
     if args.db is None:
         if args.db_file is not None:
             args.db = read_db_file(args.db_file)

@@ -97,7 +97,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..errors import GhostFaceNetsError
-    from ..gallery.stores import DB_ENV, secrets_in
+    from ..gallery.stores import secrets_in
     from ..serve.app import create_app
     from ..serve.service import load_recognizer, open_gallery_store
     from ..serve.settings import SETTINGS_ENV, worker_settings
@@ -110,7 +110,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     # Fail here with one line, not in every worker: the database opens and the model loads.
     with open_gallery_store(settings.db) as store:
         location = store.location  # without its secrets
-    if args.db_file is None and secrets_in(args.db) and not os.environ.get(DB_ENV):
+    if args.db_on_command_line and secrets_in(args.db):
         print(
             "ghostfacenets serve: warning: the password in --db is visible to every user of this machine in the "
             "process list; use --db-file, ~/.pgpass, PGSERVICE or PGPASSWORD (docs/gallery.md)",
@@ -213,10 +213,10 @@ def _run_keys(args: argparse.Namespace) -> int:
 
     with open_store(args.db) as store:
         if args.action == "create":
-            if args.gallery:  # a key for a gallery to be filled through the API
-                store.create_gallery(args.gallery, exist_ok=True)
             if args.can and args.role == "admin":
                 raise GhostFaceNetsError("an admin key may do everything already; --can is for identify keys")
+            if args.gallery:  # a key for a gallery to be filled through the API
+                store.create_gallery(args.gallery, exist_ok=True)
             key, secret = store.create_key(args.role, args.gallery, args.label, args.can)
             if args.out:
                 with atomic_write(args.out, "w") as f:  # 0600
