@@ -484,8 +484,8 @@ export class FaceModel {
   /** Faces in an image (File/Blob/ImageBitmap/ImageData/RGB pixels), highest score first: {box [x1, y1, x2, y2],
    * score, landmarks [[x, y] x 5]} in image pixels. maxSize: the longer side the photo is shrunk to for detection
    * (default: the manifest's, 640). singleFace: the fast path for photos of one large face (selfies, ID photos):
-   * detect at the manifest's fast size first and at maxSize only when no face, or only a face too small for that
-   * size, is found. */
+   * detect at the manifest's fast size first and at maxSize only when no face, or no face wide enough at that size
+   * (fast_path.min_face pixels), is found. */
   async detect(source, { maxSize, singleFace = false } = {}) {
     const image = await readPixels(source);
     const config = this.manifest.detector;
@@ -494,7 +494,7 @@ export class FaceModel {
     if (singleFace && fast && fast.size < full && Math.max(image.width, image.height) > fast.size) {
       const faces = await this._detectAt(image, fast.size);
       const shrink = fast.size / Math.max(image.width, image.height);
-      if (faces.length && Math.min(...faces.map((f) => f.box[2] - f.box[0])) * shrink >= fast.min_face) return faces;
+      if (faces.length && Math.max(...faces.map((f) => f.box[2] - f.box[0])) * shrink >= fast.min_face) return faces;
     }
     return this._detectAt(image, full);
   }
