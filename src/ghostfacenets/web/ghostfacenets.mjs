@@ -354,30 +354,34 @@ export function warpAffine(image, matrix, size = INPUT_SIZE) {
   const i2 = -i0 * m2 - i1 * m5;
   const i5 = -i3 * m2 - i4 * m5;
   const M = [i0, i1, i2, i3, i4, i5].map(f32);
-  const fma = (a, b, c) => f32(a * b + c); // a*b of two float32 is exact in a double
   const out = new Uint8Array(size * size * 3);
-  const p = [0, 0, 0, 0];
   for (let y = 0; y < size; y++) {
     const mx = f32(f32(y * M[1]) + M[2]);
     const my = f32(f32(y * M[4]) + M[5]);
     for (let x = 0; x < size; x++) {
-      const sx = fma(M[0], x, mx);
-      const sy = fma(M[3], x, my);
+      // fused multiply-adds: a product of two float32 is exact in a double, so one rounding to float32 follows
+      const sx = f32(M[0] * x + mx);
+      const sy = f32(M[3] * x + my);
       const ix = Math.floor(sx);
       const iy = Math.floor(sy);
+      if (ix < -1 || ix >= sw || iy < -1 || iy >= sh) continue; // all four neighbours outside: the border value
       const ax = f32(sx - ix);
       const ay = f32(sy - iy);
+      const left = ix >= 0;
+      const right = ix + 1 < sw;
+      const top = iy >= 0;
+      const bottom = iy + 1 < sh;
+      const i00 = (iy * sw + ix) * 3;
+      const i10 = i00 + sw * 3;
       const o = (y * size + x) * 3;
-      if (ix < -1 || ix >= sw || iy < -1 || iy >= sh) continue; // all four neighbours outside: the border value
       for (let c = 0; c < 3; c++) {
-        for (let k = 0; k < 4; k++) {
-          const px = ix + (k & 1);
-          const py = iy + (k >> 1);
-          p[k] = px >= 0 && px < sw && py >= 0 && py < sh ? data[(py * sw + px) * 3 + c] : 0;
-        }
-        const top = fma(ax, p[1] - p[0], p[0]);
-        const bottom = fma(ax, p[3] - p[2], p[2]);
-        out[o + c] = saturateU8(fma(ay, f32(bottom - top), top));
+        const p00 = top && left ? data[i00 + c] : 0;
+        const p01 = top && right ? data[i00 + 3 + c] : 0;
+        const p10 = bottom && left ? data[i10 + c] : 0;
+        const p11 = bottom && right ? data[i10 + 3 + c] : 0;
+        const upper = f32(ax * (p01 - p00) + p00);
+        const lower = f32(ax * (p11 - p10) + p10);
+        out[o + c] = saturateU8(f32(ay * f32(lower - upper) + upper));
       }
     }
   }
@@ -425,17 +429,40 @@ export function cosine(a, b) {
 }
 
 // ------------------------------------------------------------------------------------------------ the model
-async function fetchBytes(url, onProgress) {
-  const response = await fetch(url, { credentials: "same-origin" });
-  if (!response.ok) throw new FaceError(`${url}: HTTP ${response.status}`, "NETWORK");
-  const buffer = new Uint8Array(await response.arrayBuffer());
-  if (onProgress) onProgress(url, buffer.length);
-  return buffer;
+const CACHE_NAME = "ghostfacenets-web";
+
+/** The bytes of a content-addressed file: from this site's Cache Storage when it holds them (the model files are
+ * larger than browsers keep in their HTTP cache), else fetched and kept there. */
+async function cachedBytes(url, cache, onProgress) {
+  let response = cache ? await cache.match(url) : undefined;
+  const hit = Boolean(response);
+  if (!response) {
+    response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) throw new FaceError(`${url}: HTTP ${response.status}`, "NETWORK");
+    if (cache) await cache.put(url, response.clone()).catch(() => {}); // a full or refused cache: fetched next time
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (onProgress) onProgress({ url, bytes: bytes.length, cached: hit });
+  return bytes;
+}
+
+async function openCache(urls, enabled) {
+  if (!enabled || typeof caches === "undefined") return null;
+  try {
+    const cache = await caches.open(CACHE_NAME);
+    for (const request of await cache.keys()) {
+      if (!urls.includes(request.url)) await cache.delete(request); // files of an earlier model or runtime
+    }
+    return cache;
+  } catch {
+    return null; // Cache Storage refused (private mode, an insecure context): the HTTP cache still applies
+  }
 }
 
 /** The detector, the embedder and their metadata, loaded from a manifest (default: manifest.json beside this
- * module). Options: manifest (URL), threads (default: 2 when the page is cross-origin isolated, else 1),
- * onProgress(url, bytes). */
+ * module). Options: manifest (URL); threads (default: 2 when the page is cross-origin isolated, else 1); cache
+ * (default true: keep the runtime and model files in Cache Storage, so that later visits download nothing);
+ * onProgress({url, bytes, cached}). */
 export async function load(options = {}) {
   const manifestUrl = new URL(options.manifest || "manifest.json", import.meta.url);
   const response = await fetch(manifestUrl, { credentials: "same-origin" });
@@ -445,18 +472,20 @@ export async function load(options = {}) {
   }
   const manifest = await response.json();
   const at = (path) => new URL(path, manifestUrl).href;
-  const ort = await import(at(manifest.runtime.module));
+  const urls = [manifest.runtime.wasm, manifest.detector.url, manifest.embedder.url].map(at);
+  const cache = await openCache(urls, options.cache ?? true);
+  const [ort, wasm, detectorBytes, embedderBytes] = await Promise.all([
+    import(at(manifest.runtime.module)),
+    ...urls.map((url) => cachedBytes(url, cache, options.onProgress)),
+  ]);
   const isolated = typeof crossOriginIsolated !== "undefined" && crossOriginIsolated;
   const cores = (typeof navigator !== "undefined" && navigator.hardwareConcurrency) || 1;
-  const threads = options.threads ?? (isolated ? Math.min(2, cores) : 1);
-  ort.env.wasm.numThreads = isolated ? threads : 1;
-  ort.env.wasm.wasmPaths = { mjs: at(manifest.runtime.glue), wasm: at(manifest.runtime.wasm) };
+  const threads = options.threads ?? Math.min(2, cores);
+  ort.env.wasm.numThreads = isolated ? threads : 1; // WebAssembly threads need cross-origin isolation
+  ort.env.wasm.wasmPaths = { mjs: at(manifest.runtime.glue) };
+  ort.env.wasm.wasmBinary = wasm;
   ort.env.logLevel = "error";
   const sessionOptions = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-  const [detectorBytes, embedderBytes] = await Promise.all([
-    fetchBytes(at(manifest.detector.url), options.onProgress),
-    fetchBytes(at(manifest.embedder.url), options.onProgress),
-  ]);
   const detector = await ort.InferenceSession.create(detectorBytes, sessionOptions);
   const embedder = await ort.InferenceSession.create(embedderBytes, sessionOptions);
   return new FaceModel(ort, manifest, detector, embedder, ort.env.wasm.numThreads);

@@ -1,0 +1,236 @@
+"""The browser module against the native runtimes, in one run: embedding (batch 1) and detection (a 640x480 selfie, at
+640 and with the single-face fast path) in headless Chromium with onnxruntime-web at 1 and 2 threads, and natively
+(ExecuTorch/XNNPACK and onnxruntime for the embedder, onnxruntime for RetinaFace) on the same files; a whole verify of
+two photos in the page; the first visit's time and bytes, cold and from the cache.
+
+Native and browser take turns in rounds, so that they share whatever load the machine has; each figure is the median
+of its rounds' medians, and each ratio is taken within a round. The 1-minute load average is recorded before and
+after. Weights are random (speed does not depend on them).
+
+    python bench/browser.py [--model ghostfacenetv1-1.3-1] [--rounds 5] [--repeats 20] [--json out.json]
+    python bench/browser.py --onnx model-int8.onnx     # serve (and time) a given ONNX file, e.g. an int8 export
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' helpers: the service as a process, Chromium with Playwright
+
+from tests.helpers.browser import chromium  # noqa: E402
+from tests.helpers.service import start_service  # noqa: E402
+
+PHOTOS = ROOT.parent / "shared" / "data" / "deepface_testpairs"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def selfie() -> np.ndarray:
+    """A 640x480 RGB photo with one large face: img2 of the shared photos cut around its face."""
+    from ghostfacenets.data.images import load_image
+    from ghostfacenets.pipeline.detect import RetinaFaceDetector
+
+    image = load_image(PHOTOS / "img2.jpg")
+    face = RetinaFaceDetector().detect(image)[0]
+    cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+    side = 2.2 * max(face.width, face.height)  # the face fills about half the height, as in a selfie
+    x0 = int(np.clip(cx - side * 2 / 3, 0, image.shape[1] - side * 4 / 3))
+    y0 = int(np.clip(cy - side / 2, 0, image.shape[0] - side))
+    crop = image[y0 : y0 + int(side), x0 : x0 + int(side * 4 / 3)]
+    return cv2.resize(crop, (640, 480), interpolation=cv2.INTER_AREA)
+
+
+def median_ms(function: Callable[[], object], repeats: int) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def native_runners(onnx: Path, pte: Path | None, photo: np.ndarray) -> dict[str, Callable[[], object]]:
+    import onnxruntime as ort
+
+    from ghostfacenets.data.transforms import to_array
+    from ghostfacenets.inference import load_embedder
+    from ghostfacenets.pipeline.detect import RetinaFaceDetector
+    from ghostfacenets.serve.web import FAST_PATH
+
+    crop = np.random.default_rng(0).integers(0, 256, (1, 112, 112, 3), dtype=np.uint8)
+    x = to_array(crop)
+    runners: dict[str, Callable[[], object]] = {}
+    for threads in (1, 2):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+        runners[f"embed onnxruntime {threads}t"] = lambda s=session: s.run(None, {"input": x})
+        full = RetinaFaceDetector(max_size=640, threads=threads)
+        small = RetinaFaceDetector(max_size=FAST_PATH["size"], threads=threads)
+        runners[f"detect 640 onnxruntime {threads}t"] = lambda d=full: d.detect(photo)
+        runners[f"detect fast path onnxruntime {threads}t"] = lambda d=small: d.detect(photo)
+    if pte is not None:
+        embedder = load_embedder(pte)
+        runners["embed executorch"] = lambda: embedder.embed_batch(crop, False)
+    return runners
+
+
+BROWSER_SETUP = """async ([threads, photos]) => {
+  const g = await import("/web/ghostfacenets.mjs");
+  const model = await g.load({threads});
+  const decode = (b64) => new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], {type: "image/jpeg"});
+  window.bench = {model, g, selfie: await g.readPixels(decode(photos.selfie)), a: decode(photos.a), b: decode(photos.b)};
+  return model.threads;
+}"""
+
+BROWSER_TIMES = """async (repeats) => {
+  const {model, g, selfie, a, b} = window.bench;
+  const median = async (f) => {
+    await f();
+    const times = [];
+    for (let i = 0; i < repeats; i++) { const t = performance.now(); await f(); times.push(performance.now() - t); }
+    times.sort((x, y) => x - y);
+    return times[Math.floor(times.length / 2)];
+  };
+  const crop = new Uint8Array(112 * 112 * 3).map((_, i) => (i * 7919) % 256);
+  const input = g.embedderInput([crop], 112, 127.5, 128, false);
+  const feeds = {input: new model.ort.Tensor("float32", input.tensor, input.dims)};
+  const verify = async () => {
+    const [fa, fb] = [await model.largestFace(a, {singleFace: false}), await model.largestFace(b, {singleFace: false})];
+    return model.verify(fa.embedding, fb.embedding);
+  };
+  return {
+    "embed": await median(() => model.embedder.run(feeds)),
+    "detect 640": await median(() => model.detect(selfie, {maxSize: 640})),
+    "detect fast path": await median(() => model.detect(selfie, {singleFace: true})),
+    "verify two photos": await median(verify),
+  };
+}"""
+
+FIRST_VISIT = """async () => {
+  const t = performance.now();
+  const g = await import("/web/ghostfacenets.mjs");
+  await g.load();
+  return performance.now() - t;
+}"""
+
+
+def first_visit(browser: Any, url: str) -> dict[str, Any]:
+    """Time to a loaded model and bytes over the wire (compressed), in a fresh profile and then from its cache."""
+    context = browser.new_context()
+    out = {}
+    for visit in ("cold", "cached"):
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        received: list[float] = []
+        cdp.on("Network.loadingFinished", lambda event: received.append(event["encodedDataLength"]))
+        page.goto(url + "/")
+        ms = page.evaluate(FIRST_VISIT)
+        page.wait_for_timeout(200)
+        out[visit] = {"ms": round(ms), "bytes": int(sum(received)), "requests": len(received)}
+        page.close()
+    context.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ghostfacenetv1-1.3-1", help="architecture (random weights)")
+    parser.add_argument("--onnx", type=Path, help="serve and time this ONNX file instead of exporting --model")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import ghostfacenets as gfn
+    from ghostfacenets.export.executorch import executorch_available, export_executorch
+    from ghostfacenets.export.onnx import export_onnx
+
+    work = Path(tempfile.mkdtemp(prefix="bench-browser-"))
+    model = gfn.create_model(args.model).eval()
+    onnx = args.onnx or export_onnx(model, work / "model.onnx")
+    pte = export_executorch(model, work / "model.pte") if executorch_available() and not args.onnx else None
+    photo = selfie()
+    photos = {
+        "selfie": base64.b64encode(cv2.imencode(".jpg", photo[..., ::-1])[1].tobytes()).decode(),
+        "a": base64.b64encode((PHOTOS / "img1.jpg").read_bytes()).decode(),
+        "b": base64.b64encode((PHOTOS / "img2.jpg").read_bytes()).decode(),
+    }
+    native = native_runners(onnx, pte, photo)
+    loads = [os.getloadavg()[0]]
+    service = start_service(onnx, work / "gallery.sqlite", work / "serve.log")
+    rows: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    try:
+        with chromium() as browser:
+            visits = first_visit(browser, service.url)
+            pages = {}
+            for threads in (1, 2):
+                page = browser.new_page()
+                page.goto(service.url + "/")
+                got = page.evaluate(BROWSER_SETUP, [threads, photos])
+                pages[threads] = page
+                print(f"browser page with {got} thread(s) ready", file=sys.stderr)
+            for r in range(args.rounds):
+                mine = {name: median_ms(f, args.repeats) for name, f in native.items()}
+                for threads, page in pages.items():
+                    for name, ms in page.evaluate(BROWSER_TIMES, args.repeats).items():
+                        mine[f"{name} browser {threads}t"] = ms
+                for name, ms in mine.items():
+                    rows.setdefault(name, []).append(ms)
+                for t in (1, 2):
+                    pairs = {
+                        f"embed browser {t}t / executorch": ("embed browser", "embed executorch"),
+                        f"embed browser {t}t / onnxruntime {t}t": ("embed browser", f"embed onnxruntime {t}t"),
+                        f"detect 640 browser {t}t / onnxruntime {t}t": ("detect 640 browser", f"detect 640 onnxruntime {t}t"),
+                        f"fast path browser {t}t / onnxruntime {t}t": (
+                            "detect fast path browser",
+                            f"detect fast path onnxruntime {t}t",
+                        ),
+                    }
+                    for label, (top, bottom) in pairs.items():
+                        if f"{top} {t}t" in mine and bottom in mine:
+                            ratios.setdefault(label, []).append(mine[f"{top} {t}t"] / mine[bottom])
+                loads.append(os.getloadavg()[0])
+                print(f"round {r + 1}/{args.rounds} done (load {loads[-1]:.1f})", file=sys.stderr)
+    finally:
+        service.stop()
+    sizes = Path(onnx).stat().st_size
+    result = {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "model": args.model if not args.onnx else str(args.onnx),
+        "onnx_bytes": sizes,
+        "loadavg_1min": loads,
+        "median_ms": {name: round(statistics.median(v), 2) for name, v in sorted(rows.items())},
+        "ratio_median": {name: round(statistics.median(v), 2) for name, v in ratios.items()},
+        "first_visit": visits,
+    }
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
