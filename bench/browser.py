@@ -52,11 +52,14 @@ def selfie() -> np.ndarray:
 
     image = load_image(PHOTOS / "img2.jpg")
     face = RetinaFaceDetector().detect(image)[0]
+    height, width = image.shape[:2]
     cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
-    side = 2.2 * max(face.width, face.height)  # the face fills about half the height, as in a selfie
-    x0 = int(np.clip(cx - side * 2 / 3, 0, image.shape[1] - side * 4 / 3))
-    y0 = int(np.clip(cy - side / 2, 0, image.shape[0] - side))
-    crop = image[y0 : y0 + int(side), x0 : x0 + int(side * 4 / 3)]
+    # a 4:3 window in which the face is about half the height, as in a selfie (smaller where the photo ends)
+    h = min(2.0 * face.height, height, width * 3 / 4)
+    w = h * 4 / 3
+    x0 = int(np.clip(cx - w / 2, 0, width - w))
+    y0 = int(np.clip(cy - h / 2, 0, height - h))
+    crop = image[y0 : y0 + int(h), x0 : x0 + int(w)]
     return cv2.resize(crop, (640, 480), interpolation=cv2.INTER_AREA)
 
 
@@ -70,6 +73,11 @@ def median_ms(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def bench_crop() -> np.ndarray:
+    """The crop the page embeds too: (i * 7919) % 256 over its bytes."""
+    return ((np.arange(112 * 112 * 3) * 7919) % 256).astype(np.uint8).reshape(1, 112, 112, 3)
+
+
 def native_runners(onnx: Path, pte: Path | None, photo: np.ndarray) -> dict[str, Callable[[], object]]:
     import onnxruntime as ort
 
@@ -78,7 +86,7 @@ def native_runners(onnx: Path, pte: Path | None, photo: np.ndarray) -> dict[str,
     from ghostfacenets.pipeline.detect import RetinaFaceDetector
     from ghostfacenets.serve.web import FAST_PATH
 
-    crop = np.random.default_rng(0).integers(0, 256, (1, 112, 112, 3), dtype=np.uint8)
+    crop = bench_crop()
     x = to_array(crop)
     runners: dict[str, Callable[[], object]] = {}
     for threads in (1, 2):
@@ -96,11 +104,27 @@ def native_runners(onnx: Path, pte: Path | None, photo: np.ndarray) -> dict[str,
     return runners
 
 
+def native_reference(onnx: Path) -> np.ndarray:
+    """The raw embedding of the bench crop by onnxruntime, natively, from the file the browser runs."""
+    import onnxruntime as ort
+
+    from ghostfacenets.data.transforms import to_array
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": to_array(bench_crop())})[0][0]
+
+
+def cosine(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
 BROWSER_SETUP = """async ([threads, photos]) => {
   const g = await import("/web/ghostfacenets.mjs");
   const model = await g.load({threads});
   const decode = (b64) => new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], {type: "image/jpeg"});
-  window.bench = {model, g, selfie: await g.readPixels(decode(photos.selfie)), a: decode(photos.a), b: decode(photos.b)};
+  const selfie = await g.readPixels(decode(photos.selfie));
+  window.bench = {model, g, selfie, a: decode(photos.a), b: decode(photos.b)};
   return model.threads;
 }"""
 
@@ -120,7 +144,9 @@ BROWSER_TIMES = """async (repeats) => {
     const [fa, fb] = [await model.largestFace(a, {singleFace: false}), await model.largestFace(b, {singleFace: false})];
     return model.verify(fa.embedding, fb.embedding);
   };
+  const raw = (await model.embedder.run(feeds)).embedding.data;
   return {
+    "raw embedding": Array.from(raw),
     "embed": await median(() => model.embedder.run(feeds)),
     "detect 640": await median(() => model.detect(selfie, {maxSize: 640})),
     "detect fast path": await median(() => model.detect(selfie, {singleFace: true})),
@@ -145,7 +171,7 @@ def first_visit(browser: Any, url: str) -> dict[str, Any]:
         cdp = context.new_cdp_session(page)
         cdp.send("Network.enable")
         received: list[float] = []
-        cdp.on("Network.loadingFinished", lambda event: received.append(event["encodedDataLength"]))
+        cdp.on("Network.loadingFinished", lambda event, into=received: into.append(event["encodedDataLength"]))
         page.goto(url + "/")
         ms = page.evaluate(FIRST_VISIT)
         page.wait_for_timeout(200)
@@ -183,6 +209,8 @@ def main() -> None:
     service = start_service(onnx, work / "gallery.sqlite", work / "serve.log")
     rows: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
+    agreement: list[float] = []
+    reference = native_reference(onnx)
     try:
         with chromium() as browser:
             visits = first_visit(browser, service.url)
@@ -196,7 +224,9 @@ def main() -> None:
             for r in range(args.rounds):
                 mine = {name: median_ms(f, args.repeats) for name, f in native.items()}
                 for threads, page in pages.items():
-                    for name, ms in page.evaluate(BROWSER_TIMES, args.repeats).items():
+                    timed = page.evaluate(BROWSER_TIMES, args.repeats)
+                    agreement.append(cosine(timed.pop("raw embedding"), reference))
+                    for name, ms in timed.items():
                         mine[f"{name} browser {threads}t"] = ms
                 for name, ms in mine.items():
                     rows.setdefault(name, []).append(ms)
@@ -204,7 +234,10 @@ def main() -> None:
                     pairs = {
                         f"embed browser {t}t / executorch": ("embed browser", "embed executorch"),
                         f"embed browser {t}t / onnxruntime {t}t": ("embed browser", f"embed onnxruntime {t}t"),
-                        f"detect 640 browser {t}t / onnxruntime {t}t": ("detect 640 browser", f"detect 640 onnxruntime {t}t"),
+                        f"detect 640 browser {t}t / onnxruntime {t}t": (
+                            "detect 640 browser",
+                            f"detect 640 onnxruntime {t}t",
+                        ),
                         f"fast path browser {t}t / onnxruntime {t}t": (
                             "detect fast path browser",
                             f"detect fast path onnxruntime {t}t",
@@ -225,6 +258,7 @@ def main() -> None:
         "loadavg_1min": loads,
         "median_ms": {name: round(statistics.median(v), 2) for name, v in sorted(rows.items())},
         "ratio_median": {name: round(statistics.median(v), 2) for name, v in ratios.items()},
+        "browser_vs_native_cosine_min": round(min(agreement), 7),
         "first_visit": visits,
     }
     print(json.dumps(result, indent=1))

@@ -119,9 +119,8 @@ def test_single_face_fast_path_equals_python_at_its_size(browser: Any, on_device
     """The fast path detects at the manifest's small size first and keeps its faces when the largest is wide
     enough there: the faces equal the package's detector at that size (or at the full size when it goes on)."""
     from ghostfacenets.data.images import load_image
-    from ghostfacenets.serve.web import FAST_PATH
-
     from ghostfacenets.pipeline.detect import RetinaFaceDetector
+    from ghostfacenets.serve.web import FAST_PATH
 
     small, full = RetinaFaceDetector(max_size=FAST_PATH["size"]), RetinaFaceDetector(max_size=640)
     names = ["img2.jpg", "img10.jpg", "img23.jpg"]

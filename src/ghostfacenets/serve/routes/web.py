@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..auth import service
 from ..problems import ApiError
-from ..web import IMMUTABLE, REVALIDATE, WebFile, WebFiles
+from ..web import IMMUTABLE, REVALIDATE, DeviceFilesError, WebFile, WebFiles
 
 router = APIRouter(prefix="/web", tags=["browser"], include_in_schema=False)
 
@@ -52,7 +52,10 @@ async def _file(request: Request, name: str) -> Response:
     svc = service(request)
     if svc is None:
         raise ApiError("UNAVAILABLE", "the model is still loading")
-    files = await svc.in_thread(web_files(request).files)
+    try:
+        files = await svc.in_thread(web_files(request).files)
+    except DeviceFilesError as exc:  # e.g. a .pte service model: nothing a browser can run
+        raise ApiError("UNAVAILABLE", str(exc)) from None
     found = files.get(name)
     if found is None:
         raise ApiError("NOT_FOUND", f"no file {name!r} (the manifest names the current files)")
