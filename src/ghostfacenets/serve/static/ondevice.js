@@ -41,7 +41,6 @@ async function loadModel() {
 }
 
 function toggled() {
-  sessionStorage.setItem(MODE_STORAGE, onDevice() ? "1" : "0");
   statement();
   if (onDevice()) loadModel().catch(() => {});
   else byId("on-device-status").textContent = "";
@@ -163,7 +162,11 @@ async function identifyHere() {
 function start() {
   const box = byId("on-device");
   box.checked = sessionStorage.getItem(MODE_STORAGE) === "1";
-  box.addEventListener("change", toggled);
+  box.addEventListener("change", () => {
+    if (onDevice()) sessionStorage.setItem(MODE_STORAGE, "1");
+    else sessionStorage.removeItem(MODE_STORAGE);
+    toggled();
+  });
   takeOver("verify-form", "verify-result", "verify-submit", "Comparing on this device…", verifyHere);
   takeOver("enroll-form", "enroll-result", "enroll-submit", "Embedding on this device…", enrollHere);
   takeOver("identify-form", "identify-result", "identify-submit", "Looking on this device…", identifyHere);
