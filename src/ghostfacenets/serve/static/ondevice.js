@@ -51,9 +51,10 @@ async function sha256Hex(file) {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// Six decimals keep a cosine within 1e-5 and a face's JSON near 5 kB (the service bounds JSON bodies).
 function faceJson(face) {
   return {
-    embedding: Array.from(face.embedding),
+    embedding: Array.from(face.embedding, (v) => Number(v.toFixed(6))),
     box: Array.from(face.box),
     score: face.score,
     landmarks: face.landmarks.map((p) => Array.from(p)),
