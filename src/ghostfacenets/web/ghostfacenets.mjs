@@ -123,16 +123,20 @@ export function resizeArea(image, width, height) {
   if (Math.abs(scaleX - ix) < Number.EPSILON && Math.abs(scaleY - iy) < Number.EPSILON) {
     // integer factors: OpenCV's resizeAreaFast, the rounded mean of each block
     const area = ix * iy;
+    const inverse = f32(1 / area);
+    const rowStride = sw * 3;
     for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        for (let c = 0; c < 3; c++) {
-          let sum = 0;
-          for (let dy = 0; dy < iy; dy++) {
-            const row = ((y * iy + dy) * sw + x * ix) * 3 + c;
-            for (let dx = 0; dx < ix; dx++) sum += data[row + dx * 3];
-          }
-          out[(y * width + x) * 3 + c] = area === 4 ? (sum + 2) >> 2 : saturateU8(f32(sum * f32(1 / area)));
+      const top = y * iy * rowStride;
+      const o = y * width * 3;
+      for (let x = 0; x < width * 3; x++) {
+        const c = x % 3;
+        const left = top + (x - c) * ix + c;
+        let sum = 0;
+        for (let dy = 0; dy < iy; dy++) {
+          const row = left + dy * rowStride;
+          for (let dx = 0; dx < ix * 3; dx += 3) sum += data[row + dx];
         }
+        out[o + x] = area === 4 ? (sum + 2) >> 2 : saturateU8(f32(sum * inverse));
       }
     }
     return out;
