@@ -9,6 +9,11 @@ after. Weights are random (speed does not depend on them).
 
     python bench/browser.py [--model ghostfacenetv1-1.3-1] [--rounds 5] [--repeats 20] [--json out.json]
     python bench/browser.py --onnx model-int8.onnx     # serve (and time) a given ONNX file, e.g. an int8 export
+    python bench/browser.py --litert-js     # also LiteRT.js (@litertjs/core from npm) on the model's .tflite export
+
+With ``--litert-js`` the same rounds also time LiteRT.js (``npm pack @litertjs/core@2.5.3`` and its wasm-utils,
+fetched into the work folder, served to the page by Playwright; its WASM/XNNPACK CPU path) on the ``.tflite`` export
+of the same weights, beside onnxruntime-web: the measurement behind the choice of runtime (docs/browser.md).
 """
 
 from __future__ import annotations
@@ -154,6 +159,64 @@ BROWSER_TIMES = """async (repeats) => {
   };
 }"""
 
+LITERT_VERSION = "2.5.3"
+LITERT_SETUP = """async (threads) => {
+  const lt = await import("/litert-bench/core/dist/index.js");
+  await lt.loadLiteRt("/litert-bench/core/wasm/", {threads: threads > 1});
+  const model = await lt.loadAndCompile("/litert-bench/model.tflite", {accelerator: "wasm"});
+  const data = new Float32Array(112 * 112 * 3).map((_, i) => (((i * 7919) % 256) - 127.5) / 128);
+  window.litert = {model, input: new lt.Tensor(data, [1, 112, 112, 3])};
+  return true;
+}"""
+
+LITERT_TIMES = """async (repeats) => {
+  const {model, input} = window.litert;
+  const once = async () => { for (const t of await model.run(input)) t.delete(); };
+  await once();
+  const times = [];
+  for (let i = 0; i < repeats; i++) { const t = performance.now(); await once(); times.push(performance.now() - t); }
+  times.sort((x, y) => x - y);
+  return times[Math.floor(times.length / 2)];
+}"""
+
+
+def litert_files(work: Path) -> dict[str, Path]:
+    """@litertjs/core and @litertjs/wasm-utils from the npm registry, unpacked into ``work``."""
+    import subprocess
+    import tarfile
+
+    out = {}
+    for package in ("core", "wasm-utils"):
+        subprocess.run(
+            ["npm", "pack", f"@litertjs/{package}@{LITERT_VERSION}", "--pack-destination", str(work), "--silent"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tarball = next(work.glob(f"litertjs-{package}-*.tgz"))
+        with tarfile.open(tarball) as archive:
+            archive.extractall(work / package, filter="data")
+        out[package] = work / package / "package"
+    return out
+
+
+def serve_litert(page: Any, folders: dict[str, Path], tflite: Path) -> None:
+    """Answer /litert-bench/... from the unpacked packages (the bare import of wasm-utils made relative)."""
+
+    def answer(route: Any) -> None:
+        path = route.request.url.split("/litert-bench/", 1)[1]
+        if path == "model.tflite":
+            route.fulfill(body=tflite.read_bytes(), content_type="application/octet-stream")
+            return
+        package, rest = path.split("/", 1)
+        body = (folders[package] / rest).read_bytes()
+        if rest.endswith(".js"):
+            body = body.replace(b'from "@litertjs/wasm-utils"', b'from "/litert-bench/wasm-utils/dist/index.js"')
+        types = {".js": "text/javascript", ".wasm": "application/wasm"}
+        route.fulfill(body=body, content_type=types.get(Path(rest).suffix, "application/octet-stream"))
+
+    page.route("**/litert-bench/**", answer)
+
+
 FIRST_VISIT = """async () => {
   const t = performance.now();
   const g = await import("/web/ghostfacenets.mjs");
@@ -187,6 +250,7 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, help="serve and time this ONNX file instead of exporting --model")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--litert-js", action="store_true", help="also time LiteRT.js on the .tflite export")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -198,6 +262,12 @@ def main() -> None:
     model = gfn.create_model(args.model).eval()
     onnx = args.onnx or export_onnx(model, work / "model.onnx")
     pte = export_executorch(model, work / "model.pte") if executorch_available() and not args.onnx else None
+    tflite = None
+    if args.litert_js:
+        from ghostfacenets.export.litert import export_litert
+
+        tflite = export_litert(model, work / "model.tflite")
+        litert = litert_files(work)
     photo = selfie()
     photos = {
         "selfie": base64.b64encode(cv2.imencode(".jpg", photo[..., ::-1])[1].tobytes()).decode(),
@@ -221,10 +291,15 @@ def main() -> None:
                 got = page.evaluate(BROWSER_SETUP, [threads, photos])
                 pages[threads] = page
                 print(f"browser page with {got} thread(s) ready", file=sys.stderr)
+                if tflite is not None:
+                    serve_litert(page, litert, tflite)
+                    page.evaluate(LITERT_SETUP, threads)
             for r in range(args.rounds):
                 mine = {name: median_ms(f, args.repeats) for name, f in native.items()}
                 for threads, page in pages.items():
                     timed = page.evaluate(BROWSER_TIMES, args.repeats)
+                    if tflite is not None:
+                        mine[f"embed litert.js browser {threads}t"] = page.evaluate(LITERT_TIMES, args.repeats)
                     agreement.append(cosine(timed.pop("raw embedding"), reference))
                     for name, ms in timed.items():
                         mine[f"{name} browser {threads}t"] = ms
@@ -233,6 +308,10 @@ def main() -> None:
                 for t in (1, 2):
                     pairs = {
                         f"embed browser {t}t / executorch": ("embed browser", "embed executorch"),
+                        f"embed litert.js {t}t / onnxruntime-web {t}t": (
+                            "embed litert.js browser",
+                            f"embed browser {t}t",
+                        ),
                         f"embed browser {t}t / onnxruntime {t}t": ("embed browser", f"embed onnxruntime {t}t"),
                         f"detect 640 browser {t}t / onnxruntime {t}t": (
                             "detect 640 browser",
