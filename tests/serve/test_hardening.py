@@ -122,3 +122,30 @@ def test_readyz_is_a_status_and_nothing_more(served: Served) -> None:
     with served.service.client() as http:
         ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+
+
+def test_identify_by_embeddings_is_no_oracle_either(served: Served) -> None:
+    import numpy as np
+
+    with served.service.client(served.admin) as http:
+        info = http.get("/v1/info").json()
+        model = {"name": info["model"], "sha256": info["model_sha256"], "embedding_dim": info["embedding_dim"],
+                 "flip": info["flip"]}  # fmt: skip
+        http.post("/v1/galleries", json={"name": "vectors"})
+        rng = np.random.default_rng(5)
+        vectors = [(v / np.linalg.norm(v)).tolist() for v in rng.normal(size=(2, info["embedding_dim"]))]
+        for i, vector in enumerate(vectors):
+            subject = http.post("/v1/galleries/vectors/subjects", json={"name": f"V{i}"}).json()["id"]
+            body = {"model": model, "faces": [{"embedding": vector}], "image_sha256": [f"{i}" * 64]}
+            assert http.post(f"/v1/galleries/vectors/subjects/{subject}/faces/embeddings", json=body).status_code == 201
+    plain = str(_key(served, "--role", "identify")["key"])
+    stranger = rng.normal(size=info["embedding_dim"])
+    stranger = (stranger / np.linalg.norm(stranger)).tolist()
+    with served.service.client(plain) as http:
+        url = "/v1/galleries/vectors/identify/embeddings"
+        found = http.post(url, json={"model": model, "faces": [{"embedding": vectors[0]}, {"embedding": stranger}]})
+        first, second = found.json()["faces"]
+        assert first["match"] is not None and [c["subject_id"] for c in first["candidates"]] == [first["match"]]
+        assert second == {"candidates": [], "match": None}  # a stranger: nothing about the closest people
+        lowered = http.post(url, params={"threshold": -1}, json={"model": model, "faces": [{"embedding": stranger}]})
+        assert lowered.status_code == 403

@@ -10,10 +10,12 @@ from pydantic import BaseModel, Field
 
 from ...data.images import encode_png
 from ...gallery.base import GALLERY_NAME as _GALLERY_NAME
-from ...gallery.base import MAX_METADATA_BYTES, GalleryInfo, NewFace, StoredFace, Subject
+from ...gallery.base import MAX_METADATA_BYTES, ApiKey, GalleryInfo, NewFace, StoredFace, Subject
+from ...pipeline.recognizer import Threshold
 from ..auth import Key, Reader, Service, SubjectReader, Writer, check_admin, check_gallery
 from ..images import openapi_body, read_images
 from ..problems import ApiError
+from ..service import FaceService
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
@@ -234,14 +236,7 @@ async def identify(
     max_faces: Annotated[int | None, Query(ge=1, description="at most this many faces, largest first")] = None,
 ) -> dict[str, Any]:
     body = await read_images(request, ("image",), svc.settings)
-    chosen = svc.threshold(threshold)
-    candidates_seen = key.can("see-candidates")
-    if not candidates_seen and chosen.value < svc.threshold().value:
-        raise ApiError(
-            "FORBIDDEN",
-            f"this API key may not lower the threshold below the service's ({svc.threshold().value:.4f}); a key "
-            "with the see-candidates permission may",
-        )
+    chosen = allowed_threshold(svc, key, threshold)
     await svc.in_thread(svc.store.gallery, gallery)  # 404 before any work
     async with svc.admitted():
         image, faces, count = await svc.find_faces(body.one("image"), "image", max_faces)
@@ -249,24 +244,46 @@ async def identify(
     results = []
     if embedded:
         queries = np.stack([f.embedding for f in embedded if f.embedding is not None])
-        found = await svc.in_thread(svc.store.search, gallery, queries, svc.model_id, top_k if candidates_seen else 1)
-        for face, candidates in zip(embedded, found):
-            best = candidates[0] if candidates else None
-            match = best if best is not None and best.similarity > chosen.value else None
-            shown = candidates if candidates_seen else [match] if match is not None else []  # only whom it matched
-            results.append(
-                {
-                    **face.to_json(),
-                    "candidates": [
-                        {"subject_id": c.subject_id, "name": c.name, "similarity": round(c.similarity, 6)}
-                        for c in shown
-                    ],
-                    "match": match.subject_id if match is not None else None,
-                }
-            )
+        found = await visible_matches(svc, key, gallery, queries, top_k, chosen)
+        results = [{**face.to_json(), **matches} for face, matches in zip(embedded, found)]
     return {
         "image": image.size,
         "faces": results,
         "faces_in_image": count,
         "threshold": {"value": chosen.value, "source": chosen.source},
     }
+
+
+def allowed_threshold(svc: FaceService, key: ApiKey, threshold: float | None) -> Threshold:
+    """The threshold of an identification: a key without see-candidates may raise it, not lower it (403)."""
+    chosen = svc.threshold(threshold)
+    if not key.can("see-candidates") and chosen.value < svc.threshold().value:
+        raise ApiError(
+            "FORBIDDEN",
+            f"this API key may not lower the threshold below the service's ({svc.threshold().value:.4f}); a key "
+            "with the see-candidates permission may",
+        )
+    return chosen
+
+
+async def visible_matches(
+    svc: FaceService, key: ApiKey, gallery: str, queries: np.ndarray, top_k: int, chosen: Threshold
+) -> list[dict[str, Any]]:
+    """For each query, ``candidates`` and ``match`` as the key may see them: every candidate with see-candidates,
+    else only whom the face matched (above the threshold)."""
+    seen = key.can("see-candidates")
+    found = await svc.in_thread(svc.store.search, gallery, queries, svc.model_id, top_k if seen else 1)
+    results = []
+    for candidates in found:
+        best = candidates[0] if candidates else None
+        match = best if best is not None and best.similarity > chosen.value else None
+        shown = candidates if seen else [match] if match is not None else []
+        results.append(
+            {
+                "candidates": [
+                    {"subject_id": c.subject_id, "name": c.name, "similarity": round(c.similarity, 6)} for c in shown
+                ],
+                "match": match.subject_id if match is not None else None,
+            }
+        )
+    return results
