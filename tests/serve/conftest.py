@@ -47,9 +47,9 @@ def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     admin = create_key(db, "admin")
     reader = create_key(db, "identify")
     scoped = create_key(db, "admin", gallery="scoped")
-    service = start_service(
-        model_file, db, folder / "serve.log", "--max-body-mb", "8", "--store-crops", "--log-level", "info"
-    )
+    # Many tests share this service and check 401 answers on purpose: room for their failed authentications.
+    options = ("--max-body-mb", "8", "--store-crops", "--log-level", "info", "--auth-failures", "100")
+    service = start_service(model_file, db, folder / "serve.log", *options)
     try:
         yield Served(service, db, str(admin["key"]), str(reader["key"]), str(scoped["key"]), int(admin["id"]))  # type: ignore[call-overload]
     finally:
