@@ -50,6 +50,10 @@ class _WorkerGone(Exception):
     """The worker process ended (killed, crashed) while it had a job."""
 
 
+class _TooLate(Exception):
+    """The worker did not answer in time."""
+
+
 class _Worker:
     """One decoding process and its two pipes."""
 
@@ -77,7 +81,7 @@ class _Worker:
             self._requests.send_bytes(json.dumps(request).encode())
             self._requests.send_bytes(payload)
             if not self._replies.poll(max(timeout, 0.0)):
-                raise TimeoutError
+                raise _TooLate
             header = json.loads(self._replies.recv_bytes())
             return header, [self._replies.recv_bytes() for _ in range(header.get("parts", 0))]
         except (OSError, EOFError) as exc:
@@ -127,19 +131,26 @@ class DecoderPool:
         with anyio.fail_after(max(timeout, 0.0)) as scope:
             worker = await self._idle.get()
         remaining = scope.deadline - anyio.current_time()
+        answered: list[tuple[dict[str, Any], list[bytes]]] = []
+
+        def call() -> None:
+            answered.append(worker.call(request, payload, remaining))
+
         try:
-            header, parts = await anyio.to_thread.run_sync(
-                worker.call, request, payload, remaining, limiter=self._limiter
-            )
-        except (TimeoutError, _WorkerGone) as exc:
-            self._all.discard(worker)
-            await anyio.to_thread.run_sync(worker.stop)
-            self._add()
-            if isinstance(exc, TimeoutError):
-                raise DeadlineExceeded(timeout) from None
-            log.error("a decoding worker ended on a %s job (exit %s)", request.get("op"), worker.process.returncode)
+            await anyio.to_thread.run_sync(call, limiter=self._limiter)  # waits for the thread, even if cancelled
+        except _TooLate:
+            raise DeadlineExceeded(timeout) from None
+        except _WorkerGone:
+            log.error("a decoding worker ended on a %s job (exit %s)", request.get("op"), worker.process.poll())
             raise ApiError("INVALID_IMAGE", "the image decoder failed on this input") from None
-        self._idle.put_nowait(worker)
+        finally:
+            if answered:
+                self._idle.put_nowait(worker)
+            else:  # passed the deadline, crashed, or its request was cancelled: end it (its CPU work stops)
+                self._all.discard(worker)
+                worker.stop()
+                self._add()
+        header, parts = answered[0]
         if not header["ok"]:
             if header["code"] == "INTERNAL":
                 log.error("a decoding worker failed on a %s job: %s", request.get("op"), header["detail"])
@@ -170,7 +181,7 @@ class PixelBudget:
             except BaseException:
                 if granted.done() and not granted.cancelled():
                     self.free += pixels  # granted as the wait was cancelled: give it back
-                else:
+                elif entry in self._waiting:
                     self._waiting.remove(entry)
                 self._grant()
                 raise
@@ -181,10 +192,14 @@ class PixelBudget:
             self._grant()
 
     def _grant(self) -> None:
-        while self._waiting and self._waiting[0][0] <= self.free:
-            pixels, granted = self._waiting.popleft()
-            self.free -= pixels
-            granted.set_result(None)
+        while self._waiting:
+            pixels, granted = self._waiting[0]
+            if not granted.done() and pixels > self.free:
+                return
+            self._waiting.popleft()
+            if not granted.done():  # (a waiter cancelled meanwhile is passed over)
+                self.free -= pixels
+                granted.set_result(None)
 
 
 # --------------------------------------------------------------------------------------------- frames and scales
