@@ -147,7 +147,7 @@ def test_attacks_get_their_errors_while_healthz_answers(fresh: Fresh) -> None:
         else:
             _problem(r, 503, r.json()["code"])
             assert r.json()["code"] in ("OVERLOADED", "DEADLINE_EXCEEDED")
-    assert any(r.status_code == 200 for r in answers)
+    assert any(r.status_code == 200 for r in answers), [r.json().get("code") for r in answers]
     grown = peak[0] - baseline
     assert grown < PIXEL_BUDGET_MIB + 100, f"memory grew by {grown:.0f} MiB"
     assert health and all(status == 200 for status, _ in health)

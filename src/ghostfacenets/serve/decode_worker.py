@@ -2,10 +2,11 @@
 with base64 images, the structure of JPEG files, and decoding images (OpenCV, as the CLI decodes).
 
 :class:`~ghostfacenets.serve.decoding.DecoderPool` starts this file as a script (not as part of the package) and
-talks to it over its standard input and output with ``multiprocessing.connection`` framing: a JSON header, then raw
-bytes; never pickle. It imports only the standard library, numpy and OpenCV, so that it starts in a fraction of a
-second and a killed worker is replaced at once. Its answers: ``{"ok": true, ...}`` followed by ``parts`` raw
-messages, or ``{"ok": false, "code", "detail"}`` (a problem code of the service).
+talks to it over its standard input and output in messages of an 8-byte length and that many bytes (:func:`send`,
+:func:`receive`): a JSON header, then raw bytes, read straight into their final buffer; never pickle. It imports
+only the standard library, numpy and OpenCV, so that it starts in a fraction of a second and a killed worker is
+replaced at once. Its answers: ``{"ok": true, ...}`` followed by ``parts`` raw messages, or ``{"ok": false,
+"code", "detail"}`` (a problem code of the service).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import binascii
 import json
 import os
 import re
+import struct
 import sys
 from typing import Any
 
@@ -27,6 +29,38 @@ _STANDALONE = {0x01, *range(0xD0, 0xD8)}
 _NOT_ACCEPTED = re.compile(r"^\s*([a-z][a-z0-9+.-]*://|file:|/|\\\\|[a-z]:[\\/]|\.\.?[\\/])", re.IGNORECASE)
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 REDUCED_SCALES = (1, 2, 4, 8)  # libjpeg's DCT scaling, as OpenCV's IMREAD_REDUCED_COLOR_* flags offer it
+_LENGTH = struct.Struct(">Q")
+
+
+def send(fd: int, data: Any) -> None:
+    """One message: the length of ``data`` (any buffer), then its bytes, without copying them."""
+    view = memoryview(data).cast("B")
+    os.write(fd, _LENGTH.pack(view.nbytes))
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_into(fd: int, view: memoryview) -> None:
+    while view:
+        count = os.readv(fd, [view])
+        if count == 0:
+            raise EOFError("the other side closed the pipe")
+        view = view[count:]
+
+
+def receive(fd: int, into: memoryview | None = None) -> bytearray | None:
+    """One message, into ``into`` (which must be its size) or a new bytearray."""
+    length = bytearray(_LENGTH.size)
+    _read_into(fd, memoryview(length))
+    (size,) = _LENGTH.unpack(length)
+    if into is not None:
+        if into.nbytes != size:
+            raise EOFError(f"expected a message of {into.nbytes} bytes, got {size}")
+        _read_into(fd, into.cast("B"))
+        return None
+    buffer = bytearray(size)
+    _read_into(fd, memoryview(buffer))
+    return buffer
 
 
 class Refused(Exception):
@@ -37,7 +71,7 @@ class Refused(Exception):
         self.code, self.detail = code, detail
 
 
-def jpeg_scans(data: bytes, stop_after: int | None = None) -> tuple[int, bool]:
+def jpeg_scans(data: bytes | bytearray, stop_after: int | None = None) -> tuple[int, bool]:
     """(scans, complete) of a JPEG: how many start-of-scan segments it has, as libjpeg would read them (segments
     by their lengths, scans to the next marker, stray bytes skipped to the next marker), and whether an end-of-image
     marker follows the last scan (a file cut short has none). Counting stops past ``stop_after`` scans."""
@@ -94,7 +128,9 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
-def decode(data: bytes, scale: int, orientation: int, max_scans: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+def decode(
+    data: bytes | bytearray, scale: int, orientation: int, max_scans: int
+) -> tuple[np.ndarray, int, tuple[int, int]]:
     """uint8 RGB pixels of an encoded image, decoded at 1/``scale`` of its size (JPEG only; other formats and
     JPEGs libjpeg cannot scale come at full size), turned by its EXIF orientation. Also the scale used and the
     decoded size before turning (width, height). JPEGs with more than ``max_scans`` scans, or cut short, are
@@ -130,8 +166,8 @@ def decode(data: bytes, scale: int, orientation: int, max_scans: int) -> tuple[n
         raise Refused("INVALID_IMAGE", "not an image (or an unsupported or damaged image file)")
     stored = (int(bgr.shape[1]), int(bgr.shape[0]))
     if scale > 1:
-        bgr = orient(bgr, orientation)
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), scale, stored
+        bgr = np.ascontiguousarray(orient(bgr, orientation))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), scale, stored  # in place: one image in memory
 
 
 def base64_image(value: Any, field: str) -> bytes:
@@ -149,7 +185,7 @@ def base64_image(value: Any, field: str) -> bytes:
         raise Refused("INVALID_IMAGE", f"{field}: not valid base64") from None
 
 
-def json_images(body: bytes, fields: list[str], max_images: int) -> list[tuple[str, bytes]]:
+def json_images(body: bytes | bytearray, fields: list[str], max_images: int) -> list[tuple[str, bytes]]:
     """The images of a JSON body ``{"field": "<base64>" or ["<base64>", ...]}``, in order."""
     try:
         parsed = json.loads(body)
@@ -168,7 +204,7 @@ def json_images(body: bytes, fields: list[str], max_images: int) -> list[tuple[s
     return images
 
 
-def _answer(request: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], list[Any]]:
+def _answer(request: dict[str, Any], payload: bytearray) -> tuple[dict[str, Any], list[Any]]:
     if request["op"] == "decode":
         pixels, scale, stored = decode(payload, request["scale"], request["orientation"], request["max_scans"])
         return {"ok": True, "shape": list(pixels.shape), "scale": scale, "stored": stored, "parts": 1}, [pixels]
@@ -179,20 +215,17 @@ def _answer(request: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], li
 
 
 def main() -> None:
-    from multiprocessing.connection import Connection
-
     # The protocol has the standard output to itself; anything a library prints goes to the standard error.
-    replies = Connection(os.dup(1), readable=False)
+    replies, requests = os.dup(1), 0
     os.dup2(2, 1)
-    requests = Connection(os.dup(0), writable=False)
     os.nice(int(os.environ.get("GHOSTFACENETS_WORKER_NICE", "0")))
     import cv2
 
     cv2.setNumThreads(1)
     while True:
         try:
-            request = json.loads(requests.recv_bytes())
-            payload = requests.recv_bytes()
+            request = json.loads(receive(requests) or b"")
+            payload = receive(requests) or bytearray()
         except EOFError:  # the service went away
             return
         try:
@@ -205,9 +238,9 @@ def main() -> None:
             print(f"ghostfacenets decode worker: {type(exc).__name__}: {exc}", file=sys.stderr)
             header, parts = {"ok": False, "code": "INTERNAL", "detail": "the image decoder failed"}, []
         del payload
-        replies.send_bytes(json.dumps(header).encode())
+        send(replies, json.dumps(header).encode())
         for part in parts:
-            replies.send_bytes(part.data.cast("B") if isinstance(part, np.ndarray) else part)
+            send(replies, part)
         del parts
 
 

@@ -18,19 +18,19 @@ import contextlib
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
 
-from .decode_worker import REDUCED_SCALES
+from .decode_worker import REDUCED_SCALES, receive, send
 from .problems import ApiError
 
 log = logging.getLogger("ghostfacenets.serve")
@@ -55,7 +55,7 @@ class _TooLate(Exception):
 
 
 class _Worker:
-    """One decoding process and its two pipes."""
+    """One decoding process and its two pipes (:func:`~ghostfacenets.serve.decode_worker.send` framing)."""
 
     def __init__(self, max_pixels: int) -> None:
         env = {
@@ -70,26 +70,31 @@ class _Worker:
             [sys.executable, "-c", _BOOT, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         assert self.process.stdin is not None and self.process.stdout is not None
-        self._requests = Connection(os.dup(self.process.stdin.fileno()), readable=False)
-        self._replies = Connection(os.dup(self.process.stdout.fileno()), writable=False)
-        self.process.stdin.close()
-        self.process.stdout.close()
+        self._requests, self._replies = self.process.stdin.fileno(), self.process.stdout.fileno()
+        self._answer = select.poll()
+        self._answer.register(self._replies, select.POLLIN)
 
-    def call(self, request: dict[str, Any], payload: bytes, timeout: float) -> tuple[dict[str, Any], list[bytes]]:
-        """Send a job and wait at most ``timeout`` seconds for its answer to begin."""
+    def call(self, request: dict[str, Any], payload: bytes, timeout: float) -> tuple[dict[str, Any], list[Any]]:
+        """Send a job and wait at most ``timeout`` seconds for its answer to begin. Decoded pixels are read
+        straight into their array."""
         try:
-            self._requests.send_bytes(json.dumps(request).encode())
-            self._requests.send_bytes(payload)
-            if not self._replies.poll(max(timeout, 0.0)):
+            send(self._requests, json.dumps(request).encode())
+            send(self._requests, payload)
+            if not self._answer.poll(max(int(timeout * 1000), 0)):
                 raise _TooLate
-            header = json.loads(self._replies.recv_bytes())
-            return header, [self._replies.recv_bytes() for _ in range(header.get("parts", 0))]
+            header = json.loads(receive(self._replies) or b"")
+            if header.get("shape"):
+                pixels = np.empty(header["shape"], np.uint8)
+                receive(self._replies, pixels.data)
+                return header, [pixels]
+            return header, [bytes(receive(self._replies) or b"") for _ in range(header.get("parts", 0))]
         except (OSError, EOFError) as exc:
             raise _WorkerGone from exc
 
     def stop(self) -> None:
-        for connection in (self._requests, self._replies):
-            connection.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -97,7 +102,8 @@ class _Worker:
 
 class DecoderPool:
     """``await pool.run(request, payload, timeout)``: a job in the next free worker, within ``timeout`` seconds
-    (:class:`DeadlineExceeded` past it, the worker killed and replaced). Use as an async context manager."""
+    (:class:`DeadlineExceeded` past it, the worker killed and replaced); its answer's header and parts (a decoded
+    image as one uint8 array, base64 images as bytes). Use as an async context manager."""
 
     def __init__(self, size: int, max_pixels: int, limiter: anyio.CapacityLimiter | None = None) -> None:
         self.size = size
@@ -126,12 +132,12 @@ class DecoderPool:
         """The worker processes' ids."""
         return sorted(w.process.pid for w in self._all)
 
-    async def run(self, request: dict[str, Any], payload: bytes, timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+    async def run(self, request: dict[str, Any], payload: bytes, timeout: float) -> tuple[dict[str, Any], list[Any]]:
         """The worker's answer (``ok`` true); a refusal is raised as the :class:`ApiError` it names."""
         with anyio.fail_after(max(timeout, 0.0)) as scope:
             worker = await self._idle.get()
         remaining = scope.deadline - anyio.current_time()
-        answered: list[tuple[dict[str, Any], list[bytes]]] = []
+        answered: list[tuple[dict[str, Any], list[Any]]] = []
 
         def call() -> None:
             answered.append(worker.call(request, payload, remaining))

@@ -156,8 +156,7 @@ class FaceService:
         """Pixels of the image decoded at 1/``scale`` (JPEG; other formats at full size) and their frame."""
         job = {"op": "decode", "scale": scale, "orientation": header.orientation}
         job["max_scans"] = self.settings.max_jpeg_scans
-        reply, (raw,) = await self.decoders.run(job, data, self.remaining())
-        pixels = np.frombuffer(raw, np.uint8).reshape(reply["shape"])
+        reply, (pixels,) = await self.decoders.run(job, data, self.remaining())
         decoded = (int(pixels.shape[1]), int(pixels.shape[0]))
         if reply["scale"] == 1:
             return pixels, Frame(1, decoded, decoded)
