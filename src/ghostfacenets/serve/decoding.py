@@ -21,11 +21,12 @@ import os
 import select
 import subprocess
 import sys
+import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -34,11 +35,27 @@ from .decode_worker import REDUCED_SCALES, receive, send
 from .problems import ApiError
 
 log = logging.getLogger("ghostfacenets.serve")
+T = TypeVar("T")
 WORKER_SCRIPT = Path(__file__).with_name("decode_worker.py")
 # Run the worker file as a script, not as part of the package (whose import would load FastAPI), and without the
 # working folder on its import path.
 _BOOT = "import runpy, sys; del sys.path[0]; runpy.run_path(sys.argv[1], run_name='__main__')"
 WORKER_NICE = 5  # below the event loop, so that health checks and small requests pass while images decode
+_lowered = threading.local()
+
+
+def in_background(function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` run in a thread whose priority is first lowered to the decoding workers' (once per thread; Linux
+    gives threads priorities of their own), so that the event loop keeps answering while the cores are busy."""
+
+    def lowered(*args: Any) -> T:
+        if not getattr(_lowered, "done", False):
+            _lowered.done = True
+            with contextlib.suppress(OSError, AttributeError):  # another system: threads share the process's
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        return function(*args)
+
+    return lowered
 
 
 class DeadlineExceeded(ApiError):
@@ -127,6 +144,11 @@ class DecoderPool:
         self._all.add(worker)
         self._idle.put_nowait(worker)
 
+    def _replace(self, worker: _Worker) -> _Worker:
+        """End ``worker`` and start another (run in a thread: both wait on the system)."""
+        worker.stop()
+        return _Worker(self.max_pixels)
+
     @property
     def pids(self) -> list[int]:
         """The worker processes' ids."""
@@ -143,7 +165,7 @@ class DecoderPool:
             answered.append(worker.call(request, payload, remaining))
 
         try:
-            await anyio.to_thread.run_sync(call, limiter=self._limiter)  # waits for the thread, even if cancelled
+            await anyio.to_thread.run_sync(in_background(call), limiter=self._limiter)  # waits, even if cancelled
         except _TooLate:
             raise DeadlineExceeded(timeout) from None
         except _WorkerGone:
@@ -154,8 +176,10 @@ class DecoderPool:
                 self._idle.put_nowait(worker)
             else:  # passed the deadline, crashed, or its request was cancelled: end it (its CPU work stops)
                 self._all.discard(worker)
-                worker.stop()
-                self._add()
+                with anyio.CancelScope(shield=True):
+                    new = await anyio.to_thread.run_sync(self._replace, worker)
+                self._all.add(new)
+                self._idle.put_nowait(new)
         header, parts = answered[0]
         if not header["ok"]:
             if header["code"] == "INTERNAL":

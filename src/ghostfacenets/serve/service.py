@@ -27,7 +27,15 @@ from ..gallery.base import GalleryStore, ModelId
 from ..pipeline.detect import Face
 from ..pipeline.recognizer import FaceRecognizer, Threshold
 from .batching import EmbeddingQueue
-from .decoding import DeadlineExceeded, DecoderPool, Frame, PixelBudget, crop_scale, detection_scale
+from .decoding import (
+    DeadlineExceeded,
+    DecoderPool,
+    Frame,
+    PixelBudget,
+    crop_scale,
+    detection_scale,
+    in_background,
+)
 from .images import ImageHeader, UploadedImage, check_upload
 from .problems import ApiError, Overloaded
 from .settings import ServiceSettings
@@ -98,7 +106,7 @@ class FaceService:
         cores = settings.compute_threads or os.cpu_count() or 1
         self._compute = anyio.CapacityLimiter(cores)
         self.queue = EmbeddingQueue(
-            recognizer.embed_aligned,
+            in_background(recognizer.embed_aligned),
             max_batch=settings.batch_size,
             max_wait_s=settings.batch_wait_ms / 1000,
             capacity=settings.queue_faces,
@@ -152,36 +160,48 @@ class FaceService:
     def threshold(self, value: float | None = None) -> Threshold:
         return self.recognizer.threshold(value)
 
-    async def _decode(self, data: bytes, header: ImageHeader, scale: int) -> tuple[np.ndarray, Frame]:
-        """Pixels of the image decoded at 1/``scale`` (JPEG; other formats at full size) and their frame."""
+    async def _decode(self, data: bytes, header: ImageHeader, scale: int) -> tuple[list[np.ndarray], Frame]:
+        """The image decoded at 1/``scale`` (JPEG; other formats at full size), in a list the thread that uses it
+        last empties (so that a large image is freed there, not on the event loop), and its frame."""
         job = {"op": "decode", "scale": scale, "orientation": header.orientation}
         job["max_scans"] = self.settings.max_jpeg_scans
-        reply, (pixels,) = await self.decoders.run(job, data, self.remaining())
-        decoded = (int(pixels.shape[1]), int(pixels.shape[0]))
+        reply, parts = await self.decoders.run(job, data, self.remaining())
+        height, width = reply["shape"][:2]
         if reply["scale"] == 1:
-            return pixels, Frame(1, decoded, decoded)
-        return pixels, Frame(reply["scale"], (header.width, header.height), tuple(reply["stored"]), header.orientation)
+            return parts, Frame(1, (width, height), (width, height))
+        return parts, Frame(reply["scale"], (header.width, header.height), tuple(reply["stored"]), header.orientation)
 
-    def _detect(self, pixels: np.ndarray, frame: Frame, limit: int) -> tuple[list[Face], int]:
-        """Faces of a decoded image in full-size pixels, largest first, and the scale the largest ``limit`` of them
-        can be cut out at (:func:`~ghostfacenets.serve.decoding.crop_scale`)."""
-        faces = self.recognizer.detect(pixels)
-        if frame.scale > 1:
-            faces = [_face_in(frame, f) for f in faces]
-        scale = frame.scale
-        for face in faces[:limit]:
-            try:
-                matrix = estimate_transform(face.landmarks)
-            except ValueError:
-                continue  # no transform: alignment will say so
-            scale = min(scale, crop_scale(1.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), frame.scale))
-        return faces, scale
+    def _detect_and_align(
+        self, image: list[np.ndarray], frame: Frame, limit: int
+    ) -> tuple[list[Face], int, list[FoundFace] | None]:
+        """Faces of a decoded image in full-size pixels, largest first; the scale the largest ``limit`` of them are
+        cut out at (:func:`~ghostfacenets.serve.decoding.crop_scale`), and their crops if that is this image's
+        scale (else None: the caller decodes again). Frees the image."""
+        try:
+            faces = self.recognizer.detect(image[0])
+            if frame.scale > 1:
+                faces = [_face_in(frame, f) for f in faces]
+            scale = frame.scale
+            for face in faces[:limit]:
+                try:
+                    matrix = estimate_transform(face.landmarks)
+                except ValueError:
+                    continue  # no transform: alignment will say so
+                source_per_crop = 1.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+                scale = min(scale, crop_scale(source_per_crop, frame.scale))
+            return faces, scale, self._align(image, frame, faces[:limit]) if scale == frame.scale else None
+        finally:
+            image.clear()
 
-    def _align(self, pixels: np.ndarray, frame: Frame, faces: list[Face]) -> list[FoundFace]:
-        return [
-            FoundFace(f, self.recognizer.align(pixels, Face(f.box, f.score, frame.from_full(f.landmarks))))
-            for f in faces
-        ]
+    def _align(self, image: list[np.ndarray], frame: Frame, faces: list[Face]) -> list[FoundFace]:
+        """The aligned crops of ``faces`` (full-size pixels) cut from a decoded image; frees the image."""
+        try:
+            return [
+                FoundFace(f, self.recognizer.align(image[0], Face(f.box, f.score, frame.from_full(f.landmarks))))
+                for f in faces
+            ]
+        finally:
+            image.clear()
 
     async def find_faces(
         self, data: bytes, field: str, max_faces: int | None = None
@@ -196,19 +216,17 @@ class FaceService:
         limit = min(max_faces or self.settings.max_faces, self.settings.max_faces)
         header = await anyio.to_thread.run_sync(check_upload, data, field, self.settings)
         first = detection_scale(header.width, header.height, self.settings.det_size) if header.format == "JPEG" else 1
-        found: list[FoundFace] | None = None
         async with self.budget.hold(header.decode_cost(first)):
-            pixels, frame = await self._decode(data, header, first)
+            image, frame = await self._decode(data, header, first)
             size = frame.full
-            faces, scale = await anyio.to_thread.run_sync(self._detect, pixels, frame, limit, limiter=self._compute)
-            if scale == frame.scale:
-                found = await anyio.to_thread.run_sync(self._align, pixels, frame, faces[:limit], limiter=self._compute)
-            del pixels
+            faces, scale, found = await anyio.to_thread.run_sync(
+                in_background(self._detect_and_align), image, frame, limit, limiter=self._compute
+            )
         if found is None:  # a face needs more pixels than the first decode has
             async with self.budget.hold(header.decode_cost(scale)):
-                pixels, frame = await self._decode(data, header, scale)
-                found = await anyio.to_thread.run_sync(self._align, pixels, frame, faces[:limit], limiter=self._compute)
-                del pixels
+                image, frame = await self._decode(data, header, scale)
+                align = in_background(self._align)
+                found = await anyio.to_thread.run_sync(align, image, frame, faces[:limit], limiter=self._compute)
         return UploadedImage(field, size[0], size[1], header.sha256), found, len(faces)
 
     async def embed(self, faces: list[FoundFace]) -> list[FoundFace]:
