@@ -11,8 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.helpers import missing
 from tests.helpers.photos import photo
 
 from .conftest import Fresh
@@ -39,7 +38,7 @@ def test_the_examples_are_found() -> None:
 
 def test_every_curl_example_runs(fresh: Fresh, tmp_path: Path) -> None:
     if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+        missing("curl is not installed (apt-get install curl)")
     commands = curl_examples(DOCS.read_text())
     for command in commands:
         for name in re.findall(r"[@ ]([\w.-]+\.jpg)\b", command):

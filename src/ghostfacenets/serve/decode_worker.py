@@ -222,6 +222,7 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    send(replies, b"ready")
     while True:
         try:
             request = json.loads(receive(requests) or b"")

@@ -22,6 +22,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ class DeadlineExceeded(ApiError):
         super().__init__("DEADLINE_EXCEEDED", f"the image work passed its deadline of {seconds:g} s and was stopped")
 
 
+class DecoderError(Exception):
+    """A decoding worker that cannot start."""
+
+
 class _WorkerGone(Exception):
     """The worker process ended (killed, crashed) while it had a job."""
 
@@ -72,9 +77,10 @@ class _TooLate(Exception):
 
 
 class _Worker:
-    """One decoding process and its two pipes (:func:`~ghostfacenets.serve.decode_worker.send` framing)."""
+    """One decoding process and its two pipes (:func:`~ghostfacenets.serve.decode_worker.send` framing), started
+    and ready (its imports done) when made."""
 
-    def __init__(self, max_pixels: int) -> None:
+    def __init__(self, max_pixels: int, start_timeout: float = 120.0) -> None:
         env = {
             **os.environ,
             "OPENCV_IO_MAX_IMAGE_PIXELS": str(max_pixels),  # OpenCV's own header check, before it allocates
@@ -90,14 +96,20 @@ class _Worker:
         self._requests, self._replies = self.process.stdin.fileno(), self.process.stdout.fileno()
         self._answer = select.poll()
         self._answer.register(self._replies, select.POLLIN)
+        try:
+            if not self._answer.poll(int(start_timeout * 1000)) or receive(self._replies) != b"ready":
+                raise EOFError
+        except (OSError, EOFError):
+            self.stop()
+            raise DecoderError(f"a decoding worker did not start (exit {self.process.returncode})") from None
 
-    def call(self, request: dict[str, Any], payload: bytes, timeout: float) -> tuple[dict[str, Any], list[Any]]:
-        """Send a job and wait at most ``timeout`` seconds for its answer to begin. Decoded pixels are read
-        straight into their array."""
+    def call(self, request: dict[str, Any], payload: bytes, deadline: float) -> tuple[dict[str, Any], list[Any]]:
+        """Send a job and wait until ``deadline`` (``time.monotonic()``) for its answer to begin. Decoded pixels
+        are read straight into their array."""
         try:
             send(self._requests, json.dumps(request).encode())
             send(self._requests, payload)
-            if not self._answer.poll(max(int(timeout * 1000), 0)):
+            if not self._answer.poll(max(int((deadline - time.monotonic()) * 1000), 0)):
                 raise _TooLate
             header = json.loads(receive(self._replies) or b"")
             if header.get("shape"):
@@ -122,64 +134,74 @@ class DecoderPool:
     (:class:`DeadlineExceeded` past it, the worker killed and replaced); its answer's header and parts (a decoded
     image as one uint8 array, base64 images as bytes). Use as an async context manager."""
 
-    def __init__(self, size: int, max_pixels: int, limiter: anyio.CapacityLimiter | None = None) -> None:
+    def __init__(
+        self, size: int, max_pixels: int, deadline_s: float, limiter: anyio.CapacityLimiter | None = None
+    ) -> None:
         self.size = size
         self.max_pixels = max_pixels
+        self.deadline_s = deadline_s
         self._limiter = limiter
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
+        self._starting: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> DecoderPool:
-        for _ in range(self.size):
-            self._add()
+        started = await asyncio.gather(*(anyio.to_thread.run_sync(_Worker, self.max_pixels) for _ in range(self.size)))
+        for worker in started:
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._starting):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for worker in list(self._all):
             await anyio.to_thread.run_sync(worker.stop)
         self._all.clear()
 
-    def _add(self) -> None:
-        worker = _Worker(self.max_pixels)
-        self._all.add(worker)
-        self._idle.put_nowait(worker)
+    def _end(self, worker: _Worker) -> None:
+        """Kill ``worker`` now (its CPU work stops) and start a replacement in the background."""
+        if worker.process.poll() is None:
+            worker.process.kill()
+        self._all.discard(worker)
+        task = asyncio.get_running_loop().create_task(self._replace(worker))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
 
-    def _replace(self, worker: _Worker) -> _Worker:
-        """End ``worker`` and start another (run in a thread: both wait on the system)."""
-        worker.stop()
-        return _Worker(self.max_pixels)
-
-    @property
-    def pids(self) -> list[int]:
-        """The worker processes' ids."""
-        return sorted(w.process.pid for w in self._all)
+    async def _replace(self, worker: _Worker) -> None:
+        await anyio.to_thread.run_sync(worker.stop)
+        try:
+            new = await anyio.to_thread.run_sync(_Worker, self.max_pixels)
+        except DecoderError as exc:
+            log.error("%s; %d decoding workers are left", exc, len(self._all))
+            return
+        self._all.add(new)
+        self._idle.put_nowait(new)
 
     async def run(self, request: dict[str, Any], payload: bytes, timeout: float) -> tuple[dict[str, Any], list[Any]]:
         """The worker's answer (``ok`` true); a refusal is raised as the :class:`ApiError` it names."""
-        with anyio.fail_after(max(timeout, 0.0)) as scope:
+        deadline = time.monotonic() + timeout  # the worker thread's clock (asyncio's is the same)
+        with anyio.fail_after(max(timeout, 0.0)):
             worker = await self._idle.get()
-        remaining = scope.deadline - anyio.current_time()
         answered: list[tuple[dict[str, Any], list[Any]]] = []
 
         def call() -> None:
-            answered.append(worker.call(request, payload, remaining))
+            answered.append(worker.call(request, payload, deadline))
 
         try:
             await anyio.to_thread.run_sync(in_background(call), limiter=self._limiter)  # waits, even if cancelled
         except _TooLate:
-            raise DeadlineExceeded(timeout) from None
+            raise DeadlineExceeded(self.deadline_s) from None
         except _WorkerGone:
             log.error("a decoding worker ended on a %s job (exit %s)", request.get("op"), worker.process.poll())
             raise ApiError("INVALID_IMAGE", "the image decoder failed on this input") from None
         finally:
             if answered:
                 self._idle.put_nowait(worker)
-            else:  # passed the deadline, crashed, or its request was cancelled: end it (its CPU work stops)
-                self._all.discard(worker)
-                with anyio.CancelScope(shield=True):
-                    new = await anyio.to_thread.run_sync(self._replace, worker)
-                self._all.add(new)
-                self._idle.put_nowait(new)
+            else:  # passed the deadline, crashed, or its request was cancelled: its CPU work stops now
+                self._end(worker)
         header, parts = answered[0]
         if not header["ok"]:
             if header["code"] == "INTERNAL":

@@ -110,7 +110,7 @@ class Guard:
         root = scope.get("root_path") or ""
         if root and path.startswith(root):
             path = path[len(root) :] or "/"
-        if not path.startswith(_UNCHECKED_HOST):
+        if path not in _UNCHECKED_HOST:
             name = host_name(headers.get(b"host", b"").decode("latin-1"))
             if not host_allowed(name, self.allowed_hosts):
                 if scope["type"] == "websocket":

@@ -113,7 +113,7 @@ class FaceService:
             concurrency=cores,
             limiter=self._compute,
         )
-        self.decoders = DecoderPool(cores, settings.max_pixels, limiter=self._compute)
+        self.decoders = DecoderPool(cores, settings.max_pixels, settings.deadline_s, limiter=self._compute)
         self.budget = PixelBudget(settings.pixel_budget)
         self._inflight = 0
 
