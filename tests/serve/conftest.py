@@ -48,7 +48,7 @@ def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     reader = create_key(db, "identify")
     scoped = create_key(db, "admin", gallery="scoped")
     # Many tests share this service, check 401 answers on purpose and send requests fast (the fuzz tests): room
-    # for their failed authentications and requests (the limits themselves are tested in test_hardening.py).
+    # for their failed authentications and requests (the limits themselves are tested in test_attacks.py).
     limits = ("--auth-failures", "1000", "--rate-limit", "1000", "--rate-burst", "1000")
     options = ("--max-body-mb", "8", "--store-crops", "--log-level", "info", *limits)
     service = start_service(model_file, db, folder / "serve.log", *options)
