@@ -187,7 +187,7 @@ def test_a_key_is_checked_before_the_body_is_read(served: Served) -> None:
 
 
 def test_json_bodies_are_bounded_to_kilobytes(served: Served) -> None:
-    """Routes without images take 128 KiB of JSON: more is 413 (streamed without a length too, not 400); the
+    """Routes without images take 256 KiB of JSON: more is 413 (streamed without a length too, not 400); the
     largest legitimate body (a subject with 64 kB of metadata) fits."""
     with served.service.client(served.admin) as http:
         big = b"[" + b"{}," * 100_000 + b"{}]"  # 300 kB

@@ -144,7 +144,9 @@ ROUTES = [
         multipart_bodies(),
         st.tuples(st.binary(max_size=300), st.sampled_from(["application/json", "text/plain", "", "image/jpeg"])),
     ),
-    authorization=st.sampled_from(["good", "none", "Bearer", "Bearer a b", "Basic x", "bearer  gfn_x", "Bearer gfn\tx"]),
+    authorization=st.sampled_from(
+        ["good", "none", "Bearer", "Bearer a b", "Basic x", "bearer  gfn_x", "Bearer gfn\tx"]
+    ),
     query=st.dictionaries(
         st.sampled_from(["max_faces", "top_k", "threshold", "limit", "cursor", "on_multiple"]),
         st.text(max_size=8),

@@ -82,7 +82,7 @@ def _add_hardening(p: argparse.ArgumentParser) -> None:
         "--pixel-budget-mp", type=float, default=160.0, metavar="MP", help="decoded megapixels held at once (160)"
     )
     guard.add_argument(
-        "--max-json-kb", type=float, default=128.0, metavar="KB", help="body of a route without images (128)"
+        "--max-json-kb", type=float, default=256.0, metavar="KB", help="body of a route without images (256)"
     )
     guard.add_argument(
         "--allowed-host",

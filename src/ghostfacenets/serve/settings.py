@@ -65,7 +65,7 @@ class ServiceSettings:
     deadline_s: float = 10.0
     pixel_budget: int = 160_000_000
     max_jpeg_scans: int = 32
-    max_json_bytes: int = 128 * 1024
+    max_json_bytes: int = 256 * 1024
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     docs: bool = True
     rate_limit: float = 50.0
