@@ -59,8 +59,9 @@ class RunningService:
         while queue:
             pid = queue.pop()
             found.append(pid)
-            with contextlib.suppress(OSError):
-                queue += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            for task in Path(f"/proc/{pid}/task").glob("*"):  # children of every thread (workers start in threads)
+                with contextlib.suppress(OSError):
+                    queue += [int(c) for c in (task / "children").read_text().split()]
         return found
 
     def memory_mib(self) -> float:
@@ -75,14 +76,14 @@ class RunningService:
         return total / 1024
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the live processes of the family."""
+        """CPU time (user + system) used so far by the family, with that of its ended children."""
         total = 0.0
         for pid in self.family():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
         return total
 
     def kill(self) -> None:

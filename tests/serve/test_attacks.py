@@ -197,8 +197,8 @@ def test_json_bodies_are_bounded_to_kilobytes(served: Served) -> None:
             "PAYLOAD_TOO_LARGE",
         )
 
-        def chunks() -> Iterator[bytes]:
-            for _ in range(5):
+        def chunks() -> Iterator[bytes]:  # 300 kB
+            for _ in range(6):
                 yield b" " * 50_000
 
         r = http.post("/v1/galleries", content=chunks(), headers={"content-type": "application/json"})
