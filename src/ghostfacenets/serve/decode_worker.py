@@ -240,9 +240,8 @@ def main() -> None:
             header, parts = {"ok": False, "code": "INTERNAL", "detail": "the image decoder failed"}, []
         del payload
         send(replies, json.dumps(header).encode())
-        for part in parts:
-            send(replies, part)
-        del parts
+        while parts:  # each part freed once sent: nothing of a job outlives it
+            send(replies, parts.pop(0))
 
 
 if __name__ == "__main__":
