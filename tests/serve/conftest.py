@@ -60,7 +60,8 @@ def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @dataclass
 class Fresh:
-    """A service with the default settings on a database of its own: ``admin`` and ``reader`` (identify) keys."""
+    """A service with the default settings on a database of its own (see ``fresh``): ``admin`` and ``reader``
+    (identify) keys."""
 
     service: RunningService
     admin: str
@@ -69,10 +70,11 @@ class Fresh:
 
 @pytest.fixture(scope="session")
 def fresh(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fresh]:
+    """The defaults but for a pixel budget of 80 MP: one 40 MP image's decoding at a time, whatever the cores."""
     folder = tmp_path_factory.mktemp("fresh")
     db = folder / "gallery.sqlite"
     admin, reader = create_key(db, "admin"), create_key(db, "identify")
-    service = start_service(model_file, db, folder / "serve.log")
+    service = start_service(model_file, db, folder / "serve.log", "--pixel-budget-mp", "80")
     try:
         yield Fresh(service, str(admin["key"]), str(reader["key"]))
     finally:
