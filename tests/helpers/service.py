@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,6 +52,39 @@ class RunningService:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def family(self) -> list[int]:
+        """The server's process and its children (uvicorn workers, decoding workers), recursively."""
+        found, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):  # children of every thread (workers start in threads)
+                with contextlib.suppress(OSError):
+                    queue += [int(c) for c in (task / "children").read_text().split()]
+        return found
+
+    def memory_mib(self) -> float:
+        """Resident memory of the process family, MiB."""
+        total = 0
+        for pid in self.family():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        return total / 1024
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the family, with that of its ended children."""
+        total = 0.0
+        for pid in self.family():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+        return total
 
     def kill(self) -> None:
         """SIGKILL: no shutdown of any kind."""

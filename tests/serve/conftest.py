@@ -47,11 +47,36 @@ def served(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     admin = create_key(db, "admin")
     reader = create_key(db, "identify")
     scoped = create_key(db, "admin", gallery="scoped")
-    service = start_service(
-        model_file, db, folder / "serve.log", "--max-body-mb", "8", "--store-crops", "--log-level", "info"
-    )
+    # Many tests share this service, check 401 answers on purpose and send requests fast (the fuzz tests): room
+    # for their failed authentications and requests (the limits themselves are tested in test_attacks.py).
+    limits = ("--auth-failures", "1000", "--rate-limit", "1000", "--rate-burst", "1000")
+    options = ("--max-body-mb", "8", "--store-crops", "--log-level", "info", *limits)
+    service = start_service(model_file, db, folder / "serve.log", *options)
     try:
         yield Served(service, db, str(admin["key"]), str(reader["key"]), str(scoped["key"]), int(admin["id"]))  # type: ignore[call-overload]
+    finally:
+        service.stop()
+
+
+@dataclass
+class Fresh:
+    """A service with the default settings on a database of its own (see ``fresh``): ``admin`` and ``reader``
+    (identify) keys."""
+
+    service: RunningService
+    admin: str
+    reader: str
+
+
+@pytest.fixture(scope="session")
+def fresh(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fresh]:
+    """The defaults but for a pixel budget of 80 MP: one 40 MP image's decoding at a time, whatever the cores."""
+    folder = tmp_path_factory.mktemp("fresh")
+    db = folder / "gallery.sqlite"
+    admin, reader = create_key(db, "admin"), create_key(db, "identify")
+    service = start_service(model_file, db, folder / "serve.log", "--pixel-budget-mp", "80")
+    try:
+        yield Fresh(service, str(admin["key"]), str(reader["key"]))
     finally:
         service.stop()
 

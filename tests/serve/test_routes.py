@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import cv2
 import httpx
@@ -25,6 +26,17 @@ def _files(**images: object) -> list[tuple[str, tuple[str, bytes, str]]]:
             data = path if isinstance(path, bytes) else path.read_bytes()  # type: ignore[union-attr]
             out.append((field, (f"{field}{i}.jpg", data, "application/octet-stream")))
     return out
+
+
+def _as_served(path: Path, det_size: int = 640) -> tuple[np.ndarray, int]:
+    """The pixels the service detects in and cuts large faces from (docs/service.md, "Limits and load"): OpenCV's
+    own decoding of the JPEG at the largest of 1/2, 1/4, 1/8 that keeps ``det_size`` pixels on its longer side,
+    and that scale."""
+    data = np.fromfile(path, np.uint8)
+    longer = max(cv2.imdecode(data, cv2.IMREAD_COLOR).shape[:2])
+    scale = max(k for k in (1, 2, 4, 8) if k == 1 or -(-longer // k) >= det_size)
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+    return np.ascontiguousarray(cv2.imdecode(data, flags.get(scale, cv2.IMREAD_REDUCED_COLOR_8))[..., ::-1]), scale
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -68,23 +80,27 @@ def test_info(served: Served, recognizer) -> None:
 
 
 def test_detect_matches_the_library(served: Served, recognizer) -> None:
+    """A 1382x1868 photo is decoded at half size: the library's faces on OpenCV's half-size decoding, in full-size
+    pixels."""
     image = photo("img1.jpg")
     with served.service.client(served.reader) as http:
         r = http.post("/v1/detect", files=_files(image=image))
     assert r.status_code == 200, r.text
     body = r.json()
-    expected = recognizer.detect(image)
+    pixels, scale = _as_served(image)
+    assert scale == 2
+    expected = recognizer.detect(pixels)
     assert body["image"] == {"width": 1382, "height": 1868}
     assert len(body["faces"]) == len(expected) >= 1
     for got, want in zip(body["faces"], expected):
-        np.testing.assert_allclose(got["box"], want.box, atol=0.01)
-        np.testing.assert_allclose(got["landmarks"], want.landmarks, atol=0.01)
+        np.testing.assert_allclose(got["box"], want.box * scale, atol=0.01)
+        np.testing.assert_allclose(got["landmarks"], want.landmarks * scale, atol=0.01)
         assert got["score"] == pytest.approx(want.score, abs=1e-4)
 
 
 def test_embed_matches_the_library_in_multipart_and_base64(served: Served, recognizer) -> None:
     image = photo("img3.jpg")
-    expected = recognizer.embed(image)
+    expected = recognizer.embed(_as_served(image)[0])
     with served.service.client(served.reader) as http:
         multipart = http.post("/v1/embed", files=_files(image=image)).json()
         as_json = http.post("/v1/embed", json={"image": base64.b64encode(image.read_bytes()).decode()}).json()
@@ -99,10 +115,17 @@ def test_embed_matches_the_library_in_multipart_and_base64(served: Served, recog
 
 
 @pytest.mark.parametrize(("a", "b"), [("img1.jpg", "img2.jpg"), ("img1.jpg", "img3.jpg")])
-def test_verify_gives_the_numbers_of_the_cli(served: Served, model_file, a: str, b: str) -> None:
-    expected = json.loads(cli("verify", str(photo(a)), str(photo(b)), "--model", str(model_file), "--json").stdout)
+def test_verify_gives_the_numbers_of_the_cli(served: Served, model_file, tmp_path, a: str, b: str) -> None:
+    """For photos the service decodes at full size (under twice the detection size), exactly the CLI's numbers."""
+    shrunk = []
+    for name in (a, b):
+        image = cv2.imread(str(photo(name)))
+        scale = 1200 / max(image.shape[:2])
+        shrunk.append(tmp_path / f"{name}.png")
+        cv2.imwrite(str(shrunk[-1]), cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+    expected = json.loads(cli("verify", *map(str, shrunk), "--model", str(model_file), "--json").stdout)
     with served.service.client(served.reader) as http:
-        r = http.post("/v1/verify", files=_files(image_a=photo(a), image_b=photo(b)))
+        r = http.post("/v1/verify", files=_files(image_a=shrunk[0], image_b=shrunk[1]))
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["similarity"] == pytest.approx(expected["similarity"], abs=2e-6)
@@ -112,9 +135,17 @@ def test_verify_gives_the_numbers_of_the_cli(served: Served, model_file, a: str,
     for key in ("face_a", "face_b"):
         np.testing.assert_allclose(got[key]["box"], expected[key]["box"], atol=0.01)
     with served.service.client(served.reader) as http:
-        strict = http.post("/v1/verify", params={"threshold": 0.99}, files=_files(image_a=photo(a), image_b=photo(b)))
+        strict = http.post("/v1/verify", params={"threshold": 0.99}, files=_files(image_a=shrunk[0], image_b=shrunk[1]))
     assert strict.json()["threshold"] == 0.99 and strict.json()["threshold_source"] == "user"
     assert strict.json()["is_same"] is (got["similarity"] > 0.99)
+
+
+def test_verify_of_large_photos_is_the_library_on_reduced_decoding(served: Served, recognizer) -> None:
+    with served.service.client(served.reader) as http:
+        r = http.post("/v1/verify", files=_files(image_a=photo("img1.jpg"), image_b=photo("img3.jpg")))
+    assert r.status_code == 200, r.text
+    a, b = (recognizer.embed(_as_served(photo(n))[0]) for n in ("img1.jpg", "img3.jpg"))
+    assert r.json()["similarity"] == pytest.approx(float(a @ b), abs=2e-6)
 
 
 def test_keys_roles_and_galleries(served: Served) -> None:
@@ -194,10 +225,14 @@ def test_gallery_subjects_faces_and_identify(served: Served, recognizer) -> None
         r = http.post("/v1/galleries/people/identify", params={"top_k": 2}, files=_files(image=photo("img2.jpg")))
         assert r.status_code == 200, r.text
         (face,) = r.json()["faces"]
+
         # brute force with the library: best cosine similarity over each subject's enrolled faces
-        query = recognizer.embed(photo("img2.jpg"))
-        alice_best = max(float(query @ recognizer.embed(photo(n))) for n in ("img1.jpg", "img2.jpg"))
-        bob_best = float(query @ recognizer.embed(photo("img3.jpg")))
+        def embed(name: str) -> np.ndarray:
+            return recognizer.embed(_as_served(photo(name))[0])
+
+        query = embed("img2.jpg")
+        alice_best = max(float(query @ embed(n)) for n in ("img1.jpg", "img2.jpg"))
+        bob_best = float(query @ embed("img3.jpg"))
         expected = sorted([(alice_best, alice_id), (bob_best, bob_id)], reverse=True)
         assert [c["subject_id"] for c in face["candidates"]] == [s for _, s in expected]
         np.testing.assert_allclose([c["similarity"] for c in face["candidates"]], [v for v, _ in expected], atol=2e-5)
@@ -312,7 +347,7 @@ def test_crops_kept_with_store_crops_can_be_re_embedded(served: Served, recogniz
     crop = np.array(Image.open(io.BytesIO(crops[face_id])).convert("RGB"))
     assert crop.shape == (112, 112, 3)
     np.testing.assert_allclose(recognizer.embed_aligned(crop[None])[0], exported.face.embedding, atol=1e-5)
-    np.testing.assert_allclose(exported.face.embedding, recognizer.embed(photo("img4.jpg")), atol=1e-5)
+    np.testing.assert_allclose(exported.face.embedding, recognizer.embed(_as_served(photo("img4.jpg"))[0]), atol=1e-5)
 
 
 def test_served_errors_are_problem_json(served: Served) -> None:

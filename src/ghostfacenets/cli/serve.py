@@ -61,10 +61,58 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--max-inflight", type=int, default=64, metavar="N", help="requests processing images before 503 (64)"
     )
+    _add_hardening(p)
     tls = p.add_argument_group("TLS (better done by a reverse proxy, see docs/service.md)")
     tls.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate")
     tls.add_argument("--ssl-keyfile", metavar="PEM", help="and this private key")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _add_hardening(p: argparse.ArgumentParser) -> None:
+    guard = p.add_argument_group("hostile callers (docs/service.md, Threat model)")
+    guard.add_argument(
+        "--deadline", type=float, default=10.0, metavar="S", help="seconds a request's image work may take (10)"
+    )
+    guard.add_argument(
+        "--pixel-budget-mp", type=float, default=160.0, metavar="MP", help="decoded megapixels held at once (160)"
+    )
+    guard.add_argument(
+        "--max-json-kb", type=float, default=256.0, metavar="KB", help="body of a route without images (256)"
+    )
+    guard.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a name clients reach the service by (the Host header); repeat for several; *.example.org for "
+        "subdomains, * for any (default: localhost, 127.0.0.1, ::1 and --host)",
+    )
+    guard.add_argument("--no-docs", action="store_true", help="serve no API docs (/docs, /openapi.json)")
+    guard.add_argument(
+        "--rate-limit", type=float, default=50.0, metavar="N", help="requests a second per API key (50; 0: none)"
+    )
+    guard.add_argument("--rate-burst", type=int, default=100, metavar="N", help="burst per API key (100)")
+    guard.add_argument(
+        "--auth-failures",
+        type=int,
+        default=10,
+        metavar="N",
+        help="failed authentications a minute per client address before 429 (10; 0: none)",
+    )
+
+
+def _allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.allowed_host:
+        return tuple(args.allowed_host)
+    from ..serve.settings import LOOPBACK_HOSTS
+
+    wildcard = args.host in ("0.0.0.0", "::", "")
+    if wildcard:
+        print(
+            f"ghostfacenets serve: listening on {args.host or 'every address'}, but only requests naming "
+            f"{', '.join(LOOPBACK_HOSTS)} are answered; add --allowed-host NAME for each name clients use",
+            file=sys.stderr,
+        )
+    return LOOPBACK_HOSTS if wildcard or args.host in LOOPBACK_HOSTS else (*LOOPBACK_HOSTS, args.host)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -90,6 +138,14 @@ def _settings(args: argparse.Namespace) -> Any:
         batch_wait_ms=args.batch_wait_ms,
         queue_faces=args.queue_faces,
         max_inflight=args.max_inflight,
+        deadline_s=args.deadline,
+        pixel_budget=int(args.pixel_budget_mp * 1_000_000),
+        max_json_bytes=int(args.max_json_kb * 1024),
+        allowed_hosts=_allowed_hosts(args),
+        docs=not args.no_docs,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        auth_failures=args.auth_failures,
     )
 
 

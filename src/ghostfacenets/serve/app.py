@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .images import BodyLimit
+from .guard import Guard
 from .problems import install_handlers
 from .routes import embeddings, faces, galleries, health, web
 from .settings import ServiceSettings
@@ -108,7 +108,13 @@ def create_app(
 
     from .. import __version__
 
-    app = FastAPIOffline(
+    # The API docs (/docs, /openapi.json) answer under the same Host rule as the page, or not at all (docs=False).
+    docs: dict[str, Any] = (
+        {"static_url": "/docs/assets", "redoc_url": None}
+        if chosen.docs
+        else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    )
+    app = (FastAPIOffline if chosen.docs else FastAPI)(
         title="ghostfacenets",
         version=__version__,
         summary="Face detection, verification and identification with GhostFaceNets",
@@ -116,8 +122,7 @@ def create_app(
         "multipart file fields or base64 strings in a JSON body, never URLs or server paths. Errors are "
         "`application/problem+json` with a stable `code`.",
         lifespan=lifespan,
-        static_url="/docs/assets",
-        redoc_url=None,
+        **docs,
     )
     app.state.settings = chosen
     app.state.service = None
@@ -133,7 +138,7 @@ def create_app(
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    app.add_middleware(BodyLimit, max_bytes=chosen.max_body_bytes)
+    app.add_middleware(Guard, settings=chosen)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -1,90 +1,69 @@
 """Images from requests: multipart file fields or base64 strings in a JSON body (never URLs or server paths),
 checked against the service's limits before they are decoded.
 
-Checks, in order: the body size (:class:`BodyLimit`, before anything is read), the number of multipart fields and
-files, the format (read from the header by Pillow: JPEG, PNG, WebP or BMP unless configured otherwise), the pixel
-count (from the header, so a decompression bomb is refused before decoding), a JPEG cut short (no end-of-image
-marker after its last scan), then the decoding itself with the package's :func:`~ghostfacenets.data.images.decode_image`
-(OpenCV), as the CLI decodes, so both see the same pixels.
+Checks, in order: the body size (:mod:`~ghostfacenets.serve.guard`, before anything is read; image routes raise it
+from the JSON limit to ``max_body_bytes`` with :func:`~ghostfacenets.serve.guard.allow_body`), the number of
+multipart fields and files, the format (read from the header by Pillow: JPEG, PNG, WebP or BMP unless configured
+otherwise), the pixel count (from the header, so a decompression bomb is refused before decoding). Then, in a
+worker process the service can end (:mod:`~ghostfacenets.serve.decoding`): base64 bodies are parsed, a JPEG's scans
+are counted (more than ``max_jpeg_scans`` is refused) and a JPEG cut short is refused, and the image is decoded with
+OpenCV as the CLI decodes (at a reduced size where the pipeline needs no more).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
-import json
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..data.images import ImageError, decode_image
-from .problems import ApiError, problem_response
+from .guard import allow_body
+from .problems import ApiError
 from .settings import ServiceSettings
 
 _FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "BMP": "BMP"}
-_NOT_ACCEPTED = re.compile(r"^\s*([a-z][a-z0-9+.-]*://|file:|/|\\\\|[a-z]:[\\/]|\.\.?[\\/])", re.IGNORECASE)
-_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header of an uploaded image says: its format, its stored size (before EXIF orientation), the
+    orientation (1-8; JPEG only), whether it is a progressive JPEG and its samples per pixel (JPEG: the memory
+    libjpeg's coefficient buffer takes), and the sha256 of the encoded bytes."""
+
+    field: str
+    format: str
+    width: int
+    height: int
+    sha256: str
+    orientation: int = 1
+    progressive: bool = False
+    samples: float = 3.0
+
+    def decode_cost(self, scale: int) -> int:
+        """Pixels (of 3 bytes) that decoding at 1/``scale`` holds at most: the decoded image twice (in the worker
+        and here) and, for a progressive JPEG, libjpeg's buffer of all coefficients (2 bytes a sample)."""
+        decoded = -(-self.width // scale) * -(-self.height // scale)
+        coefficients = int(self.width * self.height * self.samples * 2 / 3) if self.progressive else 0
+        return 2 * decoded + coefficients
 
 
 @dataclass(frozen=True)
 class UploadedImage:
-    """A decoded image: its request field, uint8 RGB pixels and the sha256 of its encoded bytes."""
+    """A decoded image: its request field, its size as shown (full resolution) and the sha256 of its bytes."""
 
     field: str
-    pixels: np.ndarray
+    width: int
+    height: int
     sha256: str
 
     @property
     def size(self) -> dict[str, int]:
-        return {"width": int(self.pixels.shape[1]), "height": int(self.pixels.shape[0])}
-
-
-class BodyLimit:
-    """ASGI middleware refusing request bodies over ``max_bytes`` with 413 ``PAYLOAD_TOO_LARGE``: at once when the
-    ``Content-Length`` says so, else as soon as the streamed body passes the limit (nothing more is read)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _too_large(self) -> ApiError:
-        return ApiError("PAYLOAD_TOO_LARGE", f"the request body is larger than the limit of {self.max_bytes:,} bytes")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            try:
-                too_large = int(declared) > self.max_bytes
-            except ValueError:
-                too_large = False  # the server itself refuses a malformed length
-            if too_large:
-                error = self._too_large()
-                await problem_response(error.code, error.detail, headers={"Connection": "close"})(scope, receive, send)
-                return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large()
-            return message
-
-        await self.app(scope, limited_receive, send)
+        return {"width": self.width, "height": self.height}
 
 
 class _InMemoryMultiPart(MultiPartParser):
@@ -93,15 +72,21 @@ class _InMemoryMultiPart(MultiPartParser):
     spool_max_size = 1 << 62
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    """Whether a JPEG has its end-of-image marker after its last start-of-scan (a file cut short has not; marker
-    bytes cannot occur inside entropy-coded data, where 0xFF is always followed by 0x00 or a restart marker)."""
-    last_scan = data.rfind(b"\xff\xda")
-    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
+def _jpeg_details(header: Any) -> tuple[int, bool, float]:
+    """(EXIF orientation, progressive, samples per pixel) of a JPEG opened by Pillow."""
+    try:
+        orientation = int(header.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block: the image is shown as stored, as OpenCV then shows it
+        orientation = 1
+    layers = getattr(header, "layer", None) or []
+    h_max = max((h for _, h, _, _ in layers), default=1)
+    v_max = max((v for _, _, v, _ in layers), default=1)
+    samples = sum(h * v for _, h, v, _ in layers) / (h_max * v_max) if layers else 3.0
+    return (orientation if 1 <= orientation <= 8 else 1), bool(header.info.get("progressive")), samples
 
 
-def decode_upload(data: bytes, field: str, settings: ServiceSettings) -> UploadedImage:
-    """Check and decode the encoded bytes of request field ``field``."""
+def check_upload(data: bytes, field: str, settings: ServiceSettings) -> ImageHeader:
+    """The header of the encoded bytes of request field ``field``, checked against the limits (nothing decoded)."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -112,6 +97,7 @@ def decode_upload(data: bytes, field: str, settings: ServiceSettings) -> Uploade
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel limit below decides
             with Image.open(io.BytesIO(data)) as header:
                 image_format, width, height = header.format, header.width, header.height
+                details = _jpeg_details(header) if image_format == "JPEG" else (1, False, 3.0)
     except Image.DecompressionBombError:
         raise ApiError("TOO_MANY_PIXELS", f"{field}: more pixels than the limit of {settings.max_pixels:,}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
@@ -123,27 +109,7 @@ def decode_upload(data: bytes, field: str, settings: ServiceSettings) -> Uploade
             "TOO_MANY_PIXELS",
             f"{field}: {width}x{height} is {width * height:,} pixels, more than the limit of {settings.max_pixels:,}",
         )
-    if image_format == "JPEG" and not _jpeg_complete(data):
-        raise ApiError("INVALID_IMAGE", f"{field}: a JPEG cut short (no end-of-image marker)")
-    try:
-        pixels = decode_image(data, field, settings.max_pixels)
-    except ImageError as exc:
-        raise ApiError("INVALID_IMAGE", str(exc)) from None
-    return UploadedImage(field, pixels, hashlib.sha256(data).hexdigest())
-
-
-def _base64_image(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise ApiError("VALIDATION", f"{field}: expected a base64 string, got {type(value).__name__}")
-    text = _DATA_URL.sub("", value.strip(), count=1)
-    try:  # base64 has "/" in its alphabet: decode first, then tell a URL or path from damaged data
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        if _NOT_ACCEPTED.match(value):
-            raise ApiError(
-                "INVALID_IMAGE", f"{field}: images are sent as files or base64 data, never as URLs or server paths"
-            ) from None
-        raise ApiError("INVALID_IMAGE", f"{field}: not valid base64") from None
+    return ImageHeader(field, image_format, width, height, hashlib.sha256(data).hexdigest(), *details)
 
 
 @dataclass(frozen=True)
@@ -167,10 +133,11 @@ class ImageRequest:
 
 async def read_images(request: Request, image_fields: tuple[str, ...], settings: ServiceSettings) -> ImageRequest:
     """The images of a multipart form or a JSON body (``{"image": "<base64>"}``; a list of strings where a field
-    takes several). Other form fields must be in ``image_fields`` too; nothing else is accepted."""
+    takes several). Other form fields must be in ``image_fields`` too; nothing else is accepted. A JSON body is
+    parsed in a decoding worker (a large one would hold the event loop)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     images: dict[str, list[bytes]] = {}
-    count = 0
+    allow_body(request, settings.max_body_bytes)
     if content_type == "multipart/form-data":
         parser = _InMemoryMultiPart(
             request.headers,
@@ -193,20 +160,11 @@ async def read_images(request: Request, image_fields: tuple[str, ...], settings:
         finally:
             await form.close()
     elif content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError("VALIDATION", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError("VALIDATION", "the JSON body must be an object")
-        for key, value in body.items():
-            if key not in image_fields:
-                raise ApiError("VALIDATION", f"unexpected field {key!r}; images go in {', '.join(image_fields)}")
-            values = value if isinstance(value, list) else [value]
-            count += len(values)
-            if count > settings.max_images:
-                raise ApiError("PAYLOAD_TOO_LARGE", f"more than {settings.max_images} images in one request")
-            images[key] = [_base64_image(v, key) for v in values]
+        body = await request.body()
+        job = {"op": "json", "fields": list(image_fields), "max_images": settings.max_images}
+        header, parts = await request.app.state.service.decoders.run(job, body, settings.deadline_s)
+        for key, data in zip(header["fields"], parts):
+            images.setdefault(key, []).append(data)
     else:
         raise ApiError(
             "VALIDATION",

@@ -31,7 +31,10 @@ CODES: dict[str, tuple[int, str]] = {
     "UNAUTHORIZED": (401, "Missing or unknown API key"),
     "FORBIDDEN": (403, "Not allowed for this API key"),
     "VALIDATION": (422, "Invalid request"),
+    "RATE_LIMITED": (429, "Too many requests"),
+    "UNKNOWN_HOST": (421, "Host not served here"),
     "OVERLOADED": (503, "Service overloaded"),
+    "DEADLINE_EXCEEDED": (503, "Image work took too long"),
     "UNAVAILABLE": (503, "Service not ready"),
     "INTERNAL": (500, "Internal error"),
 }

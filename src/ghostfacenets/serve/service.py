@@ -1,16 +1,19 @@
 """The work behind the routes: one :class:`FaceService` per worker process holds the recognizer (the model, loaded
-once), the gallery store, the embedding queue and the bounds on concurrent work.
+once), the gallery store, the embedding queue, the decoding workers and the bounds on concurrent work.
 
-Decoding, detection and alignment run in threads, embeddings go through the
-:class:`~ghostfacenets.serve.batching.EmbeddingQueue`, both within one pool of ``compute_threads`` slots (default:
+Decoding runs in worker processes (:mod:`~ghostfacenets.serve.decoding`: ended at the request's deadline, within a
+budget of decoded pixels), detection and alignment in threads, embeddings go through the
+:class:`~ghostfacenets.serve.batching.EmbeddingQueue`, all within one pool of ``compute_threads`` slots (default:
 the cores; each call runs single-threaded), and store calls run in threads too, so the event loop only moves
-requests along.
+requests along. Every request's image work has ``deadline_s`` seconds, after which it gets 503
+``DEADLINE_EXCEEDED``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,15 +22,26 @@ from typing import Any, TypeVar
 import anyio
 import numpy as np
 
+from ..data.align import estimate_transform
 from ..gallery.base import GalleryStore, ModelId
 from ..pipeline.detect import Face
 from ..pipeline.recognizer import FaceRecognizer, Threshold
 from .batching import EmbeddingQueue
-from .images import UploadedImage, decode_upload
+from .decoding import (
+    DeadlineExceeded,
+    DecoderPool,
+    Frame,
+    PixelBudget,
+    crop_scale,
+    detection_scale,
+    in_background,
+)
+from .images import ImageHeader, UploadedImage, check_upload
 from .problems import ApiError, Overloaded
 from .settings import ServiceSettings
 
 T = TypeVar("T")
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("ghostfacenets_deadline", default=None)
 
 
 @dataclass(frozen=True)
@@ -92,35 +106,51 @@ class FaceService:
         cores = settings.compute_threads or os.cpu_count() or 1
         self._compute = anyio.CapacityLimiter(cores)
         self.queue = EmbeddingQueue(
-            recognizer.embed_aligned,
+            in_background(recognizer.embed_aligned),
             max_batch=settings.batch_size,
             max_wait_s=settings.batch_wait_ms / 1000,
             capacity=settings.queue_faces,
             concurrency=cores,
             limiter=self._compute,
         )
+        self.decoders = DecoderPool(cores, settings.max_pixels, settings.deadline_s, limiter=self._compute)
+        self.budget = PixelBudget(settings.pixel_budget)
         self._inflight = 0
 
     async def __aenter__(self) -> FaceService:
+        await self.decoders.__aenter__()
         await self.queue.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.queue.__aexit__(*exc)
+        await self.decoders.__aexit__(*exc)
 
     # ------------------------------------------------------------------------------------------------ bounds
     @contextlib.asynccontextmanager
     async def admitted(self) -> AsyncIterator[None]:
-        """A slot for a request's image work, or :class:`Overloaded` at once when ``max_inflight`` are running."""
+        """A slot for a request's image work, or :class:`Overloaded` at once when ``max_inflight`` are running;
+        the work inside has ``deadline_s`` seconds (then :class:`DeadlineExceeded`, its decoding stopped)."""
         if self._inflight >= self.settings.max_inflight:
             raise Overloaded(
                 f"{self._inflight} requests are being processed (the limit is {self.settings.max_inflight})"
             )
         self._inflight += 1
+        seconds = self.settings.deadline_s
+        token = _DEADLINE.set(anyio.current_time() + seconds)
         try:
-            yield
+            with anyio.fail_after(seconds):
+                yield
+        except TimeoutError:
+            raise DeadlineExceeded(seconds) from None
         finally:
+            _DEADLINE.reset(token)
             self._inflight -= 1
+
+    def remaining(self) -> float:
+        """Seconds left to the current request's image work."""
+        deadline = _DEADLINE.get()
+        return self.settings.deadline_s if deadline is None else deadline - anyio.current_time()
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker thread (store calls and other blocking work)."""
@@ -130,19 +160,74 @@ class FaceService:
     def threshold(self, value: float | None = None) -> Threshold:
         return self.recognizer.threshold(value)
 
-    def _decode_and_find(self, data: bytes, field: str, limit: int) -> tuple[UploadedImage, list[FoundFace], int]:
-        image = decode_upload(data, field, self.settings)
-        faces = self.recognizer.detect(image.pixels)  # largest first
-        aligned = [FoundFace(f, self.recognizer.align(image.pixels, f)) for f in faces[:limit]]
-        return image, aligned, len(faces)
+    async def _decode(self, data: bytes, header: ImageHeader, scale: int) -> tuple[list[np.ndarray], Frame]:
+        """The image decoded at 1/``scale`` (JPEG; other formats at full size), in a list the thread that uses it
+        last empties (so that a large image is freed there, not on the event loop), and its frame."""
+        job = {"op": "decode", "scale": scale, "orientation": header.orientation}
+        job["max_scans"] = self.settings.max_jpeg_scans
+        reply, parts = await self.decoders.run(job, data, self.remaining())
+        height, width = reply["shape"][:2]
+        if reply["scale"] == 1:
+            return parts, Frame(1, (width, height), (width, height))
+        return parts, Frame(reply["scale"], (header.width, header.height), tuple(reply["stored"]), header.orientation)
+
+    def _detect_and_align(
+        self, image: list[np.ndarray], frame: Frame, limit: int
+    ) -> tuple[list[Face], int, list[FoundFace] | None]:
+        """Faces of a decoded image in full-size pixels, largest first; the scale the largest ``limit`` of them are
+        cut out at (:func:`~ghostfacenets.serve.decoding.crop_scale`), and their crops if that is this image's
+        scale (else None: the caller decodes again). Frees the image."""
+        try:
+            faces = self.recognizer.detect(image[0])
+            if frame.scale > 1:
+                faces = [_face_in(frame, f) for f in faces]
+            scale = frame.scale
+            for face in faces[:limit]:
+                try:
+                    matrix = estimate_transform(face.landmarks)
+                except ValueError:
+                    continue  # no transform: alignment will say so
+                source_per_crop = 1.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+                scale = min(scale, crop_scale(source_per_crop, frame.scale))
+            return faces, scale, self._align(image, frame, faces[:limit]) if scale == frame.scale else None
+        finally:
+            image.clear()
+
+    def _align(self, image: list[np.ndarray], frame: Frame, faces: list[Face]) -> list[FoundFace]:
+        """The aligned crops of ``faces`` (full-size pixels) cut from a decoded image; frees the image."""
+        try:
+            return [
+                FoundFace(f, self.recognizer.align(image[0], Face(f.box, f.score, frame.from_full(f.landmarks))))
+                for f in faces
+            ]
+        finally:
+            image.clear()
 
     async def find_faces(
         self, data: bytes, field: str, max_faces: int | None = None
     ) -> tuple[UploadedImage, list[FoundFace], int]:
         """Decode one image and find its faces, aligned: the largest ``max_faces`` (default: the setting), and how
-        many were found in all."""
+        many were found in all.
+
+        A JPEG is decoded at the smallest size the detector needs (``det_size`` pixels on the longer side); when a
+        face found needs more pixels for its crop than that decode has, a second decode at the size it needs cuts
+        the crops. Each decoded image holds its share of the pixel budget until its crops are cut, then it is freed.
+        """
         limit = min(max_faces or self.settings.max_faces, self.settings.max_faces)
-        return await anyio.to_thread.run_sync(self._decode_and_find, data, field, limit, limiter=self._compute)
+        header = await anyio.to_thread.run_sync(check_upload, data, field, self.settings)
+        first = detection_scale(header.width, header.height, self.settings.det_size) if header.format == "JPEG" else 1
+        async with self.budget.hold(header.decode_cost(first)):
+            image, frame = await self._decode(data, header, first)
+            size = frame.full
+            faces, scale, found = await anyio.to_thread.run_sync(
+                in_background(self._detect_and_align), image, frame, limit, limiter=self._compute
+            )
+        if found is None:  # a face needs more pixels than the first decode has
+            async with self.budget.hold(header.decode_cost(scale)):
+                image, frame = await self._decode(data, header, scale)
+                align = in_background(self._align)
+                found = await anyio.to_thread.run_sync(align, image, frame, faces[:limit], limiter=self._compute)
+        return UploadedImage(field, size[0], size[1], header.sha256), found, len(faces)
 
     async def embed(self, faces: list[FoundFace]) -> list[FoundFace]:
         """The faces with their embeddings (one trip through the batching queue)."""
@@ -166,3 +251,10 @@ class FaceService:
                 raise ApiError("MULTIPLE_FACES", f"{field}: {count} faces found, expected one")
         embedded = await self.embed([faces[0] for _, faces, _ in found])
         return [(image, face, count) for (image, _, count), face in zip(found, embedded)]
+
+
+def _face_in(frame: Frame, face: Face) -> Face:
+    """A face found in a decoded image, in full-size pixels."""
+    corners = frame.to_full(face.box.reshape(2, 2))
+    box = np.concatenate([corners.min(axis=0), corners.max(axis=0)]).clip(0, np.tile(frame.full, 2))
+    return Face(box.astype(np.float32), face.score, frame.to_full(face.landmarks).astype(np.float32))

@@ -23,6 +23,7 @@ from ..pipeline.recognizer import DEFAULT_MODEL
 SETTINGS_ENV = "GHOSTFACENETS_SERVE_SETTINGS"
 DEFAULT_DB = "ghostfacenets.sqlite"
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # Pillow's names of the formats accepted
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class ServiceSettings:
     concurrent requests are embedded together, up to this many, waiting at most this long for company.
     ``queue_faces``: faces waiting to be embedded, and ``max_inflight``: requests doing image work, beyond which the
     service answers 503 at once.
+
+    Hardening (docs/service.md, "Threat model"): ``deadline_s``: the most seconds a request's image work may take
+    (decoding runs in worker processes that are ended at the deadline). ``pixel_budget``: decoded pixels held at once
+    by all requests together (a request waits for its share). ``max_jpeg_scans``: JPEGs with more scans are refused
+    before decoding. ``max_json_bytes``: bodies of routes without images. ``allowed_hosts``: the names the ``Host``
+    header may give (DNS rebinding). ``docs``: serve ``/docs`` and ``/openapi.json``. ``rate_limit`` /
+    ``rate_burst``: requests a second per API key (0: no limit), ``auth_failures``: failed authentications a minute
+    per client address (0: no limit).
     """
 
     model: str = DEFAULT_MODEL
@@ -60,6 +69,15 @@ class ServiceSettings:
     batch_wait_ms: float = 2.0
     queue_faces: int = 256
     max_inflight: int = 64
+    deadline_s: float = 10.0
+    pixel_budget: int = 160_000_000
+    max_jpeg_scans: int = 32
+    max_json_bytes: int = 256 * 1024
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    docs: bool = True
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    auth_failures: int = 10
     extra: dict[str, Any] = field(default_factory=dict)  # detector options beyond the two above
 
     def __post_init__(self) -> None:
@@ -73,6 +91,9 @@ class ServiceSettings:
             "batch_size",
             "queue_faces",
             "max_inflight",
+            "max_jpeg_scans",
+            "max_json_bytes",
+            "rate_burst",
         ):
             if int(getattr(self, name)) < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -80,6 +101,12 @@ class ServiceSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
+        if self.deadline_s <= 0 or self.rate_limit < 0 or self.auth_failures < 0:
+            raise GhostFaceNetsError("deadline_s must be positive; rate_limit and auth_failures not negative")
+        if self.pixel_budget < self.max_pixels:
+            raise GhostFaceNetsError("pixel_budget must hold one image of max_pixels")
+        if not self.allowed_hosts:
+            raise GhostFaceNetsError("allowed_hosts must name at least one host ('*' allows any)")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
@@ -111,6 +138,7 @@ class ServiceSettings:
     def from_json(cls, text: str) -> ServiceSettings:
         values = json.loads(text)
         values["image_formats"] = tuple(values.get("image_formats", IMAGE_FORMATS))
+        values["allowed_hosts"] = tuple(values.get("allowed_hosts", LOOPBACK_HOSTS))
         return cls().with_changes(**values)
 
     @classmethod
