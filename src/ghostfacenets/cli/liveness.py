@@ -16,27 +16,35 @@ DEFAULT_BPCER = 0.01
 LIVENESS_SUFFIXES = (".onnx", ".pte", ".tflite")
 
 
-def add_liveness_options(p: argparse.ArgumentParser, flag: bool = True) -> None:
-    """``--liveness`` (with ``flag``) and its threshold and model, for the commands that accept or refuse a face."""
+def add_liveness_options(p: argparse.ArgumentParser, flag: bool = True, service: bool = False) -> None:
+    """``--liveness`` (with ``flag``) and its threshold and model, for the commands that accept or refuse a face;
+    for the ``service``, ``--liveness`` makes the check required and the other two configure it."""
     if flag:
         p.add_argument(
             "--liveness",
             action="store_true",
-            help="refuse faces judged not live (passive single-frame presentation-attack detection, MiniFASNet; "
-            "exit 2); see docs/liveness.md for what it can and cannot stop",
+            help=(
+                "check the liveness of every face of every verify, enrol and identify request (else only of requests "
+                "with liveness=true)"
+                if service
+                else "refuse faces judged not live (passive single-frame presentation-attack detection, MiniFASNet; "
+                "exit 2)"
+            )
+            + "; see docs/liveness.md for what it can and cannot stop",
         )
+    implied = "" if service or not flag else "implies --liveness; "
     p.add_argument(
         "--liveness-threshold",
         type=float,
         metavar="T",
-        help="liveness score a face must exceed (implies --liveness; default: the --liveness-model's calibrated "
-        "threshold, else 0.915, the authors' Android demo's)",
+        help=f"liveness score a face must exceed ({implied}default: the --liveness-model's calibrated threshold, "
+        "else 0.915, the authors' Android demo's)",
     )
     p.add_argument(
         "--liveness-model",
         metavar="FILE",
         help="liveness weights written by `calibrate --liveness --write`, or a .onnx/.pte/.tflite file written by "
-        "`export --liveness` (implies --liveness; default: the shipped MiniFASNets)",
+        f"`export --liveness` ({implied}default: the shipped MiniFASNets)",
     )
 
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .common import Command, Parser, add_runtime_options, print_json, print_table
+from .liveness import add_liveness_options
 from .pipeline import _DEFAULT_MODEL
 
 _DEFAULT_DB = "ghostfacenets.sqlite"  # = serve.settings.DEFAULT_DB
@@ -46,6 +47,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         help="keep each enrolled face's aligned 112x112 crop (lets `gallery reembed` move to another model); "
         "off by default: only embeddings, boxes and image hashes are stored",
     )
+    add_liveness_options(p, service=True)
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-body-mb", type=float, default=32.0, metavar="MB", help="request body (default 32)")
     limits.add_argument(
@@ -95,6 +97,9 @@ def _settings(args: argparse.Namespace) -> Any:
         batch_wait_ms=args.batch_wait_ms,
         queue_faces=args.queue_faces,
         max_inflight=args.max_inflight,
+        liveness=args.liveness,
+        liveness_threshold=args.liveness_threshold,
+        liveness_model=args.liveness_model,
     )
 
 
@@ -103,7 +108,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from ..errors import GhostFaceNetsError
     from ..serve.app import create_app
-    from ..serve.service import load_recognizer, open_gallery_store
+    from ..serve.service import load_liveness_checker, load_recognizer, open_gallery_store
     from ..serve.settings import SETTINGS_ENV
 
     if args.workers < 1:
@@ -114,6 +119,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     # Fail here with one line, not in every worker: the database opens and the model loads.
     open_gallery_store(settings.db).close()
     recognizer = load_recognizer(settings)
+    if settings.liveness or settings.liveness_model:
+        load_liveness_checker(settings)  # a bad liveness model fails here too (and ExecuTorch's program is cached)
     scheme = "https" if args.ssl_certfile else "http"
     print(
         f"ghostfacenets serve: {recognizer.model_id.describe()}, gallery {settings.db}, "

@@ -30,6 +30,9 @@ INPUT_NAMES = ("patch_2_7", "patch_4_0")
 OUTPUT_NAME = "probabilities"
 METHOD = "forward"
 METADATA_METHOD = "ghostfacenets_metadata"
+# Programs lowered in this process, by weights: lowering takes tens of seconds, and a process meets the same weights
+# again (the runtime and an export, the tests).
+_LOWERED: dict[str, bytes] = {}
 
 
 class LivenessExportError(GhostFaceNetsError):
@@ -139,8 +142,16 @@ def executorch_bytes(model: MiniFASNetFusion, metadata: dict[str, Any] | None = 
         return bytes(edge.to_executorch().buffer)
 
 
-def export_liveness_executorch(model: MiniFASNetFusion, path: str | Path) -> Path:
-    """Write the liveness model as an ExecuTorch program for XNNPACK (batch 1) with its metadata; atomic."""
+def executorch_program(model: MiniFASNetFusion) -> bytes:
+    """The ``.pte`` program of ``model`` with its metadata, lowered once per weights and versions: kept in this
+    process and in the package cache (``GHOSTFACENETS_HOME/executorch``), since lowering takes tens of seconds and
+    loading milliseconds. What ``export --liveness OUT.pte`` writes and the "executorch" backend runs."""
+    import hashlib
+
+    from ..export.executorch import _require
+    from ..hub import cache_dir
+
+    _require()
     meta = export_metadata(
         model,
         "executorch",
@@ -150,7 +161,23 @@ def export_liveness_executorch(model: MiniFASNetFusion, path: str | Path) -> Pat
         method=METHOD,
         exporter=f"executorch {version('executorch')}",
     )
-    program = executorch_bytes(model, meta)
+    digest = hashlib.sha256(json.dumps([meta, torch.__version__], sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    key = digest.hexdigest()[:32]
+    path = cache_dir() / "executorch" / f"liveness-{key}.pte"
+    if key not in _LOWERED:
+        _LOWERED[key] = path.read_bytes() if path.is_file() else executorch_bytes(model, meta)
+    if not path.is_file():
+        with atomic_write(path, "wb") as f:
+            f.write(_LOWERED[key])
+    return _LOWERED[key]
+
+
+def export_liveness_executorch(model: MiniFASNetFusion, path: str | Path) -> Path:
+    """Write the liveness model as an ExecuTorch program for XNNPACK (batch 1) with its metadata; atomic."""
+    program = executorch_program(model)
     with atomic_write(path, "wb") as f:
         f.write(program)
     return Path(path)

@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,6 @@ from .model import METADATA_KEY, MiniFASNetFusion, load_liveness_model
 BACKENDS = ("auto", "eager", "fused", "executorch", "onnxruntime")
 FILE_RUNTIMES = {".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "litert"}
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
-# Programs lowered in this process, by weights: lowering takes seconds, and tests meet the same weights many times.
-_LOWERED: dict[str, bytes] = {}
 
 
 class LivenessModel:
@@ -60,14 +56,6 @@ class LivenessModel:
             return np.zeros((0, NUM_CLASSES), np.float32)
         a, b = (np.ascontiguousarray(p.transpose(0, 3, 1, 2), dtype=np.float32) for p in (patches_2_7, patches_4_0))
         return np.asarray(self._runner(a, b), dtype=np.float32).reshape(len(a), NUM_CLASSES)
-
-
-def _weights_key(model: MiniFASNetFusion) -> str:
-    digest = hashlib.sha256(json.dumps([torch.__version__, version("executorch")]).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
 
 
 def _torch_runner(model: MiniFASNetFusion, device: torch.device) -> Runner:
@@ -172,23 +160,6 @@ def _litert_runner(path: Path, threads: int | None) -> tuple[Runner, dict[str, A
     return run, metadata
 
 
-def _cached_program(model: MiniFASNetFusion) -> bytes:
-    """The ExecuTorch program of ``model``'s weights: from this process, the disk cache
-    (``GHOSTFACENETS_HOME/executorch``), or lowered now and kept in both."""
-    from ..files import atomic_write
-    from ..hub import cache_dir
-    from .export import executorch_bytes
-
-    key = _weights_key(model)
-    path = cache_dir() / "executorch" / f"liveness-{key}.pte"
-    if key not in _LOWERED:
-        _LOWERED[key] = path.read_bytes() if path.is_file() else executorch_bytes(model)
-    if not path.is_file():
-        with atomic_write(path, "wb") as f:
-            f.write(_LOWERED[key])
-    return _LOWERED[key]
-
-
 def load_liveness(
     source: str | Path | MiniFASNetFusion | None = None,
     device: str | torch.device | None = None,
@@ -241,8 +212,7 @@ def load_liveness(
 
         run, _ = _onnx_runner(onnx_bytes(model), threads, name)
     else:
-        from ..export.executorch import _require
+        from .export import executorch_program
 
-        _require()
-        run, _ = _executorch_runner(_cached_program(model), name)
+        run, _ = _executorch_runner(executorch_program(model), name)
     return LivenessModel(run, name, backend, dict(model.metadata))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +22,7 @@ import anyio
 import numpy as np
 
 from ..gallery.base import GalleryStore, ModelId
+from ..liveness.checker import LivenessChecker, LivenessResult
 from ..pipeline.detect import Face
 from ..pipeline.recognizer import FaceRecognizer, Threshold
 from .batching import EmbeddingQueue
@@ -37,9 +40,11 @@ class FoundFace:
     face: Face
     crop: np.ndarray
     embedding: np.ndarray | None = None
+    liveness: LivenessResult | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return face_json(self.face)
+        extra = {"liveness": self.liveness.to_dict()} if self.liveness is not None else {}
+        return {**face_json(self.face), **extra}
 
 
 def face_json(face: Face) -> dict[str, Any]:
@@ -72,6 +77,19 @@ def load_recognizer(settings: ServiceSettings) -> FaceRecognizer:
     )
 
 
+def load_liveness_checker(settings: ServiceSettings) -> LivenessChecker:
+    """The liveness check the settings describe, run like the face model (one thread per call)."""
+    from ..liveness.runtime import BACKENDS
+
+    return LivenessChecker(
+        settings.liveness_model,
+        threshold=settings.liveness_threshold,
+        device=settings.device,
+        backend=settings.backend if settings.backend in BACKENDS else "auto",
+        threads=settings.threads,
+    )
+
+
 def open_gallery_store(db: str) -> GalleryStore:
     """The gallery store ``db`` names (an SQLite file path or a ``postgresql://`` URL)."""
     from ..gallery import open_store
@@ -100,8 +118,13 @@ class FaceService:
             limiter=self._compute,
         )
         self._inflight = 0
+        self._liveness: LivenessChecker | None = None
+        self._liveness_lock = threading.Lock()
 
     async def __aenter__(self) -> FaceService:
+        if self.settings.liveness:  # required on every request: loaded (and run once) before the first
+            checker = await anyio.to_thread.run_sync(self.liveness_checker)
+            await anyio.to_thread.run_sync(checker.scores, np.full((64, 64, 3), 128, np.uint8), [[8, 8, 40, 40]])
         await self.queue.__aenter__()
         return self
 
@@ -130,33 +153,68 @@ class FaceService:
     def threshold(self, value: float | None = None) -> Threshold:
         return self.recognizer.threshold(value)
 
-    def _decode_and_find(self, data: bytes, field: str, limit: int) -> tuple[UploadedImage, list[FoundFace], int]:
+    def liveness_checker(self) -> LivenessChecker:
+        """The liveness check, loaded at start when every request needs it, else by the first that asks."""
+        with self._liveness_lock:
+            if self._liveness is None:
+                self._liveness = load_liveness_checker(self.settings)
+            return self._liveness
+
+    def wants_liveness(self, requested: bool | None) -> bool:
+        """Whether a request's faces get the liveness check: always when the service requires it (a request may
+        not turn it off), else when the request asks."""
+        if self.settings.liveness:
+            if requested is False:
+                raise ApiError("VALIDATION", "this service checks the liveness of every face; leave out liveness=false")
+            return True
+        return bool(requested)
+
+    def _decode_and_find(
+        self, data: bytes, field: str, limit: int, liveness: bool = False
+    ) -> tuple[UploadedImage, list[FoundFace], int]:
         image = decode_upload(data, field, self.settings)
         faces = self.recognizer.detect(image.pixels)  # largest first
         aligned = [FoundFace(f, self.recognizer.align(image.pixels, f)) for f in faces[:limit]]
+        if liveness and aligned:
+            results = self.liveness_checker().check(image.pixels, [f.face for f in aligned])
+            aligned = [dataclasses.replace(f, liveness=r) for f, r in zip(aligned, results)]
         return image, aligned, len(faces)
 
     async def find_faces(
-        self, data: bytes, field: str, max_faces: int | None = None
+        self, data: bytes, field: str, max_faces: int | None = None, liveness: bool = False
     ) -> tuple[UploadedImage, list[FoundFace], int]:
         """Decode one image and find its faces, aligned: the largest ``max_faces`` (default: the setting), and how
-        many were found in all."""
+        many were found in all; with ``liveness`` each face's liveness is judged (:meth:`refuse_spoofs` refuses)."""
         limit = min(max_faces or self.settings.max_faces, self.settings.max_faces)
-        return await anyio.to_thread.run_sync(self._decode_and_find, data, field, limit, limiter=self._compute)
+        return await anyio.to_thread.run_sync(
+            self._decode_and_find, data, field, limit, liveness, limiter=self._compute
+        )
+
+    @staticmethod
+    def refuse_spoofs(field: str, faces: list[FoundFace]) -> None:
+        """SPOOF_SUSPECTED for the first face judged not live."""
+        for index, found in enumerate(faces):
+            if found.liveness is not None and not found.liveness.is_live:
+                which = f" face {index}" if len(faces) > 1 else ""
+                raise ApiError(
+                    "SPOOF_SUSPECTED",
+                    f"{field}{which}: the face does not look live ({found.liveness.describe()}); refused",
+                )
 
     async def embed(self, faces: list[FoundFace]) -> list[FoundFace]:
         """The faces with their embeddings (one trip through the batching queue)."""
         if not faces:
             return []
         embeddings = await self.queue.embed(np.stack([f.crop for f in faces]))
-        return [FoundFace(f.face, f.crop, e) for f, e in zip(faces, embeddings)]
+        return [dataclasses.replace(f, embedding=e) for f, e in zip(faces, embeddings)]
 
     async def largest_faces(
-        self, items: list[tuple[bytes, str]], on_multiple: str = "largest"
+        self, items: list[tuple[bytes, str]], on_multiple: str = "largest", liveness: bool = False
     ) -> list[tuple[UploadedImage, FoundFace, int]]:
         """The largest face of each image, embedded: detected in parallel, embedded in one trip. NO_FACE for an
-        image without a face, MULTIPLE_FACES for one with several when ``on_multiple`` is "error"."""
-        found = await asyncio.gather(*(self.find_faces(data, field, 1) for data, field in items))
+        image without a face, MULTIPLE_FACES for one with several when ``on_multiple`` is "error", and with
+        ``liveness`` SPOOF_SUSPECTED for a face judged not live (before anything is embedded)."""
+        found = await asyncio.gather(*(self.find_faces(data, field, 1, liveness) for data, field in items))
         for (_, field), (_, faces, count) in zip(items, found):
             if not faces:
                 raise ApiError(
@@ -164,5 +222,6 @@ class FaceService:
                 )
             if count > 1 and on_multiple == "error":
                 raise ApiError("MULTIPLE_FACES", f"{field}: {count} faces found, expected one")
+            self.refuse_spoofs(field, faces)
         embedded = await self.embed([faces[0] for _, faces, _ in found])
         return [(image, face, count) for (image, _, count), face in zip(found, embedded)]

@@ -28,7 +28,9 @@ class ServiceSettings:
     and embedding batches running at once (default: the cores). ``batch_size`` / ``batch_wait_ms``: faces of
     concurrent requests are embedded together, up to this many, waiting at most this long for company.
     ``queue_faces``: faces waiting to be embedded, and ``max_inflight``: requests doing image work, beyond which the
-    service answers 503 at once.
+    service answers 503 at once. ``liveness``: every verify, enrol and identify request has its faces' liveness
+    checked (else only requests that ask, ``liveness=true``), with ``liveness_threshold`` and ``liveness_model``
+    (default: the shipped MiniFASNets and their threshold; docs/liveness.md).
     """
 
     model: str = DEFAULT_MODEL
@@ -53,6 +55,9 @@ class ServiceSettings:
     batch_wait_ms: float = 2.0
     queue_faces: int = 256
     max_inflight: int = 64
+    liveness: bool = False
+    liveness_threshold: float | None = None
+    liveness_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # detector options beyond the two above
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class ServiceSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
+        if self.liveness_threshold is not None and not 0.0 <= self.liveness_threshold <= 1.0:
+            raise GhostFaceNetsError(f"liveness_threshold lies in [0, 1], got {self.liveness_threshold}")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
