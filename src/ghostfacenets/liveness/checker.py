@@ -106,8 +106,7 @@ class LivenessChecker:
         """The liveness score of each face box (x1, y1, x2, y2, or anything with a ``box``) in a uint8 RGB image."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise GhostFaceNetsError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
-        plain = [getattr(b, "box", b) for b in boxes]
-        patches = liveness_patches(image, plain, [p.scale for p in PATCHES])
+        patches = liveness_patches(image, boxes, [p.scale for p in PATCHES])
         return self.model.probabilities(*patches)[:, REAL_CLASS].astype(np.float64)
 
     def result(self, score: float) -> LivenessResult:

@@ -15,9 +15,9 @@ from ..models.minifasnet import INPUT_SIZE
 
 
 def reference_box(box: Any) -> tuple[int, int, int, int]:
-    """A detector box (x1, y1, x2, y2) in pixels as the reference's ``[x, y, w, h]``: ``int(x1), int(y1),
-    int(x2 - x1 + 1), int(y2 - y1 + 1)`` (its ``Detection.get_bbox``)."""
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    """A detector box (x1, y1, x2, y2) in pixels, or a face with a ``box``, as the reference's ``[x, y, w, h]``:
+    ``int(x1), int(y1), int(x2 - x1 + 1), int(y2 - y1 + 1)`` (its ``Detection.get_bbox``)."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(getattr(box, "box", box), dtype=np.float64).reshape(4))
     return int(x1), int(y1), int(x2 - x1 + 1), int(y2 - y1 + 1)
 
 
@@ -55,8 +55,8 @@ def crop_patch(image: np.ndarray, box: Sequence[int], scale: float, size: int = 
 
 
 def liveness_patches(image_rgb: np.ndarray, boxes: Sequence[Any], scales: Sequence[float]) -> list[np.ndarray]:
-    """For each scale, the patches of every box as uint8 BGR (N, 80, 80, 3), from a uint8 RGB image (the networks
-    take BGR, as OpenCV reads photos)."""
+    """For each scale, the patches of every box (or face) as uint8 BGR (N, 80, 80, 3), from a uint8 RGB image (the
+    networks take BGR, as OpenCV reads photos)."""
     refs = [reference_box(b) for b in boxes]
     out = []
     for scale in scales:
