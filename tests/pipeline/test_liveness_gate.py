@@ -13,7 +13,7 @@ import pytest
 from ghostfacenets.cli import main
 from ghostfacenets.errors import GhostFaceNetsError
 from ghostfacenets.gallery import open_store
-from ghostfacenets.liveness import LivenessChecker, SpoofSuspectedError
+from ghostfacenets.liveness import LivenessChecker, SpoofSuspectedError, write_calibrated
 from ghostfacenets.pipeline import FaceRecognizer
 from ghostfacenets.pipeline.bulk import enroll_folder
 from tests.helpers.liveness import SAMPLES
@@ -116,3 +116,8 @@ def test_cli_gate(capsys: pytest.CaptureFixture[str], model_file: Path, tmp_path
     assert code == 2 and "spoof suspected" in err
     code, _, err = _run(capsys, "verify", LIVE, LIVE, *common, "--liveness-threshold", "1.5")
     assert code == 2 and "a liveness threshold lies in [0, 1]" in err
+    report = {"threshold": 0.05, "bpcer": 0.0, "bpcer_target": 0.01, "set": "mine", "bona_fide": 100, "attacks": None}
+    calibrated = write_calibrated(report, tmp_path / "calibrated.safetensors")
+    code, out, _ = _run(capsys, "verify", LIVE, PRINT, *common, "--liveness-model", calibrated, "--json")
+    assert code == 0 and json.loads(out)["liveness_b"]["threshold_source"] == "calibrated"
+    assert json.loads(out)["liveness_b"]["threshold"] == 0.05

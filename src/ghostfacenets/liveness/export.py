@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import threading
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +34,7 @@ METADATA_METHOD = "ghostfacenets_metadata"
 # Programs lowered in this process, by weights: lowering takes tens of seconds, and a process meets the same weights
 # again (the runtime and an export, the tests).
 _LOWERED: dict[str, bytes] = {}
+_LOWERING = threading.Lock()
 
 
 class LivenessExportError(GhostFaceNetsError):
@@ -167,12 +169,13 @@ def executorch_program(model: MiniFASNetFusion) -> bytes:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     key = digest.hexdigest()[:32]
     path = cache_dir() / "executorch" / f"liveness-{key}.pte"
-    if key not in _LOWERED:
-        _LOWERED[key] = path.read_bytes() if path.is_file() else executorch_bytes(model, meta)
-    if not path.is_file():
-        with atomic_write(path, "wb") as f:
-            f.write(_LOWERED[key])
-    return _LOWERED[key]
+    with _LOWERING:  # threads asking at once wait for one lowering
+        if key not in _LOWERED:
+            _LOWERED[key] = path.read_bytes() if path.is_file() else executorch_bytes(model, meta)
+        if not path.is_file():
+            with atomic_write(path, "wb") as f:
+                f.write(_LOWERED[key])
+        return _LOWERED[key]
 
 
 def export_liveness_executorch(model: MiniFASNetFusion, path: str | Path) -> Path:

@@ -122,7 +122,7 @@ class FaceService:
         self._liveness_lock = threading.Lock()
 
     async def __aenter__(self) -> FaceService:
-        if self.settings.liveness:  # required on every request: loaded (and run once) before the first
+        if self.settings.liveness:  # required on every request: ready (and run once) before the first
             checker = await anyio.to_thread.run_sync(self.liveness_checker)
             await anyio.to_thread.run_sync(checker.scores, np.full((64, 64, 3), 128, np.uint8), [[8, 8, 40, 40]])
         await self.queue.__aenter__()
@@ -154,7 +154,8 @@ class FaceService:
         return self.recognizer.threshold(value)
 
     def liveness_checker(self) -> LivenessChecker:
-        """The liveness check, loaded at start when every request needs it, else by the first that asks."""
+        """The liveness check, loaded at start when every request needs it, else by the first request that asks
+        (with ExecuTorch, lowering it takes tens of seconds the first time; the program is cached on disk)."""
         with self._liveness_lock:
             if self._liveness is None:
                 self._liveness = load_liveness_checker(self.settings)

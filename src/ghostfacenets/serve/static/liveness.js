@@ -1,5 +1,6 @@
-// Liveness on the page: the "check liveness" boxes of Verify and Enroll, the decision shown with each face, and the
-// check of every photo before anyone is enrolled (POST /v1/liveness). Uses app.js's api() and ApiProblem.
+// Liveness on the page: the "check liveness" boxes of Verify and Enroll (ticked and locked when the service checks
+// every face, `serve --liveness`), the decision shown with each face, and the check of every photo before anyone is
+// enrolled (POST /v1/liveness). Uses app.js's api() and ApiProblem.
 "use strict";
 
 const Liveness = {
@@ -32,7 +33,7 @@ const Liveness = {
 
   // One line per photo with its face's liveness, under a verify result.
   renderVerify(output, r) {
-    for (const [label, result] of [["Photo A", r.liveness_a], ["Photo B", r.liveness_b]]) {
+    for (const [label, result] of [["Photo A", r.face_a.liveness], ["Photo B", r.face_b.liveness]]) {
       if (!result) continue;
       const line = document.createElement("div");
       line.className = result.is_live ? "live" : "spoof";
