@@ -8,8 +8,8 @@ presentation is classified bona fide when its score is above the threshold, as t
   maximum APCER is at most x; APCER at BPCER = y: the maximum APCER at the highest threshold whose BPCER is at most y.
 * Non-response rates (APNRR, BPNRR): presentations the system gave no score (no face found); they are left out of
   APCER and BPCER and reported beside them.
-* ACER = (APCER + BPCER) / 2 is not an ISO/IEC 30107-3 metric (the standard warns against averaging the two error
-  types); it is given because the OULU-NPU and CelebA-Spoof protocols report it.
+* ACER = (APCER + BPCER) / 2 is not an ISO/IEC 30107-3 metric (the standard keeps the two error types apart); it is
+  given because the OULU-NPU and CelebA-Spoof protocols report it.
 """
 
 from __future__ import annotations
