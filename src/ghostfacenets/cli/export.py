@@ -141,7 +141,10 @@ def _run_export(args: argparse.Namespace) -> int:
     liveness = check_export(args)
     if liveness and not (args.model or args.onnx or args.tflite or args.executorch):
         written = run_liveness_export(args)
-        print_json({"liveness": written}) if args.json else print_export(written)
+        if args.json:
+            print_json({"liveness": written})
+        else:
+            print_export(written)
         return 0
     if not args.model:
         raise GhostFaceNetsError("give the MODEL to export (or only --liveness OUT for the liveness model)")
