@@ -74,7 +74,7 @@ def check_wheel(wheel: Path, expected: set[str], version: str, problems: list[st
     expectations = {
         "Name": PACKAGE,
         "Version": version,
-        "License-Expression": "MIT",
+        "License-Expression": "MIT AND Apache-2.0",
         "Description-Content-Type": "text/markdown",
     }
     for field, value in expectations.items():

@@ -31,6 +31,8 @@ _EXPORTS = {
     "FastEmbedder": "ghostfacenets.inference",
     "load_embedder": "ghostfacenets.inference",
     "export_onnx": "ghostfacenets.export.onnx",
+    "LivenessChecker": "ghostfacenets.liveness.checker",
+    "SpoofSuspectedError": "ghostfacenets.liveness.checker",
 }
 
 __all__ = ["__version__", *_EXPORTS]

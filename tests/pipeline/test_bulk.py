@@ -79,6 +79,7 @@ def test_bulk_enrolment_summary_resume_and_search(
         "several_faces": ["cy/group.jpg"],
         "unreadable": ["dee/notes.jpg"],
         "conflicts": [],
+        "spoof_suspected": [],  # liveness off: nothing judged
     }
     code, out, _ = run(capsys, *argv)
     again = json.loads(out)

@@ -176,3 +176,45 @@ def test_api_docs_render_offline(browser: Any, served: Served) -> None:
     assert page.locator(".opblock").count() >= 10
     assert set(origins) == {served.service.url.split("/")[2]}
     page.close()
+
+
+def test_liveness_on_verify_and_a_spoof_refused_before_enrolling(browser: Any, served: Served) -> None:
+    from tests.helpers.liveness import SAMPLES
+
+    live, poster = SAMPLES / "image_T1.jpg", SAMPLES / "image_F1.jpg"
+    with served.service.client(served.admin, timeout=900) as http:  # the first liveness request loads its model
+        assert http.post("/v1/liveness", files=[("image", live.read_bytes())]).status_code == 200
+        http.post("/v1/galleries", json={"name": "page-liveness"})
+    page = _open(browser, served, served.admin, PHONE)
+    page.get_by_test_id("verify-liveness").check()
+    page.get_by_test_id("verify-a").set_input_files(str(live))
+    page.get_by_test_id("verify-b").set_input_files(str(photo("img1.jpg")))
+    page.get_by_test_id("verify-submit").click()
+    page.get_by_test_id("verify-result").filter(has_text="Photo B: live").wait_for()
+    assert re.search(
+        r"Photo A: live: liveness 1\.0000 > 0\.9150 \(default\)", page.get_by_test_id("verify-result").inner_text()
+    )
+    page.get_by_test_id("verify-b").set_input_files(str(poster))
+    page.get_by_test_id("verify-submit").click()
+    page.get_by_test_id("verify-result").filter(has_text="SPOOF_SUSPECTED").wait_for()
+
+    posted = []
+    page.on("request", lambda request: posted.append((request.method, request.url)))
+    page.select_option("#gallery", "page-liveness")
+    page.click("#tab-enroll")
+    page.get_by_test_id("enroll-name").fill("Poster Person")
+    page.get_by_test_id("enroll-photos").set_input_files([str(live), str(poster)])
+    page.get_by_test_id("enroll-liveness").check()
+    page.get_by_test_id("enroll-submit").click()
+    result = page.get_by_test_id("enroll-result")
+    result.filter(has_text="SPOOF_SUSPECTED").wait_for()
+    assert "image_F1.jpg: spoof suspected" in result.inner_text() and "nobody was enrolled" in result.inner_text()
+    assert not [url for method, url in posted if method == "POST" and "/subjects" in url]  # refused before any
+    _screenshot(page, "service-liveness-phone.jpg")
+    page.get_by_test_id("enroll-photos").set_input_files([str(live)])
+    page.get_by_test_id("enroll-submit").click()
+    result.filter(has_text="Every face judged live").wait_for()
+    with served.service.client(served.admin) as http:
+        (subject,) = http.get("/v1/galleries/page-liveness/subjects").json()["subjects"]
+        assert subject["name"] == "Poster Person" and subject["faces"] == 1
+    page.close()

@@ -11,13 +11,16 @@ from typing import Any
 
 from ..errors import GhostFaceNetsError
 from .common import Command, add_runtime_options, print_json, print_table
+from .liveness import add_pad_options
 
 DEFAULT_FAR = 1e-3  # = evaluate.fairness.DEFAULT_FAR, without importing torch at start-up
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", required=True, metavar="M", help="pretrained name or a .h5, .safetensors, .onnx, .pte, .tflite file"
+        "--model",
+        metavar="M",
+        help="pretrained name or a .h5, .safetensors, .onnx, .pte, .tflite file (needed by all but --pad)",
     )
     p.add_argument(
         "--bin",
@@ -131,6 +134,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (128)")
     add_runtime_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_pad_options(p)
 
 
 def _percent(value: Any, std: Any = None) -> str:
@@ -312,6 +316,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ..train.distributed import shutdown
 
     count, pair_files = _split_pairs(args.pairs)
+    if args.pad:
+        if args.bin or args.bin_dir or args.folder or pair_files or args.ijb or args.rfw or args.megaface:
+            raise GhostFaceNetsError("--pad evaluates the liveness check on its own: run the face sets separately")
+        from .liveness import run_pad_evaluate
+
+        return run_pad_evaluate(args)
+    if not args.model:
+        raise GhostFaceNetsError("--model is needed to evaluate face recognition (a pretrained name or a file)")
     bins = _check_inputs(args, pair_files)
     progress = not args.quiet and sys.stderr.isatty()
     processes = _processes(args.device)

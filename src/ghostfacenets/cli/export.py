@@ -10,12 +10,13 @@ from typing import Any
 
 from ..errors import GhostFaceNetsError
 from .common import Command, print_json
+from .liveness import add_export_options, check_export, print_export, run_liveness_export
 
 FORMATS = {"onnx": ".onnx", "litert": ".tflite", "executorch": ".pte"}
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="pretrained name, .h5 or .safetensors file")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="pretrained name, .h5 or .safetensors file")
     p.add_argument("--onnx", metavar="OUT.onnx", help="float32 ONNX file to write (dynamic batch)")
     p.add_argument(
         "--tflite", metavar="OUT.tflite", help="float32 LiteRT file to write (Android; batch 1, NHWC; mobile extra)"
@@ -67,6 +68,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         help="faces for the cosine agreement with float32 (default: the --bin images, else the calibration faces)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_export_options(p)
 
 
 def _check_args(args: argparse.Namespace) -> dict[str, Path]:
@@ -136,6 +138,16 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..inference import TorchEmbedder
     from ..model_io import load_model
 
+    liveness = check_export(args)
+    if liveness and not (args.model or args.onnx or args.tflite or args.executorch):
+        written = run_liveness_export(args)
+        if args.json:
+            print_json({"liveness": written})
+        else:
+            print_export(written)
+        return 0
+    if not args.model:
+        raise GhostFaceNetsError("give the MODEL to export (or only --liveness OUT for the liveness model)")
     outputs = _check_args(args)
     model = load_model(args.model)
     calibration = None
@@ -162,10 +174,15 @@ def _run_export(args: argparse.Namespace) -> int:
                 entry["versus_pytorch"]["faces_from"] = str(faces_source)
             entries[precision] = entry
         report[name] = entries
+    if liveness:
+        report["liveness"] = run_liveness_export(args)
     if args.json:
         print_json(report)
         return 0
     for name, entries in report.items():
+        if name == "liveness":
+            print_export(entries)
+            continue
         if name == "architecture":
             continue
         for precision, entry in entries.items():

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import GhostFaceNetsError
 from .common import Command, Parser, add_db_options, print_json, print_table
+from .liveness import add_liveness_options, liveness_text
 from .pipeline import _add_recognizer_options, _note_several, _recognizer, _threshold_text
 
 DEFAULT_GALLERY = "default"  # = gallery.DEFAULT_GALLERY, without importing numpy at start-up
@@ -55,6 +56,7 @@ def _add_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=64, metavar="N", help="--folder: faces per batch (default 64)")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_recognizer_options(p, thresholds=False)
+    add_liveness_options(p)
 
 
 def _run_enroll(args: argparse.Namespace) -> int:
@@ -75,6 +77,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
         args.db, args.name, args.images, gallery=args.gallery, metadata=metadata, store_crops=args.store_crops
     )
     added, skipped, subject = len(result.added), len(result.skipped), result.subject
+    liveness = [(f.source, f.detection["liveness"]) for f in result.added if "liveness" in (f.detection or {})]
     if args.json:
         print_json(
             {
@@ -85,6 +88,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
                 "already_enrolled": skipped,
                 "faces": subject.faces,
                 "db": _shown(args.db),
+                **({"liveness": [record for _, record in liveness]} if liveness else {}),
             }
         )
     else:
@@ -93,6 +97,8 @@ def _run_enroll(args: argparse.Namespace) -> int:
             f"enrolled {added} face(s) of {subject.name} into gallery {args.gallery} of {_shown(args.db)}{extra}; "
             f"{subject.faces} in all"
         )
+        for source, record in liveness:
+            print(f"{source}: live (liveness {record['score']:.4f} > threshold {record['threshold']:.4f})")
     return 0
 
 
@@ -132,6 +138,7 @@ def _enroll_folder(args: argparse.Namespace) -> int:
              record["several_faces"]),
             ("unreadable", record["unreadable"]),
             ("enrolled as someone else already", record["conflicts"]),
+            *([("spoof suspected (--liveness)", record["spoof_suspected"])] if recognizer.liveness else []),
         ],
         ("photos", "count"),
     )  # fmt: skip
@@ -157,6 +164,7 @@ def _add_identify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="identify every face in the photo")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_recognizer_options(p)
+    add_liveness_options(p)
 
 
 def _run_identify(args: argparse.Namespace) -> int:
@@ -180,6 +188,8 @@ def _run_identify(args: argparse.Namespace) -> int:
         return 0
     for i, result in enumerate(results):
         label = f"{args.image} face {i}" if args.all else args.image
+        if result.liveness is not None:
+            print(liveness_text(label, result.liveness))
         best = result.matches[0] if result.matches else None
         if result.identity and best is not None:
             print(

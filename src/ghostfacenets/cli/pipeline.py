@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import GhostFaceNetsError
 from .common import Command, add_runtime_options, print_json, print_table
+from .liveness import add_calibrate_options, add_liveness_options, liveness_setting, liveness_text
 
 
 def _add_detector_options(p: argparse.ArgumentParser) -> None:
@@ -53,8 +55,10 @@ def _recognizer(args: argparse.Namespace) -> Any:
     for path in (Path(p) for p in paths if p is not None):
         if not path.is_file():
             raise ImageError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    liveness = liveness_setting(args)
     return FaceRecognizer(
         args.model,
+        liveness=liveness,
         flip=not args.no_flip,
         device=args.device,
         backend=args.backend,
@@ -149,6 +153,13 @@ def _add_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="compare every face of A with every face of B")
     p.add_argument("--json", action="store_true", help="print JSON (similarity, threshold, is_same, faces)")
     _add_recognizer_options(p)
+    add_liveness_options(p)
+
+
+def _face_record(record: Any) -> dict[str, Any]:
+    """A face of ``verify --all --json``: its detection, and its liveness when checked."""
+    extra = {"liveness": record.liveness.to_dict()} if record.liveness is not None else {}
+    return {**record.face.to_dict(), **extra}
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -177,8 +188,8 @@ def _run_verify(args: argparse.Namespace) -> int:
             print_json(
                 {
                     "pairs": rows,
-                    "faces_a": [f.face.to_dict() for f in faces_a],
-                    "faces_b": [f.face.to_dict() for f in faces_b],
+                    "faces_a": [_face_record(f) for f in faces_a],
+                    "faces_b": [_face_record(f) for f in faces_b],
                     **threshold.to_dict(),
                 }
             )
@@ -200,6 +211,9 @@ def _run_verify(args: argparse.Namespace) -> int:
             f"same person: {'yes' if result.is_same else 'no'} (similarity {result.similarity:.4f} {relation} "
             f"{_threshold_text(result.threshold)})"
         )
+        for image, liveness in ((args.image_a, result.liveness_a), (args.image_b, result.liveness_b)):
+            if liveness is not None:
+                print(liveness_text(image, liveness))
     return 0
 
 
@@ -265,6 +279,7 @@ def _run_embed(args: argparse.Namespace) -> int:
 def _add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "pairs",
+        nargs="?",
         metavar="PAIRS",
         help="labelled pairs: a text/CSV file of 'image_a image_b label' lines, or a verification .bin",
     )
@@ -282,11 +297,22 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write", metavar="OUT.safetensors", help="save the model with these thresholds in its metadata")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_recognizer_options(p, thresholds=False)
+    add_calibrate_options(p)
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
     from ..pipeline.calibrate import calibrate, write_thresholds
 
+    if args.liveness:
+        if args.pairs:
+            raise GhostFaceNetsError("give either PAIRS (face thresholds) or --liveness DIR_OR_CSV, not both")
+        from .liveness import run_liveness_calibrate
+
+        return run_liveness_calibrate(args)
+    if not args.pairs:
+        raise GhostFaceNetsError("give the labelled PAIRS file (or --liveness DIR_OR_CSV for the liveness threshold)")
+    if args.liveness_model:
+        raise GhostFaceNetsError("--liveness-model goes with --liveness DIR_OR_CSV")
     recognizer = _recognizer(args)
     report = calibrate(
         recognizer,

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .common import Command, Parser, add_db_options, add_runtime_options, print_json, print_table
+from .liveness import add_liveness_options
 from .pipeline import _DEFAULT_MODEL
 
 _DEFAULT_DB = "ghostfacenets.sqlite"  # = serve.settings.DEFAULT_DB
@@ -41,6 +42,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         help="keep each enrolled face's aligned 112x112 crop (lets `gallery reembed` move to another model); "
         "off by default: only embeddings, boxes and image hashes are stored",
     )
+    add_liveness_options(p, service=True)
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-body-mb", type=float, default=32.0, metavar="MB", help="request body (default 32)")
     limits.add_argument(
@@ -146,6 +148,9 @@ def _settings(args: argparse.Namespace) -> Any:
         rate_limit=args.rate_limit,
         rate_burst=args.rate_burst,
         auth_failures=args.auth_failures,
+        liveness=args.liveness,
+        liveness_threshold=args.liveness_threshold,
+        liveness_model=args.liveness_model,
     )
 
 
@@ -155,7 +160,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from ..errors import GhostFaceNetsError
     from ..gallery.stores import secrets_in
     from ..serve.app import create_app
-    from ..serve.service import load_recognizer, open_gallery_store
+    from ..serve.service import load_liveness_checker, load_recognizer, open_gallery_store
     from ..serve.settings import SETTINGS_ENV, worker_settings
 
     if args.workers < 1:
@@ -173,6 +178,8 @@ def _run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     recognizer = load_recognizer(settings)
+    if settings.liveness or settings.liveness_model:
+        load_liveness_checker(settings)  # a bad liveness model fails here too (and ExecuTorch's program is cached)
     scheme = "https" if args.ssl_certfile else "http"
     print(
         f"ghostfacenets serve: {recognizer.model_id.describe()}, gallery {location}, "

@@ -211,9 +211,9 @@ def _tensor_facts(tflite: bytes) -> dict[str, Any]:
     return facts
 
 
-def with_metadata(tflite: bytes, meta: dict[str, Any]) -> bytes:
+def with_metadata(tflite: bytes, meta: dict[str, Any], description: str | None = None) -> bytes:
     """``tflite`` with ``meta`` as the JSON metadata entry ``ghostfacenets`` (replacing an earlier one) and a short
-    description, written with the flatbuffer schema that ships with ai-edge-litert."""
+    description (default: the GhostFaceNet's), written with the flatbuffer schema that ships with ai-edge-litert."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -226,7 +226,9 @@ def with_metadata(tflite: bytes, meta: dict[str, Any]) -> bytes:
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
-    model.description = f"GhostFaceNet {meta.get('architecture', '')} face embedding ({meta['litert']['precision']})"
+    model.description = (
+        description or f"GhostFaceNet {meta.get('architecture', '')} face embedding ({meta['litert']['precision']})"
+    )
     builder = flatbuffers.Builder(len(tflite) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

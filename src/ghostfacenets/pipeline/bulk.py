@@ -35,13 +35,12 @@ class BulkSummary:
     several_faces: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # the same photo in another person's folder
+    spoof_suspected: list[str] = field(default_factory=list)  # judged not live (with the recognizer's liveness on)
 
     def to_dict(self) -> dict[str, Any]:
-        counts = {
-            name: len(getattr(self, name))
-            for name in ("enrolled", "already_present", "no_face", "several_faces", "unreadable", "conflicts")
-        }
-        problems = {name: getattr(self, name) for name in ("no_face", "several_faces", "unreadable", "conflicts")}
+        problem_kinds = ("no_face", "several_faces", "unreadable", "conflicts", "spoof_suspected")
+        counts = {name: len(getattr(self, name)) for name in ("enrolled", "already_present", *problem_kinds)}
+        problems = {name: getattr(self, name) for name in problem_kinds}
         return {"people": self.people, "images": self.images, **counts, "problems": problems}
 
 
@@ -72,8 +71,9 @@ def enroll_folder(
     progress: bool = False,
 ) -> BulkSummary:
     """Enrol every person sub-folder of ``folder`` into ``gallery`` (created if new). A photo with several faces is
-    skipped unless ``largest_face`` (then its largest face is used); photos with no face or that cannot be read are
-    skipped and listed. ``batch_size`` faces are embedded together and stored in one transaction."""
+    skipped unless ``largest_face`` (then its largest face is used); photos with no face or that cannot be read, and
+    (when the recognizer's ``liveness`` is on) faces judged not live, are skipped and listed. ``batch_size`` faces
+    are embedded together and stored in one transaction."""
     from tqdm import tqdm
 
     from ..gallery import NotFoundError
@@ -128,8 +128,14 @@ def enroll_folder(
             if len(faces) > 1 and not largest_face:
                 summary.several_faces.append(relative)
                 continue
-            crop = align_face(pixels, faces[0].landmarks)
             detection = {**faces[0].to_dict(), "faces_in_image": len(faces)}
+            if recognizer.liveness:
+                (live,) = recognizer.liveness_checker.check(pixels, faces[:1])
+                if not live.is_live:
+                    summary.spoof_suspected.append(relative)
+                    continue
+                detection["liveness"] = live.to_dict()
+            crop = align_face(pixels, faces[0].landmarks)
             face = NewFace(np.zeros(0), digest, relative, detection, encode_png(crop) if store_crops else None)
             pending.append((person, face, crop, relative))
             present[digest] = person

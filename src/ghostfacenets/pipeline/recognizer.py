@@ -29,6 +29,7 @@ from ..gallery import (
 )
 from ..gallery.base import check_model
 from ..inference import FILE_RUNTIMES, embed_images, load_embedder, resolve_device
+from ..liveness.checker import LivenessChecker, LivenessResult
 from .detect import Face, FaceDetector, create_detector
 
 DEFAULT_MODEL = "ghostfacenetv1-1.3-1.ms1mv3-arcface"
@@ -81,6 +82,7 @@ class FaceEmbedding:
     face: Face | None  # None for an aligned crop given as is
     embedding: np.ndarray
     faces_in_image: int = 1
+    liveness: LivenessResult | None = None  # when the liveness check ran
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Verification:
     face_b: Face | None = None
     faces_in_a: int = 1
     faces_in_b: int = 1
+    liveness_a: LivenessResult | None = None
+    liveness_b: LivenessResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -104,6 +108,9 @@ class Verification:
         for key, face, count in (("a", self.face_a, self.faces_in_a), ("b", self.face_b, self.faces_in_b)):
             record[f"face_{key}"] = face.to_dict() if face is not None else None
             record[f"faces_in_{key}"] = count
+        for key, liveness in (("a", self.liveness_a), ("b", self.liveness_b)):
+            if liveness is not None:
+                record[f"liveness_{key}"] = liveness.to_dict()
         return record
 
 
@@ -133,6 +140,7 @@ class Identification:
     matches: list[Match]
     threshold: Threshold
     faces_in_image: int = 1
+    liveness: LivenessResult | None = None
 
     @property
     def identity(self) -> str | None:
@@ -146,7 +154,13 @@ class Identification:
             "face": self.face.to_dict() if self.face is not None else None,
             "faces_in_image": self.faces_in_image,
             **self.threshold.to_dict(),
+            **({"liveness": self.liveness.to_dict()} if self.liveness is not None else {}),
         }
+
+
+# One face found by ``FaceRecognizer._faces``: the face (None for an aligned crop), its aligned crop, the number of
+# faces in its image, and its liveness when checked.
+_Found = tuple[Face | None, np.ndarray, int, LivenessResult | None]
 
 
 @dataclass
@@ -188,6 +202,14 @@ def _describe(source: Any, index: int | None = None) -> str:
     return f"image {index} ({type(source).__name__})" if index is not None else f"<{type(source).__name__}>"
 
 
+def _detection_record(record: FaceEmbedding) -> dict[str, Any] | None:
+    """What a gallery keeps of a face's detection: box, score, landmarks, faces in the image, and its liveness."""
+    if record.face is None:
+        return None
+    extra = {"liveness": record.liveness.to_dict()} if record.liveness is not None else {}
+    return {**record.face.to_dict(), "faces_in_image": record.faces_in_image, **extra}
+
+
 def _as_list(images: Any) -> tuple[list[Any], bool]:
     """(sources, was_a_batch): a list/tuple or a 4-D array is a batch; anything else one image."""
     if isinstance(images, (list, tuple)):
@@ -207,7 +229,10 @@ class FaceRecognizer:
     available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
     package's one rule). ``threads``: onnxruntime threads per call of the embedder and a detector given by name
     (default: all cores; a server running requests in parallel wants 1). ``detector_options`` go to the detector
-    (``score_threshold``, ``max_size``, ...).
+    (``score_threshold``, ``max_size``, ...). ``liveness``: True (the shipped MiniFASNets at their default
+    threshold) or a :class:`~ghostfacenets.liveness.LivenessChecker` refuses faces judged not live in ``verify``,
+    ``enroll`` and ``identify`` with :class:`~ghostfacenets.liveness.SpoofSuspectedError` (each of those methods
+    also takes ``liveness=`` for one call).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
@@ -226,6 +251,7 @@ class FaceRecognizer:
         backend: str = "auto",
         batch_size: int = 64,
         threads: int | None = None,
+        liveness: bool | LivenessChecker = False,
         **detector_options: Any,
     ) -> None:
         if threads is not None and isinstance(detector, str):
@@ -240,6 +266,8 @@ class FaceRecognizer:
         self.far = far
         self._loaded = self._load(model)
         self._model_id: ModelId | None = None
+        self.liveness = bool(liveness)
+        self._liveness_checker = liveness if isinstance(liveness, LivenessChecker) else None
         if threshold is None:
             self.threshold()  # fail now, not at the first comparison, if ``far`` has no calibration
 
@@ -287,6 +315,20 @@ class FaceRecognizer:
             )
             self._model_id = ModelId(self._loaded.model_name, self._loaded.fingerprint, int(dim), self.flip)
         return self._model_id
+
+    @property
+    def liveness_checker(self) -> LivenessChecker:
+        """The liveness check (the shipped MiniFASNets at their default threshold unless one was given), loaded on
+        first use, on the recognizer's device, threads and backend where the liveness models have it."""
+        if self._liveness_checker is None:
+            from ..liveness.runtime import BACKENDS
+
+            backend = self.backend if self.backend in BACKENDS else "auto"
+            self._liveness_checker = LivenessChecker(device=self.device, backend=backend, threads=self.threads)
+        return self._liveness_checker
+
+    def _gate(self, liveness: bool | None) -> LivenessChecker | None:
+        return self.liveness_checker if (self.liveness if liveness is None else liveness) else None
 
     # ---------------------------------------------------------------------------------------------- thresholds
     def threshold(self, threshold: float | None = None, far: float | None = None) -> Threshold:
@@ -352,22 +394,32 @@ class FaceRecognizer:
         return (raw / norms).astype(np.float32)
 
     def _faces(
-        self, images: Sequence[Any], color_order: ColorOrder, all_faces: bool, aligned: bool | None
-    ) -> list[list[tuple[Face | None, np.ndarray, int]]]:
-        """Per image: (face or None for an aligned crop, aligned crop, faces found) for the largest face (an image
-        without one raises :class:`NoFaceError`) or every face (none for an image without one)."""
-        result: list[list[tuple[Face | None, np.ndarray, int]]] = []
+        self,
+        images: Sequence[Any],
+        color_order: ColorOrder,
+        all_faces: bool,
+        aligned: bool | None,
+        liveness: LivenessChecker | None = None,
+    ) -> list[list[_Found]]:
+        """Per image: (face or None for an aligned crop, aligned crop, faces found, liveness) for the largest face
+        (an image without one raises :class:`NoFaceError`) or every face (none for an image without one). With
+        ``liveness``, a face judged not live raises :class:`~ghostfacenets.liveness.SpoofSuspectedError`."""
+        result: list[list[_Found]] = []
         for index, source in enumerate(images):
             pixels = load_image(source, color_order)
             name = _describe(source, index if len(images) > 1 else None)
             is_crop = aligned if aligned is not None else pixels.shape[:2] == (INPUT_SIZE, INPUT_SIZE)
             if is_crop:
+                if liveness is not None:
+                    raise GhostFaceNetsError(
+                        f"{name}: liveness is judged on photos (the face with its surroundings), not on aligned crops"
+                    )
                 if pixels.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
                     raise GhostFaceNetsError(
                         f"{name}: an aligned crop must be {INPUT_SIZE}x{INPUT_SIZE}"
                         f", got {pixels.shape[1]}x{pixels.shape[0]}"
                     )
-                result.append([(None, pixels, 1)])
+                result.append([(None, pixels, 1, None)])
                 continue
             faces = self._detect(pixels)
             if not faces and not all_faces:
@@ -375,15 +427,19 @@ class FaceRecognizer:
                     f"{name}: no face found (detector score threshold {getattr(self.detector, 'score_threshold', '?')})"
                 )
             chosen = faces if all_faces else faces[:1]
-            result.append([(f, align_face(pixels, f.landmarks), len(faces)) for f in chosen])
+            live = liveness.require_live(pixels, chosen, name) if liveness is not None else [None] * len(chosen)
+            result.append([(f, align_face(pixels, f.landmarks), len(faces), r) for f, r in zip(chosen, live)])
         return result
 
-    def _embed_records(self, per_image: list[list[tuple[Face | None, np.ndarray, int]]]) -> list[list[FaceEmbedding]]:
+    def _embed_records(self, per_image: list[list[_Found]]) -> list[list[FaceEmbedding]]:
         flat = [item for items in per_image for item in items]
         if not flat:
             return [[] for _ in per_image]
-        embeddings = iter(self.embed_aligned(np.stack([crop for _, crop, _ in flat])))
-        return [[FaceEmbedding(face, next(embeddings), count) for face, _, count in items] for items in per_image]
+        embeddings = iter(self.embed_aligned(np.stack([crop for _, crop, _, _ in flat])))
+        return [
+            [FaceEmbedding(face, next(embeddings), count, live) for face, _, count, live in items]
+            for items in per_image
+        ]
 
     # ---------------------------------------------------------------------------------------------- embeddings
     def embed(self, images: Any, *, aligned: bool | None = None, color_order: ColorOrder = "RGB") -> np.ndarray:
@@ -397,9 +453,12 @@ class FaceRecognizer:
         embeddings = np.stack([r[0].embedding for r in records])
         return embeddings if batch else embeddings[0]
 
-    def embed_faces(self, image: ImageSource, color_order: ColorOrder = "RGB") -> list[FaceEmbedding]:
-        """Every face of one image with its embedding, largest first; [] when there is none."""
-        return self._embed_records(self._faces([image], color_order, True, False))[0]
+    def embed_faces(
+        self, image: ImageSource, color_order: ColorOrder = "RGB", *, liveness: bool | None = None
+    ) -> list[FaceEmbedding]:
+        """Every face of one image with its embedding, largest first; [] when there is none. ``liveness``: check
+        each face (None: the recognizer's setting), refusing the image when one is judged not live."""
+        return self._embed_records(self._faces([image], color_order, True, False, self._gate(liveness)))[0]
 
     # ---------------------------------------------------------------------------------------------- verification
     def verify(
@@ -411,14 +470,18 @@ class FaceRecognizer:
         far: float | None = None,
         color_order: ColorOrder = "RGB",
         aligned: bool | None = None,
+        liveness: bool | None = None,
     ) -> Verification | list[Verification]:
-        """Are the largest faces of ``a`` and ``b`` the same person? Lists of equal length give a list of results."""
+        """Are the largest faces of ``a`` and ``b`` the same person? Lists of equal length give a list of results.
+        ``liveness``: refuse a face judged not live (None: the recognizer's setting)."""
         sources_a, batch_a = _as_list(a)
         sources_b, batch_b = _as_list(b)
         if batch_a != batch_b or len(sources_a) != len(sources_b):
             raise GhostFaceNetsError("verify takes two images, or two batches of the same length")
         chosen = self.threshold(threshold, far)
-        records = self._embed_records(self._faces(sources_a + sources_b, color_order, False, aligned))
+        records = self._embed_records(
+            self._faces(sources_a + sources_b, color_order, False, aligned, self._gate(liveness))
+        )
         n = len(sources_a)
         results = []
         for ra, rb in zip(records[:n], records[n:]):
@@ -432,6 +495,8 @@ class FaceRecognizer:
                     rb[0].face,
                     ra[0].faces_in_image,
                     rb[0].faces_in_image,
+                    ra[0].liveness,
+                    rb[0].liveness,
                 )
             )
         return results if batch_a else results[0]
@@ -465,24 +530,27 @@ class FaceRecognizer:
         store_crops: bool = False,
         color_order: ColorOrder = "RGB",
         aligned: bool | None = None,
+        liveness: bool | None = None,
     ) -> Enrolled:
         """Add the largest face of each image to subject ``name`` of ``gallery`` (both created if new) in one
         transaction. Images already enrolled for ``name`` are skipped; every image must hold a face. ``store``: a
         :class:`GalleryStore` or what ``--db`` takes (an SQLite file is created only once every image is embedded,
         so a failed enrolment leaves none behind). ``store_crops`` keeps each face's aligned 112x112 crop (PNG) in
-        the gallery, which ``reembed`` needs; no photo is ever stored."""
+        the gallery, which ``reembed`` needs; no photo is ever stored. ``liveness``: refuse the enrolment, before
+        anything is stored, when a face is judged not live (None: the recognizer's setting); the score is kept with
+        each face."""
         sources, _ = _as_list(images)
         if not isinstance(store, (str, Path)) or is_postgres_url(store) or Path(store).exists():
             with self._store(store, create=False) as opened:
                 self._check_gallery(opened, gallery)
-        per_image = self._faces(sources, color_order, False, aligned)
+        per_image = self._faces(sources, color_order, False, aligned, self._gate(liveness))
         records = self._embed_records(per_image)
         faces = [
             NewFace(
                 r[0].embedding,
                 image_sha256(source),
                 _describe(source),
-                {**r[0].face.to_dict(), "faces_in_image": r[0].faces_in_image} if r[0].face else None,
+                _detection_record(r[0]),
                 encode_png(items[0][1]) if store_crops else None,
             )
             for source, r, items in zip(sources, records, per_image)
@@ -502,6 +570,7 @@ class FaceRecognizer:
                 [Match(c.name, c.similarity, c.similarity > chosen.value, c.subject_id) for c in candidates],
                 chosen,
                 r.faces_in_image,
+                r.liveness,
             )
             for r, candidates in zip(records, found)
         ]
@@ -517,13 +586,15 @@ class FaceRecognizer:
         far: float | None = None,
         color_order: ColorOrder = "RGB",
         aligned: bool | None = None,
+        liveness: bool | None = None,
     ) -> Identification:
-        """The ``k`` subjects of ``gallery`` most similar to the largest face in ``image``."""
+        """The ``k`` subjects of ``gallery`` most similar to the largest face in ``image``. ``liveness``: refuse a
+        face judged not live (None: the recognizer's setting)."""
         chosen = self.threshold(threshold, far)
         with self._store(store, create=False) as opened:
             opened.gallery(gallery)  # a missing gallery fails before the photo is embedded
             self._check_gallery(opened, gallery)
-            (record,) = self._embed_records(self._faces([image], color_order, False, aligned))[0]
+            (record,) = self._embed_records(self._faces([image], color_order, False, aligned, self._gate(liveness)))[0]
             return self._identify(opened, gallery, [record], k, chosen)[0]
 
     def identify_faces(
@@ -536,13 +607,16 @@ class FaceRecognizer:
         threshold: float | None = None,
         far: float | None = None,
         color_order: ColorOrder = "RGB",
+        liveness: bool | None = None,
     ) -> list[Identification]:
-        """``identify`` for every face in ``image``, largest first ([] when there is none)."""
+        """``identify`` for every face in ``image``, largest first ([] when there is none); ``liveness``: refuse the
+        image when a face is judged not live (None: the recognizer's setting)."""
         chosen = self.threshold(threshold, far)
         with self._store(store, create=False) as opened:
             opened.gallery(gallery)
             self._check_gallery(opened, gallery)
-            return self._identify(opened, gallery, self.embed_faces(image, color_order), k, chosen)
+            records = self.embed_faces(image, color_order, liveness=liveness)
+            return self._identify(opened, gallery, records, k, chosen)
 
     def reembed(self, store: GalleryStore | str | Path, gallery: str = DEFAULT_GALLERY, progress: bool = False) -> int:
         """Re-embed every face of ``gallery`` from its stored crop with this recognizer's model and bind the

@@ -25,6 +25,7 @@ CODES: dict[str, tuple[int, str]] = {
     "TOO_MANY_PIXELS": (413, "Image has too many pixels"),
     "NO_FACE": (422, "No face found"),
     "MULTIPLE_FACES": (422, "More than one face"),
+    "SPOOF_SUSPECTED": (422, "Spoof suspected: a face does not look live"),
     "NOT_FOUND": (404, "Not found"),
     "CONFLICT": (409, "Conflict"),
     "MODEL_MISMATCH": (409, "Embeddings of another model"),
@@ -82,6 +83,7 @@ def as_api_error(exc: GhostFaceNetsError, store_location: str | None = None) -> 
     """The problem a package error stands for (its message is one line meant for users). A plain gallery error that
     names the store (``LOCATION: ...``: a driver error, a closed or damaged database) is the database failing, 503
     ``UNAVAILABLE``, told without the location; one that does not is a refused input, 422 ``VALIDATION``."""
+    from ..liveness.checker import SpoofSuspectedError
     from ..pipeline.recognizer import NoFaceError
 
     detail = str(exc)
@@ -96,6 +98,8 @@ def as_api_error(exc: GhostFaceNetsError, store_location: str | None = None) -> 
         code = "CONFLICT"
     elif isinstance(exc, NoFaceError):
         code = "NO_FACE"
+    elif isinstance(exc, SpoofSuspectedError):
+        code = "SPOOF_SUSPECTED"
     elif isinstance(exc, ImageError):
         code = "INVALID_IMAGE"
     elif isinstance(exc, GalleryError) and prefix and detail.startswith(prefix):

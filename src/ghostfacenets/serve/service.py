@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..data.align import estimate_transform
 from ..gallery.base import GalleryStore, ModelId
+from ..liveness.checker import LivenessChecker, LivenessResult
 from ..pipeline.detect import Face
 from ..pipeline.recognizer import FaceRecognizer, Threshold
 from .batching import EmbeddingQueue
@@ -51,9 +54,11 @@ class FoundFace:
     face: Face
     crop: np.ndarray
     embedding: np.ndarray | None = None
+    liveness: LivenessResult | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return face_json(self.face)
+        extra = {"liveness": self.liveness.to_dict()} if self.liveness is not None else {}
+        return {**face_json(self.face), **extra}
 
 
 def face_json(face: Face) -> dict[str, Any]:
@@ -83,6 +88,19 @@ def load_recognizer(settings: ServiceSettings) -> FaceRecognizer:
         score_threshold=settings.det_threshold,
         max_size=settings.det_size,
         **settings.extra,
+    )
+
+
+def load_liveness_checker(settings: ServiceSettings) -> LivenessChecker:
+    """The liveness check the settings describe, run like the face model (one thread per call)."""
+    from ..liveness.runtime import BACKENDS
+
+    return LivenessChecker(
+        settings.liveness_model,
+        threshold=settings.liveness_threshold,
+        device=settings.device,
+        backend=settings.backend if settings.backend in BACKENDS else "auto",
+        threads=settings.threads,
     )
 
 
@@ -116,9 +134,14 @@ class FaceService:
         self.decoders = DecoderPool(cores, settings.max_pixels, settings.deadline_s, limiter=self._compute)
         self.budget = PixelBudget(settings.pixel_budget)
         self._inflight = 0
+        self._liveness: LivenessChecker | None = None
+        self._liveness_lock = threading.Lock()
 
     async def __aenter__(self) -> FaceService:
         await self.decoders.__aenter__()
+        if self.settings.liveness:  # required on every request: ready (and run once) before the first
+            checker = await anyio.to_thread.run_sync(self.liveness_checker)
+            await anyio.to_thread.run_sync(checker.scores, np.full((64, 64, 3), 128, np.uint8), [[8, 8, 40, 40]])
         await self.queue.__aenter__()
         return self
 
@@ -172,11 +195,11 @@ class FaceService:
         return parts, Frame(reply["scale"], (header.width, header.height), tuple(reply["stored"]), header.orientation)
 
     def _detect_and_align(
-        self, image: list[np.ndarray], frame: Frame, limit: int
+        self, image: list[np.ndarray], frame: Frame, limit: int, liveness: bool
     ) -> tuple[list[Face], int, list[FoundFace] | None]:
         """Faces of a decoded image in full-size pixels, largest first; the scale the largest ``limit`` of them are
-        cut out at (:func:`~ghostfacenets.serve.decoding.crop_scale`), and their crops if that is this image's
-        scale (else None: the caller decodes again). Frees the image."""
+        cut out at (:func:`~ghostfacenets.serve.decoding.crop_scale`), and their crops (and liveness) if that is
+        this image's scale (else None: the caller decodes again). Frees the image."""
         try:
             faces = self.recognizer.detect(image[0])
             if frame.scale > 1:
@@ -189,25 +212,50 @@ class FaceService:
                     continue  # no transform: alignment will say so
                 source_per_crop = 1.0 / float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
                 scale = min(scale, crop_scale(source_per_crop, frame.scale))
-            return faces, scale, self._align(image, frame, faces[:limit]) if scale == frame.scale else None
+            found = self._align(image, frame, faces[:limit], liveness) if scale == frame.scale else None
+            return faces, scale, found
         finally:
             image.clear()
 
-    def _align(self, image: list[np.ndarray], frame: Frame, faces: list[Face]) -> list[FoundFace]:
-        """The aligned crops of ``faces`` (full-size pixels) cut from a decoded image; frees the image."""
+    def _align(self, image: list[np.ndarray], frame: Frame, faces: list[Face], liveness: bool) -> list[FoundFace]:
+        """The aligned crops of ``faces`` (full-size pixels) cut from a decoded image, with their liveness judged on
+        the same image when asked; frees the image."""
         try:
-            return [
+            found = [
                 FoundFace(f, self.recognizer.align(image[0], Face(f.box, f.score, frame.from_full(f.landmarks))))
                 for f in faces
             ]
+            if liveness and found:
+                boxes = [_box_in(frame, f.box) for f in faces]
+                results = self.liveness_checker().check(image[0], boxes)
+                found = [dataclasses.replace(f, liveness=r) for f, r in zip(found, results)]
+            return found
         finally:
             image.clear()
 
+    def liveness_checker(self) -> LivenessChecker:
+        """The liveness check, loaded at start when every request needs it, else by the first request that asks
+        (with ExecuTorch, lowering it takes tens of seconds the first time; the program is cached on disk)."""
+        with self._liveness_lock:
+            if self._liveness is None:
+                self._liveness = load_liveness_checker(self.settings)
+            return self._liveness
+
+    def wants_liveness(self, requested: bool | None) -> bool:
+        """Whether a request's faces get the liveness check: always when the service requires it (a request may
+        not turn it off), else when the request asks."""
+        if self.settings.liveness:
+            if requested is False:
+                raise ApiError("VALIDATION", "this service checks the liveness of every face; leave out liveness=false")
+            return True
+        return bool(requested)
+
     async def find_faces(
-        self, data: bytes, field: str, max_faces: int | None = None
+        self, data: bytes, field: str, max_faces: int | None = None, liveness: bool = False
     ) -> tuple[UploadedImage, list[FoundFace], int]:
         """Decode one image and find its faces, aligned: the largest ``max_faces`` (default: the setting), and how
-        many were found in all.
+        many were found in all; with ``liveness`` each face's liveness is judged (:meth:`refuse_spoofs`
+        refuses).
 
         A JPEG is decoded at the smallest size the detector needs (``det_size`` pixels on the longer side); when a
         face found needs more pixels for its crop than that decode has, a second decode at the size it needs cuts
@@ -220,28 +268,42 @@ class FaceService:
             image, frame = await self._decode(data, header, first)
             size = frame.full
             faces, scale, found = await anyio.to_thread.run_sync(
-                in_background(self._detect_and_align), image, frame, limit, limiter=self._compute
+                in_background(self._detect_and_align), image, frame, limit, liveness, limiter=self._compute
             )
         if found is None:  # a face needs more pixels than the first decode has
             async with self.budget.hold(header.decode_cost(scale)):
                 image, frame = await self._decode(data, header, scale)
                 align = in_background(self._align)
-                found = await anyio.to_thread.run_sync(align, image, frame, faces[:limit], limiter=self._compute)
+                found = await anyio.to_thread.run_sync(
+                    align, image, frame, faces[:limit], liveness, limiter=self._compute
+                )
         return UploadedImage(field, size[0], size[1], header.sha256), found, len(faces)
+
+    @staticmethod
+    def refuse_spoofs(field: str, faces: list[FoundFace]) -> None:
+        """SPOOF_SUSPECTED for the first face judged not live."""
+        for index, found in enumerate(faces):
+            if found.liveness is not None and not found.liveness.is_live:
+                which = f" face {index}" if len(faces) > 1 else ""
+                raise ApiError(
+                    "SPOOF_SUSPECTED",
+                    f"{field}{which}: the face does not look live ({found.liveness.describe()}); refused",
+                )
 
     async def embed(self, faces: list[FoundFace]) -> list[FoundFace]:
         """The faces with their embeddings (one trip through the batching queue)."""
         if not faces:
             return []
         embeddings = await self.queue.embed(np.stack([f.crop for f in faces]))
-        return [FoundFace(f.face, f.crop, e) for f, e in zip(faces, embeddings)]
+        return [dataclasses.replace(f, embedding=e) for f, e in zip(faces, embeddings)]
 
     async def largest_faces(
-        self, items: list[tuple[bytes, str]], on_multiple: str = "largest"
+        self, items: list[tuple[bytes, str]], on_multiple: str = "largest", liveness: bool = False
     ) -> list[tuple[UploadedImage, FoundFace, int]]:
         """The largest face of each image, embedded: detected in parallel, embedded in one trip. NO_FACE for an
-        image without a face, MULTIPLE_FACES for one with several when ``on_multiple`` is "error"."""
-        found = await asyncio.gather(*(self.find_faces(data, field, 1) for data, field in items))
+        image without a face, MULTIPLE_FACES for one with several when ``on_multiple`` is "error", and with
+        ``liveness`` SPOOF_SUSPECTED for a face judged not live (before anything is embedded)."""
+        found = await asyncio.gather(*(self.find_faces(data, field, 1, liveness) for data, field in items))
         for (_, field), (_, faces, count) in zip(items, found):
             if not faces:
                 raise ApiError(
@@ -249,8 +311,15 @@ class FaceService:
                 )
             if count > 1 and on_multiple == "error":
                 raise ApiError("MULTIPLE_FACES", f"{field}: {count} faces found, expected one")
+            self.refuse_spoofs(field, faces)
         embedded = await self.embed([faces[0] for _, faces, _ in found])
         return [(image, face, count) for (image, _, count), face in zip(found, embedded)]
+
+
+def _box_in(frame: Frame, box: np.ndarray) -> np.ndarray:
+    """A full-size box (x1, y1, x2, y2) in a decoded image."""
+    corners = frame.from_full(np.asarray(box, np.float64).reshape(2, 2))
+    return np.concatenate([corners.min(axis=0), corners.max(axis=0)])
 
 
 def _face_in(frame: Frame, face: Face) -> Face:

@@ -44,6 +44,10 @@ class ServiceSettings:
     header may give (DNS rebinding). ``docs``: serve ``/docs`` and ``/openapi.json``. ``rate_limit`` /
     ``rate_burst``: requests a second per API key (0: no limit), ``auth_failures``: failed authentications a minute
     per client address (0: no limit).
+
+    ``liveness``: every verify, enrol and identify request has its faces' liveness
+    checked (else only requests that ask, ``liveness=true``), with ``liveness_threshold`` and ``liveness_model``
+    (default: the shipped MiniFASNets and their threshold; docs/liveness.md).
     """
 
     model: str = DEFAULT_MODEL
@@ -78,6 +82,9 @@ class ServiceSettings:
     rate_limit: float = 50.0
     rate_burst: int = 100
     auth_failures: int = 10
+    liveness: bool = False
+    liveness_threshold: float | None = None
+    liveness_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # detector options beyond the two above
 
     def __post_init__(self) -> None:
@@ -107,6 +114,8 @@ class ServiceSettings:
             raise GhostFaceNetsError("pixel_budget must hold one image of max_pixels")
         if not self.allowed_hosts:
             raise GhostFaceNetsError("allowed_hosts must name at least one host ('*' allows any)")
+        if self.liveness_threshold is not None and not 0.0 <= self.liveness_threshold <= 1.0:
+            raise GhostFaceNetsError(f"liveness_threshold lies in [0, 1], got {self.liveness_threshold}")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):

@@ -12,6 +12,13 @@ from ..images import openapi_body, read_images
 
 router = APIRouter(prefix="/v1", tags=["faces"])
 MaxFaces = Annotated[int | None, Query(ge=1, description="at most this many faces, largest first")]
+Liveness = Annotated[
+    bool | None,
+    Query(
+        description="check that each face is live (passive liveness; SPOOF_SUSPECTED when not); default: the "
+        "service's setting, which a request cannot turn off"
+    ),
+]
 
 
 @router.post("/detect", summary="Faces in a photo: boxes, scores, five landmarks", openapi_extra=openapi_body("image"))
@@ -53,12 +60,14 @@ async def verify(
     threshold: Annotated[
         float | None, Query(ge=-1.0, le=1.0, description="cosine threshold (default: the service's)")
     ] = None,
+    liveness: Liveness = None,
 ) -> dict[str, Any]:
     body = await read_images(request, ("image_a", "image_b"), svc.settings)
     chosen = svc.threshold(threshold)
+    check = svc.wants_liveness(liveness)
     async with svc.admitted():
         (image_a, face_a, count_a), (image_b, face_b, count_b) = await svc.largest_faces(
-            [(body.one("image_a"), "image_a"), (body.one("image_b"), "image_b")]
+            [(body.one("image_a"), "image_a"), (body.one("image_b"), "image_b")], liveness=check
         )
     assert face_a.embedding is not None and face_b.embedding is not None
     similarity = float(np.clip(np.dot(face_a.embedding, face_b.embedding), -1.0, 1.0))

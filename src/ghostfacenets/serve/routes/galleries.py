@@ -16,6 +16,7 @@ from ..auth import Key, Reader, Service, SubjectReader, Writer, check_admin, che
 from ..images import openapi_body, read_images
 from ..problems import ApiError
 from ..service import FaceService
+from .faces import Liveness
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
@@ -165,9 +166,11 @@ async def add_faces(
     on_multiple: Annotated[
         Literal["largest", "error"], Query(description="a photo with several faces: use the largest, or refuse it")
     ] = "largest",
+    liveness: Liveness = None,
 ) -> dict[str, Any]:
     body = await read_images(request, ("image",), svc.settings)
     images = body.many("image")
+    check = svc.wants_liveness(liveness)
     await svc.in_thread(svc.store.subject, gallery, subject_id)  # 404 before any work
     info = await svc.in_thread(svc.store.gallery, gallery)
     if info.model is not None and not info.model.compatible(svc.model_id):
@@ -176,7 +179,7 @@ async def add_faces(
         )
     fields = [f"image[{i}]" if len(images) > 1 else "image" for i in range(len(images))]
     async with svc.admitted():
-        found = await svc.largest_faces(list(zip(images, fields)), on_multiple)
+        found = await svc.largest_faces(list(zip(images, fields)), on_multiple, liveness=check)
     faces = [
         NewFace(
             embedding=face.embedding,
@@ -190,7 +193,14 @@ async def add_faces(
     ]
     enrolled = await svc.in_thread(svc.store.add_faces, gallery, subject_id, faces, svc.model_id)
     return {
-        "faces": [{"face_id": f.id, "det_score": (f.detection or {}).get("score")} for f in enrolled.added],
+        "faces": [
+            {
+                "face_id": f.id,
+                "det_score": (f.detection or {}).get("score"),
+                **{k: v for k, v in (f.detection or {}).items() if k == "liveness"},
+            }
+            for f in enrolled.added
+        ],
         "already_enrolled": len(enrolled.skipped),
         "subject": subject_json(enrolled.subject),
     }
@@ -234,12 +244,15 @@ async def identify(
         ),
     ] = None,
     max_faces: Annotated[int | None, Query(ge=1, description="at most this many faces, largest first")] = None,
+    liveness: Liveness = None,
 ) -> dict[str, Any]:
     body = await read_images(request, ("image",), svc.settings)
     chosen = allowed_threshold(svc, key, threshold)
+    check = svc.wants_liveness(liveness)
     await svc.in_thread(svc.store.gallery, gallery)  # 404 before any work
     async with svc.admitted():
-        image, faces, count = await svc.find_faces(body.one("image"), "image", max_faces)
+        image, faces, count = await svc.find_faces(body.one("image"), "image", max_faces, check)
+        svc.refuse_spoofs("image", faces)
         embedded = await svc.embed(faces)
     results = []
     if embedded:

@@ -53,4 +53,5 @@ async def info(svc: Service, key: Key) -> dict[str, Any]:
             "image_formats": list(svc.settings.image_formats),
         },
         "store_crops": svc.settings.store_crops,
+        "liveness": {"required": svc.settings.liveness},
     }

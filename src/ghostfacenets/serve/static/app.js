@@ -68,6 +68,7 @@ async function useKey(key) {
     const t = info.threshold;
     status.textContent = `Key accepted. Model ${info.model} (${info.embedding_dim}-d), threshold ` +
       `${t.value.toFixed(4)} (${t.source}).`;
+    Liveness.configure(info);
     await loadGalleries();
   } catch (error) {
     sessionStorage.removeItem(KEY_STORAGE);
@@ -204,6 +205,7 @@ async function showVerification(r, a, b) {
   const detail = document.createElement("div");
   detail.textContent = `${r.similarity.toFixed(4)} ${relation} threshold ${r.threshold.toFixed(4)} (${r.threshold_source})`;
   output.append(big, decision, detail);
+  Liveness.renderVerify(output, r);
   await drawPhoto($("#verify-a").closest("fieldset").querySelector("canvas"), a, [r.face_a]);
   await drawPhoto($("#verify-b").closest("fieldset").querySelector("canvas"), b, [r.face_b]);
 }
@@ -225,7 +227,7 @@ async function verify(event) {
     const form = new FormData();
     form.append("image_a", a);
     form.append("image_b", b);
-    const r = await api("POST", "/v1/verify", form);
+    const r = await api("POST", `/v1/verify${Liveness.query("verify-liveness")}`, form);
     await showVerification(r, a, b);
   } catch (error) {
     showError(output, error);
@@ -292,12 +294,14 @@ async function enroll(event) {
   output.textContent = "Enrolling…";
   let subject = null;
   try {
+    if (Liveness.requested("enroll-liveness")) await Liveness.precheck(photos);
     await ensureGallery();
     subject = await api("POST", `/v1/galleries/${gallery()}/subjects`, { name });
     const form = new FormData();
     photos.forEach((file) => form.append("image", file));
-    const result = await api("POST", `/v1/galleries/${gallery()}/subjects/${subject.id}/faces`, form);
-    output.textContent = `Enrolled ${name} with ${result.faces.length} face(s).`;
+    const path = `/v1/galleries/${gallery()}/subjects/${subject.id}/faces${Liveness.query("enroll-liveness")}`;
+    const result = await api("POST", path, form);
+    output.textContent = `Enrolled ${name} with ${result.faces.length} face(s).${Liveness.enrolled(result)}`;
     $("#enroll-form").reset();
     await loadGalleries();
   } catch (error) {
