@@ -126,6 +126,10 @@ class FaceService:
         """``function(*args)`` in a worker thread (store calls and other blocking work)."""
         return await anyio.to_thread.run_sync(function, *args)
 
+    async def computing(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread holding one of the compute slots (model work)."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._compute)
+
     # ------------------------------------------------------------------------------------------------ pipeline
     def threshold(self, value: float | None = None) -> Threshold:
         return self.recognizer.threshold(value)

@@ -28,7 +28,8 @@ class ServiceSettings:
     and embedding batches running at once (default: the cores). ``batch_size`` / ``batch_wait_ms``: faces of
     concurrent requests are embedded together, up to this many, waiting at most this long for company.
     ``queue_faces``: faces waiting to be embedded, and ``max_inflight``: requests doing image work, beyond which the
-    service answers 503 at once.
+    service answers 503 at once. Uploaded videos (``/v1/video/tracks``): at most ``max_video_seconds`` long, frames of
+    at most ``max_video_pixels``, done within ``video_deadline_s`` seconds, ``max_video_jobs`` at once per worker.
     """
 
     model: str = DEFAULT_MODEL
@@ -53,6 +54,10 @@ class ServiceSettings:
     batch_wait_ms: float = 2.0
     queue_faces: int = 256
     max_inflight: int = 64
+    max_video_seconds: float = 300.0
+    max_video_pixels: int = 1920 * 1080
+    video_deadline_s: float = 120.0
+    max_video_jobs: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # detector options beyond the two above
 
     def __post_init__(self) -> None:
@@ -66,6 +71,10 @@ class ServiceSettings:
             "batch_size",
             "queue_faces",
             "max_inflight",
+            "max_video_seconds",
+            "max_video_pixels",
+            "video_deadline_s",
+            "max_video_jobs",
         ):
             if int(getattr(self, name)) < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -3,7 +3,7 @@ decision per track from its best sightings, and events (appeared, identified, le
 
 from .events import TrackEvent, WebhookSender
 from .identity import Identity
-from .source import Frame, VideoError, VideoInfo, VideoLimitError, VideoLimits, VideoSource
+from .source import Frame, VideoError, VideoInfo, VideoLimitError, VideoLimits, VideoSource, VideoSupportMissing
 from .tracking import FaceTracker, Track, TrackerSettings
 from .watcher import DEFAULT_DETECT_EVERY, DEFAULT_FPS, StageTimes, VideoAnalysis, VideoWatcher
 
@@ -23,6 +23,7 @@ __all__ = [
     "VideoLimitError",
     "VideoLimits",
     "VideoSource",
+    "VideoSupportMissing",
     "VideoWatcher",
     "WebhookSender",
 ]

@@ -3,7 +3,8 @@ frame.
 
 The gallery is searched with each track's identity embedding (its ``k`` closest subjects kept); the tracks in a
 frame then get their subjects by an optimal assignment (Hungarian, highest total similarity) in which a subject
-goes to at most one track and only above the threshold. A track left without a subject is an unknown person.
+goes to at most one track and only above the threshold (:func:`~ghostfacenets.video.tracking.best_pairs`). A track
+left without a subject is an unknown person.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..gallery import Candidate, GalleryStore, ModelId
-from .tracking import Track
+from .tracking import Track, best_pairs
 
 
 @dataclass(frozen=True)
@@ -38,21 +38,21 @@ class Identity:
 
 def assign(candidates: list[list[Candidate]], threshold: float) -> list[Candidate | None]:
     """Per track (in order), its subject among its ``candidates``: the assignment of highest total similarity in
-    which no subject goes to two tracks and every pair passes ``threshold``."""
+    which no subject goes to two tracks and every pair passes ``threshold`` (and 0: a track is never given a
+    subject it is less like than an unknown person)."""
     subjects = sorted({c.subject_id for found in candidates for c in found if c.similarity > threshold})
-    if not subjects:
-        return [None] * len(candidates)
     column = {s: j for j, s in enumerate(subjects)}
-    scores = np.full((len(candidates), len(subjects)), -1.0)  # below any allowed pair: an unmatched track
+    scores = np.full((len(candidates), len(subjects)), -np.inf)
+    best: dict[tuple[int, int], Candidate] = {}
     for i, found in enumerate(candidates):
         for c in found:
-            if c.similarity > threshold:
-                scores[i, column[c.subject_id]] = max(scores[i, column[c.subject_id]], c.similarity)
-    rows, cols = linear_sum_assignment(scores, maximize=True)
+            j = column.get(c.subject_id)
+            if j is not None and c.similarity > threshold and c.similarity > scores[i, j]:
+                scores[i, j] = c.similarity
+                best[i, j] = c
     chosen: list[Candidate | None] = [None] * len(candidates)
-    for r, j in zip(rows, cols):
-        if scores[r, j] > threshold:
-            chosen[r] = next(c for c in candidates[r] if c.subject_id == subjects[j])
+    for i, j in best_pairs(scores):
+        chosen[i] = best[i, j]
     return chosen
 
 

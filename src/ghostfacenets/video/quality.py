@@ -8,32 +8,44 @@ identity is decided from the embeddings of its best-quality sightings (``Tracker
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
+from ..data.transforms import ARCFACE_TEMPLATE
 from ..pipeline.detect import Face
 
 FULL_SIZE = 80.0  # pixels on the face box's shorter side from which size no longer limits the quality
 SHARP_LAPLACIAN = 150.0  # variance of the aligned crop's Laplacian from which sharpness no longer limits it
 
 
-def pose_factor(landmarks: np.ndarray) -> float:
-    """1 for a frontal face, falling to 0 as the head turns or tilts far: the nose's offset from the midline of
-    the eyes and mouth (yaw) and its height between them (pitch), relative to the face's own scale."""
-    points = np.asarray(landmarks, dtype=np.float64)
+def _nose_position(points: np.ndarray) -> tuple[float, float]:
+    """(across, along): the nose's offset from the line through the eyes' and the mouth's middles, and its place
+    along that line (0 at the eyes, 1 at the mouth), in units of the face's size."""
+    points = np.asarray(points, dtype=np.float64)
     eyes, nose, mouth = (points[0] + points[1]) / 2, points[2], (points[3] + points[4]) / 2
     axis = mouth - eyes
     length = float(np.hypot(*axis))
     eye_span = float(np.hypot(*(points[1] - points[0])))
     scale = max(length, eye_span, 1e-6)
     if length < 1e-6:
-        return 0.0
+        return math.inf, math.inf
     unit = axis / length
     offset = nose - eyes
-    across = abs(float(offset[0] * unit[1] - offset[1] * unit[0])) / scale  # 0 frontal, ~0.5 in profile
-    along = float(offset @ unit) / length  # ~0.55 frontal; near 0 or 1 when the head tilts far up or down
+    return abs(float(offset[0] * unit[1] - offset[1] * unit[0])) / scale, float(offset @ unit) / length
+
+
+_FRONTAL_ALONG = _nose_position(ARCFACE_TEMPLATE)[1]  # the template is a frontal face
+
+
+def pose_factor(landmarks: np.ndarray) -> float:
+    """1 for a frontal face (the ArcFace template's geometry), falling to 0 as the head turns or tilts far: the
+    nose's offset from the midline of the eyes and mouth (yaw; about 0.5 of the face's size in profile) and its
+    height between them (pitch), relative to the face's own scale."""
+    across, along = _nose_position(landmarks)
     yaw = max(0.0, 1.0 - across / 0.45)
-    pitch = max(0.0, 1.0 - abs(along - 0.55) / 0.4)
+    pitch = max(0.0, 1.0 - abs(along - _FRONTAL_ALONG) / 0.4)
     return yaw * pitch
 
 

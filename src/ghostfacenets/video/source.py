@@ -49,6 +49,20 @@ class VideoError(GhostFaceNetsError):
     """A video that cannot be opened or read, or one past its limits."""
 
 
+class VideoSupportMissing(VideoError):
+    """PyAV or SciPy (the ``video`` extra) is not installed."""
+
+
+def require(module: str) -> Any:
+    """Import a module of the ``video`` extra, or fail with how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise VideoSupportMissing(f"video needs {module} ({exc}): pip install 'ghostfacenets[video]'") from None
+
+
 class VideoLimitError(VideoError):
     """A video over one of its :class:`VideoLimits` (``limit`` names which)."""
 
@@ -119,8 +133,9 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded frame: ``index`` counts decoded frames from the start (over loops and reconnects), ``time`` is in
-    seconds on the timeline, ``wall_time`` (Unix seconds) when a live frame was decoded, ``pixels`` uint8 RGB."""
+    """A decoded frame: ``index`` is its number on the timeline (from its time and the frame rate in a file, so
+    that sampling, key frames and seeking keep true numbers; counted for a live source), ``time`` in seconds on the
+    timeline, ``wall_time`` (Unix seconds) when a live frame was decoded, ``pixels`` uint8 RGB."""
 
     index: int
     time: float
@@ -132,13 +147,14 @@ class Frame:
 @dataclass
 class ReadStats:
     """Counters of one read: frames decoded and handed out, seconds spent decoding, reconnects, frames a live
-    source dropped because analysis fell behind."""
+    source dropped because analysis fell behind, packets the decoder refused."""
 
     decoded: int = 0
     sampled: int = 0
     decode_s: float = 0.0
     reconnects: int = 0
     dropped: int = 0
+    errors: int = 0
 
 
 def describe_source(source: Any) -> str:
@@ -236,7 +252,7 @@ class VideoSource:
     # ------------------------------------------------------------------------------------------------ opening
     def _open(self) -> Any:
         """The opened container (and sets ``info``)."""
-        import av
+        av = require("av")
 
         limits = self.limits
         options: dict[str, str] = {}
@@ -375,7 +391,8 @@ class VideoSource:
         offset = 0.0  # this connection's (or pass's) place on the timeline
         last = -math.inf  # the latest frame time handed out or skipped
         next_sample = -math.inf
-        index = 0
+        rate = None if live else self.info.fps
+        number = -1  # of the latest frame
         try:
             while True:
                 first: float | None = None
@@ -383,7 +400,6 @@ class VideoSource:
                 ended = False  # the range's end was reached
                 try:
                     for position, keyframe, decoded in self._decode(container):
-                        index += 1
                         self.stats.decoded += 1
                         if live:
                             if first is None:
@@ -401,6 +417,7 @@ class VideoSource:
                             break
                         when = max(when, last + 1e-6)  # timestamps that do not grow
                         last = when
+                        number = max(number + 1, round(when * rate) if rate else 0)
                         if when < next_sample - 1e-4:
                             continue
                         if step is not None:
@@ -412,7 +429,7 @@ class VideoSource:
                         self.stats.decode_s += time.perf_counter() - started
                         self.stats.sampled += 1
                         failures = 0
-                        yield Frame(index - 1, when, pixels, keyframe, time.time() if live else None)
+                        yield Frame(number, when, pixels, keyframe, time.time() if live else None)
                         if stop is not None and stop.is_set():
                             return
                 except VideoError:
@@ -466,7 +483,7 @@ class VideoSource:
     def _decode(self, container: Any) -> Iterator[tuple[float, bool, Any]]:
         """(seconds since the stream's start, key frame, PyAV frame) of every decoded frame, after seeking to
         ``start`` (in a file)."""
-        import av
+        av = require("av")
 
         stream = container.streams.video[0]
         base = stream.time_base
@@ -478,7 +495,7 @@ class VideoSource:
                 raise VideoError(f"{self.name}: cannot seek to {self.start:g} s ({_reason(exc)})") from None
         rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         started = time.perf_counter()
-        for count, frame in enumerate(container.decode(stream)):
+        for count, frame in enumerate(self._decoded(container, stream)):
             self.stats.decode_s += time.perf_counter() - started
             if frame.pts is not None and base is not None:
                 seconds = float(frame.pts * base) - origin
@@ -486,6 +503,21 @@ class VideoSource:
                 seconds = count / rate if rate else float(count)
             yield seconds, bool(frame.key_frame), frame
             started = time.perf_counter()
+
+    def _decoded(self, container: Any, stream: Any) -> Iterator[Any]:
+        """The stream's frames. A packet the decoder refuses is skipped (and counted); when reading fails, the
+        frames the decoder still holds come out before the error."""
+        av = require("av")
+        try:
+            for packet in container.demux(stream):
+                try:
+                    yield from stream.decode(packet)
+                except av.InvalidDataError:
+                    self.stats.errors += 1
+        except (av.FFmpegError, OSError):
+            with contextlib.suppress(av.FFmpegError, OSError):
+                yield from stream.codec_context.decode(None)
+            raise
 
     def _check_frame(self, frame: Any, when: float) -> None:
         limits = self.limits
@@ -514,10 +546,9 @@ class VideoSource:
 
 def _reason(exc: BaseException) -> str:
     """FFmpeg's one-line reason, without the file name PyAV appends."""
-    import av
-
-    if isinstance(exc, av.FFmpegError) and exc.strerror:
-        return str(exc.strerror)
+    strerror = getattr(exc, "strerror", None)
+    if strerror and type(exc).__module__.startswith("av"):
+        return str(strerror)
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 

@@ -14,9 +14,9 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..errors import GhostFaceNetsError
+from .source import require
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,21 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def best_pairs(scores: np.ndarray) -> list[tuple[int, int]]:
+    """The (row, column) pairs of the highest total score, each row and column in at most one, never a pair
+    scored -inf or below 0: every row may also stay unpaired (for 0), so no pair is forced on a row to make room
+    for another (the Hungarian algorithm on the matrix widened by one "unpaired" column per row)."""
+    rows, cols = scores.shape
+    if rows == 0 or cols == 0 or not np.isfinite(scores).any():
+        return []
+    forbidden = -1e9
+    widened = np.full((rows, cols + rows), forbidden)
+    widened[:, :cols] = np.where(np.isfinite(scores) & (scores >= 0), scores, forbidden)
+    widened[np.arange(rows), cols + np.arange(rows)] = 0.0
+    chosen_rows, chosen_cols = require("scipy.optimize").linear_sum_assignment(widened, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(chosen_rows, chosen_cols) if c < cols and widened[r, c] > forbidden]
+
+
 def _widened(box: np.ndarray, factor: float) -> np.ndarray:
     centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * factor
     return np.concatenate([centre - half, centre + half])
@@ -227,15 +242,6 @@ class FaceTracker:
                     scores[i, j] = overlap[j]
         return scores
 
-    @staticmethod
-    def _assign(scores: np.ndarray) -> list[tuple[int, int]]:
-        """The pairs of the best total score (Hungarian), leaving out forbidden ones."""
-        if scores.size == 0 or not np.isfinite(scores).any():
-            return []
-        finite = np.where(np.isfinite(scores), scores, -1e6)
-        rows, cols = linear_sum_assignment(finite, maximize=True)
-        return [(int(r), int(c)) for r, c in zip(rows, cols) if np.isfinite(scores[r, c])]
-
     def update(self, time: float, frame: int, sightings: list[Sighting]) -> Changes:
         """Associate a detection frame's sightings with the tracks."""
         s = self.settings
@@ -243,12 +249,12 @@ class FaceTracker:
         high = [x for x in sightings if x.score >= s.det_threshold]
         low = [x for x in sightings if s.low_threshold <= x.score < s.det_threshold]
         matched: set[int] = set()
-        pairs = self._assign(self._score(self.tracks, high, time, appearance=True))
+        pairs = best_pairs(self._score(self.tracks, high, time, appearance=True))
         for i, j in pairs:
             self._matched(self.tracks[i], high[j], changes)
             matched.add(i)
         rest = [i for i, t in enumerate(self.tracks) if i not in matched and not t.lost]
-        for i, j in self._assign(self._score([self.tracks[i] for i in rest], low, time, appearance=False)):
+        for i, j in best_pairs(self._score([self.tracks[i] for i in rest], low, time, appearance=False)):
             self._matched(self.tracks[rest[i]], low[j], changes)
             matched.add(rest[i])
         survivors = []

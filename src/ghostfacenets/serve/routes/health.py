@@ -49,6 +49,9 @@ async def info(svc: Service, key: Key) -> dict[str, Any]:
             "max_images": svc.settings.max_images,
             "max_faces": svc.settings.max_faces,
             "image_formats": list(svc.settings.image_formats),
+            "max_video_seconds": svc.settings.max_video_seconds,
+            "max_video_pixels": svc.settings.max_video_pixels,
+            "video_deadline_s": svc.settings.video_deadline_s,
         },
         "store_crops": svc.settings.store_crops,
     }
