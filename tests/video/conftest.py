@@ -49,9 +49,10 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def recognizer(model_file: Path):
+    """Eager PyTorch: no export at load (the backends' parity is tested in tests/inference)."""
     from ghostfacenets.pipeline import FaceRecognizer
 
-    return FaceRecognizer(model_file, device="cpu", score_threshold=0.6)
+    return FaceRecognizer(model_file, device="cpu", backend="eager", score_threshold=0.6)
 
 
 @pytest.fixture(scope="session")

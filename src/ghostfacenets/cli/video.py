@@ -144,8 +144,12 @@ def _describe(event: Any) -> str:
 
 def _run_watch(args: argparse.Namespace) -> int:
     from ..video import WebhookSender
+    from ..video.events import check_webhook_url
 
     source = _source(args)
+    if args.webhook:
+        check_webhook_url(args.webhook)
+    source.open()  # a bad source fails before the model loads
     webhook = None
     if args.webhook:
         webhook = WebhookSender(

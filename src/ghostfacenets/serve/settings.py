@@ -71,9 +71,7 @@ class ServiceSettings:
             "batch_size",
             "queue_faces",
             "max_inflight",
-            "max_video_seconds",
             "max_video_pixels",
-            "video_deadline_s",
             "max_video_jobs",
         ):
             if int(getattr(self, name)) < 1:
@@ -82,6 +80,8 @@ class ServiceSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
+        if not self.max_video_seconds > 0 or not self.video_deadline_s > 0:
+            raise GhostFaceNetsError("max_video_seconds and video_deadline_s must be positive")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):

@@ -3,7 +3,16 @@ decision per track from its best sightings, and events (appeared, identified, le
 
 from .events import TrackEvent, WebhookSender
 from .identity import Identity
-from .source import Frame, VideoError, VideoInfo, VideoLimitError, VideoLimits, VideoSource, VideoSupportMissing
+from .source import (
+    Frame,
+    VideoError,
+    VideoFormatError,
+    VideoInfo,
+    VideoLimitError,
+    VideoLimits,
+    VideoSource,
+    VideoSupportMissing,
+)
 from .tracking import FaceTracker, Track, TrackerSettings
 from .watcher import DEFAULT_DETECT_EVERY, DEFAULT_FPS, StageTimes, VideoAnalysis, VideoWatcher
 
@@ -19,6 +28,7 @@ __all__ = [
     "TrackerSettings",
     "VideoAnalysis",
     "VideoError",
+    "VideoFormatError",
     "VideoInfo",
     "VideoLimitError",
     "VideoLimits",

@@ -49,6 +49,10 @@ class VideoError(GhostFaceNetsError):
     """A video that cannot be opened or read, or one past its limits."""
 
 
+class VideoFormatError(VideoError):
+    """A container or codec outside the allow-lists of :class:`VideoLimits` (or not a video at all)."""
+
+
 class VideoSupportMissing(VideoError):
     """PyAV or SciPy (the ``video`` extra) is not installed."""
 
@@ -248,6 +252,16 @@ class VideoSource:
         self.info: VideoInfo | None = None
         self.stats = ReadStats()
         self._opened_at = 0.0
+        self._container: Any = None
+
+    def open(self) -> VideoInfo:
+        """Open the video now (reading starts from here), so that a bad source fails before anything else is
+        loaded; returns what the container says."""
+        if self._container is None:
+            self._opened_at = time.monotonic()
+            self._container = self._open()
+        assert self.info is not None
+        return self.info
 
     # ------------------------------------------------------------------------------------------------ opening
     def _open(self) -> Any:
@@ -270,6 +284,10 @@ class VideoSource:
         try:
             container = av.open(target, format=input_format, options=options, timeout=self.timeout)
         except (av.FFmpegError, OSError) as exc:
+            if self.limits.formats is not None:
+                raise VideoFormatError(
+                    f"{self.name}: not a video in an accepted format ({_accepted_formats()})"
+                ) from None
             raise VideoError(f"{self.name}: cannot open ({_reason(exc)})") from None
         try:
             self.info = self._check(container)
@@ -281,14 +299,16 @@ class VideoSource:
     def _check(self, container: Any) -> VideoInfo:
         limits = self.limits
         if limits.formats is not None and container.format.name not in limits.formats:
-            raise VideoError(f"{self.name}: {container.format.name} files are not accepted ({_accepted_formats()})")
+            raise VideoFormatError(
+                f"{self.name}: {container.format.name} files are not accepted ({_accepted_formats()})"
+            )
         if not container.streams.video:
             raise VideoError(f"{self.name}: no video stream")
         stream = container.streams.video[0]
         context = stream.codec_context
         codec = context.name
         if limits.codecs is not None and codec not in limits.codecs:
-            raise VideoError(f"{self.name}: {codec} video is not accepted ({_accepted_codecs()})")
+            raise VideoFormatError(f"{self.name}: {codec} video is not accepted ({_accepted_codecs()})")
         width, height = int(context.width or 0), int(context.height or 0)
         if limits.max_pixels is not None and width * height > limits.max_pixels:
             raise VideoLimitError(
@@ -340,8 +360,8 @@ class VideoSource:
         """The sampled frames, in order. A live source is read in a thread that keeps at most ``queue_frames``
         frames waiting (older ones are dropped and counted), so memory stays flat however long it runs."""
         self.stats = ReadStats()
-        self._opened_at = time.monotonic()
-        container = self._open()  # open errors surface here, in the caller's thread
+        self.open()  # open errors surface here, in the caller's thread
+        container, self._container = self._container, None
         assert self.info is not None
         if self.info.live:
             yield from self._threaded(container)

@@ -19,6 +19,7 @@ from ...gallery.base import GALLERY_NAME
 from ...video import (
     TrackerSettings,
     VideoError,
+    VideoFormatError,
     VideoLimitError,
     VideoLimits,
     VideoSource,
@@ -62,9 +63,10 @@ def _analyze(
         if exc.limit == "deadline":
             raise ApiError("VIDEO_TOO_LONG", str(exc)) from None
         raise ApiError(_LIMIT_CODES[exc.limit], str(exc)) from None
+    except VideoFormatError as exc:
+        raise ApiError("INVALID_VIDEO", str(exc), 415) from None
     except VideoError as exc:
-        status = 415 if "not accepted" in str(exc) else None
-        raise ApiError("INVALID_VIDEO", str(exc), status) from None
+        raise ApiError("INVALID_VIDEO", str(exc)) from None
     result = analysis.to_dict()
     result["video"].pop("source", None)
     result["sampling"] = {"fps": None if keyframes else fps, "keyframes": keyframes, "detect_every": detect_every}
