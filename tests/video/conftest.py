@@ -40,19 +40,22 @@ def door_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The official Keras GhostFaceNetV1-1-2 test model (random weights) in the package's own format."""
+    """The official Keras GhostFaceNetV1-1-2 test model (random weights) as an ONNX file: it loads at once (no
+    export in every process that opens it) and runs fast on onnxruntime."""
+    require_module("onnx", "onnx")
     h5 = shared_path("fixtures", "keras_reference", "v1_w1_s2", "model.h5")
-    from ghostfacenets.model_io import convert_keras
+    from ghostfacenets.export.onnx import export_onnx
+    from ghostfacenets.model_io import convert_keras, load_model
 
-    return convert_keras(h5, tmp_path_factory.mktemp("model") / "v1_w1_s2.safetensors")
+    folder = tmp_path_factory.mktemp("model")
+    return export_onnx(load_model(convert_keras(h5, folder / "v1_w1_s2.safetensors")), folder / "v1_w1_s2.onnx")
 
 
 @pytest.fixture(scope="session")
 def recognizer(model_file: Path):
-    """Eager PyTorch: no export at load (the backends' parity is tested in tests/inference)."""
     from ghostfacenets.pipeline import FaceRecognizer
 
-    return FaceRecognizer(model_file, device="cpu", backend="eager", score_threshold=0.6)
+    return FaceRecognizer(model_file, device="cpu", score_threshold=0.6)
 
 
 @pytest.fixture(scope="session")

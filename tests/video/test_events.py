@@ -123,7 +123,7 @@ def test_watch_prints_json_lines_and_posts_them(
     """The first 3 s of the door video: angelina from 0.6 s, jennifer from 1.4 s, both there at the end."""
     code = main(
         ["watch", str(door_video), "--end", "3", "--db", str(door_gallery), "--model", str(model_file)]
-        + ["--device", "cpu", "--backend", "eager", "--json", "--webhook", receiver.url]
+        + ["--device", "cpu", "--json", "--webhook", receiver.url]
     )
     assert code == 0
     out, err = capsys.readouterr()

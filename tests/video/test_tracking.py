@@ -23,12 +23,12 @@ def unit(vector: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def people() -> dict[str, np.ndarray]:
-    """Two people's embeddings, similarity 0.6 (model-like: above a loose threshold, below same-person level)."""
+    """Embeddings of three people: ``b`` is 0.6 like ``a`` (a look-alike above a threshold of 0.3), ``c`` 0.1."""
     rng = np.random.default_rng(0)
     a = unit(rng.normal(size=128))
     other = unit(rng.normal(size=128))
     other = unit(other - (other @ a) * a)
-    return {"a": a, "b": unit(0.6 * a + 0.8 * other)}
+    return {"a": a, "b": unit(0.6 * a + 0.8 * other), "c": unit(0.1 * a + 0.995 * other)}
 
 
 def sighting(
@@ -92,19 +92,16 @@ def test_occlusion_within_max_lost_keeps_the_track_and_longer_ends_it(people: di
     assert len(appeared) == 2 and [(t.start, t.end) for t in left] == [(0.0, pytest.approx(4 / RATE)), (3.0, 4.8)]
 
 
-def test_someone_stepping_into_a_place_just_left_starts_their_own_track(people: dict[str, np.ndarray]) -> None:
-    """B appears where A was 0.4 s earlier; their similarity (0.6) passes the loose threshold (0.3), but not A's
-    own consistency."""
+def test_someone_stepping_into_a_place_just_left(people: dict[str, np.ndarray]) -> None:
+    """C appears where A was 0.4 s earlier (A's track is still lost, not left): below the same-person threshold,
+    C gets a track of their own. A look-alike above it (B) continues A's track: the model's threshold decides."""
     rng = np.random.default_rng(3)
-    frames = [[sighting(i / RATE, 300, people["a"], rng)] for i in range(8)]
-    frames += [[], []]
-    frames += [[sighting((10 + i) / RATE, 305, people["b"], rng)] for i in range(8)]
-    _, appeared, left = run(FaceTracker(TrackerSettings(same_person=0.3)), frames)
-    assert len(appeared) == 2
-    assert [(t.start, t.end) for t in left] == [(0.0, pytest.approx(7 / RATE)), (2.0, pytest.approx(17 / RATE))]
-    without_margin = FaceTracker(TrackerSettings(same_person=0.3, reid_margin=1.0))  # what the margin prevents
-    _, appeared, _ = run(without_margin, frames)
-    assert len(appeared) == 1
+    before = [[sighting(i / RATE, 300, people["a"], rng)] for i in range(8)] + [[], []]
+    for newcomer, tracks in (("c", 2), ("b", 1)):
+        frames = before + [[sighting((10 + i) / RATE, 305, people[newcomer], rng)] for i in range(8)]
+        _, appeared, left = run(FaceTracker(TrackerSettings(same_person=0.3)), frames)
+        assert len(appeared) == len(left) == tracks
+    assert [(t.start, t.end) for t in left] == [(0.0, pytest.approx(17 / RATE))]
 
 
 def test_a_single_false_detection_is_never_reported(people: dict[str, np.ndarray]) -> None:

@@ -11,6 +11,7 @@ detection left over starts a track, which counts once it is matched ``min_hits``
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,12 +30,11 @@ class TrackerSettings:
     seconds a track survives unseen (someone turning away, walking behind someone) before it has left.
     ``min_overlap``: least overlap (IoU) of a detection with a track's predicted box for a match.
     ``appearance_weight``: share of embedding similarity, against box overlap, in the matching score; a pair whose
-    similarity is below ``same_person`` (default: the recognizer's threshold) never matches, nor does a lost track
-    with a face whose similarity is more than ``reid_margin`` below the track's own (how alike its sightings
-    are to each other), so that someone who steps into the place of a person who just left starts a track of
-    their own even where the model's threshold would let them pass. ``best_faces``: the
+    similarity is below ``same_person`` (default: the recognizer's threshold) never matches: someone who steps into
+    the place of a person who just left starts a track of their own. ``best_faces``: the
     best-quality sightings whose embeddings make the track's identity; ``min_faces``: sightings embedded before the
-    first identity decision.
+    first identity decision. ``refresh``: a face that only one track can claim, and that would not be among its best,
+    is embedded at most this often (seconds) to keep the track's appearance current (:meth:`FaceTracker.wanted`).
     """
 
     det_threshold: float = 0.9
@@ -44,9 +44,9 @@ class TrackerSettings:
     min_overlap: float = 0.1
     appearance_weight: float = 0.5
     same_person: float | None = None
-    reid_margin: float = 0.15
     best_faces: int = 5
     min_faces: int = 3
+    refresh: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_threshold <= self.det_threshold <= 1.0:
@@ -101,14 +101,15 @@ class Track:
     seen: int = 1  # frames seen in (detected or followed)
     confirmed: bool = False
     lost: bool = False
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # of the box's centre, pixels a second
     best: list[BestFace] = field(default_factory=list)  # best first
     embedded: int = 0  # sightings embedded
     appearance: np.ndarray | None = None  # running mean of recent embeddings, for matching
-    consistency: float | None = None  # running mean similarity of its sightings to its appearance
+    embedded_at: float = -math.inf  # time of its latest embedded sighting
     patch: np.ndarray | None = None  # grey patch at the last detection (see motion.follow)
     changed: bool = False  # its best faces changed since the last identity decision
-    _observed: float = 0.0  # time of the box the velocity was last updated from
+    detected_box: np.ndarray | None = None  # its latest detection (followed boxes do not move predictions)
+    detected_at: float = 0.0
 
     @property
     def quality(self) -> float:
@@ -124,25 +125,27 @@ class Track:
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
     def predict(self, time: float) -> np.ndarray:
-        """The box expected at ``time`` (constant velocity from the last observation)."""
-        return self.box + self.velocity * (time - self._observed)
+        """The box expected at ``time``: its latest detection moved at the smoothed velocity of its centre."""
+        box = self.detected_box if self.detected_box is not None else self.box
+        return box + np.tile(self.velocity, 2) * (time - self.detected_at)
 
     def observe(self, time: float, frame: int, box: np.ndarray, landmarks: np.ndarray) -> None:
-        """Seen at ``time``: the box moves there and the velocity follows (smoothed)."""
-        dt = time - self._observed
-        if dt > 1e-6:
-            measured = (np.asarray(box, np.float64) - self.box) / dt
-            self.velocity = measured if self.seen == 1 else 0.6 * self.velocity + 0.4 * measured
+        """Seen at ``time`` (detected or followed): the box moves there."""
         self.box = np.asarray(box, np.float64)
         self.landmarks = np.asarray(landmarks, np.float64)
-        self._observed = time
         self.end, self.end_frame = time, frame
         self.seen += 1
         self.lost = False
 
     def add_sighting(self, sighting: Sighting, best_faces: int) -> None:
-        """A detection matched to the track: its embedding joins the appearance, and the best faces if it is one
-        of the ``best_faces`` best so far."""
+        """A detection matched to the track: the velocity follows it (smoothed), its embedding joins the
+        appearance, and the best faces if it is one of the ``best_faces`` best so far."""
+        box = np.asarray(sighting.box, np.float64)
+        dt = sighting.time - self.detected_at
+        if self.detected_box is not None and dt > 1e-6:
+            measured = ((box[:2] + box[2:]) - (self.detected_box[:2] + self.detected_box[2:])) / 2 / dt
+            self.velocity = measured if self.hits == 1 else 0.6 * self.velocity + 0.4 * measured
+        self.detected_box, self.detected_at = box, sighting.time
         self.observe(sighting.time, sighting.frame, sighting.box, sighting.landmarks)
         self.score = sighting.score
         self.hits += 1
@@ -152,12 +155,13 @@ class Track:
         if sighting.embedding is None:
             return
         self.embedded += 1
+        self.embedded_at = sighting.time
         e = sighting.embedding.astype(np.float64)
-        if self.appearance is not None:
-            similarity = float(self.appearance @ e)
-            self.consistency = similarity if self.consistency is None else 0.8 * self.consistency + 0.2 * similarity
-        mixed = e if self.appearance is None else 0.7 * self.appearance + 0.3 * e
-        self.appearance = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+        if self.appearance is None:
+            self.appearance = e
+        elif sighting.quality >= 0.5 * self.quality:  # a covered or blurred view would blur the appearance
+            mixed = 0.7 * self.appearance + 0.3 * e
+            self.appearance = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
         if len(self.best) < best_faces or sighting.quality > self.best[-1].quality:
             self.best.append(BestFace(sighting.quality, sighting.time, np.asarray(sighting.box), sighting.embedding))
             self.best.sort(key=lambda b: -b.quality)
@@ -201,8 +205,10 @@ def _widened(box: np.ndarray, factor: float) -> np.ndarray:
 
 @dataclass
 class Changes:
-    """What one update did: tracks that now count (``appeared``), that ``left``, and those seen in the frame."""
+    """What one update did: tracks ``started`` (new, not yet counting), that now count (``appeared``), that
+    ``left``, and those seen in the frame."""
 
+    started: list[Track] = field(default_factory=list)
     appeared: list[Track] = field(default_factory=list)
     left: list[Track] = field(default_factory=list)
     seen: list[Track] = field(default_factory=list)
@@ -217,25 +223,48 @@ class FaceTracker:
         self.tracks: list[Track] = []  # alive: new, followed or lost
         self._ids = itertools.count(1)
 
+    def _predicted(self, tracks: list[Track], time: float) -> np.ndarray:
+        """Each track's predicted box at ``time``, wider the longer it is unseen."""
+        return np.stack([_widened(t.predict(time), 1.0 + max(0.0, time - t.end)) for t in tracks])
+
+    def wanted(self, time: float, sightings: list[Sighting]) -> list[bool]:
+        """Which sightings need an embedding: a face that no track or several tracks could claim, one near a lost
+        track or near another face, and a face that would join its track's best faces or whose track has not been
+        embedded for ``refresh`` seconds. The rest (one face plainly continuing one track) is matched on motion
+        alone, which saves most of the embedding work of a steady scene."""
+        if not self.tracks or not sightings:
+            return [True] * len(sightings)
+        s = self.settings
+        near = box_iou(self._predicted(self.tracks, time), np.stack([x.box for x in sightings])) >= s.min_overlap
+        wanted = []
+        for j, sighting in enumerate(sightings):
+            rows = np.flatnonzero(near[:, j])
+            if not len(rows) and sighting.score < s.det_threshold:
+                wanted.append(False)  # too weak to start a track, and no track to continue
+                continue
+            if len(rows) != 1 or near[rows[0]].sum() != 1 or self.tracks[rows[0]].lost:
+                wanted.append(True)
+                continue
+            track = self.tracks[rows[0]]
+            improves = len(track.best) < s.best_faces or sighting.quality > track.best[-1].quality
+            wanted.append(improves or time - track.embedded_at >= s.refresh)
+        return wanted
+
     def _score(self, tracks: list[Track], sightings: list[Sighting], time: float, appearance: bool) -> np.ndarray:
         """Matching scores (tracks x sightings), -inf where a pair may not match."""
         s = self.settings
         scores = np.full((len(tracks), len(sightings)), -np.inf)
         if not tracks or not sightings:
             return scores
-        boxes = np.stack([x.box for x in sightings])
+        overlaps = box_iou(self._predicted(tracks, time), np.stack([x.box for x in sightings]))
         for i, track in enumerate(tracks):
-            unseen = max(0.0, time - track.end)
-            predicted = _widened(track.predict(time), 1.0 + unseen)  # wider the longer it is unseen
-            overlap = box_iou(predicted[None], boxes)[0]
+            overlap = overlaps[i]
             for j, sighting in enumerate(sightings):
                 if overlap[j] < s.min_overlap:
                     continue
                 if appearance and track.appearance is not None and sighting.embedding is not None:
                     similarity = float(track.appearance @ sighting.embedding)
                     if s.same_person is not None and similarity < s.same_person:
-                        continue
-                    if track.lost and track.consistency is not None and similarity < track.consistency - s.reid_margin:
                         continue
                     scores[i, j] = (1 - s.appearance_weight) * overlap[j] + s.appearance_weight * similarity
                 else:
@@ -273,6 +302,7 @@ class FaceTracker:
             if j not in taken:
                 track = self._start(sighting)
                 survivors.append(track)
+                changes.started.append(track)
                 if track.confirmed:
                     changes.appeared.append(track)
                     changes.seen.append(track)
@@ -290,7 +320,8 @@ class FaceTracker:
             np.asarray(sighting.landmarks, np.float64),
             sighting.score,
             confirmed=self.settings.min_hits <= 1,
-            _observed=sighting.time,
+            detected_box=np.asarray(sighting.box, np.float64),
+            detected_at=sighting.time,
         )
         track._remember(sighting, self.settings.best_faces)
         return track

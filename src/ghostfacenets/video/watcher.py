@@ -95,7 +95,22 @@ class _State:
     """What the watcher knows of one track beyond the tracker: its current and its announced identity."""
 
     identity: Identity | None = None
-    announced: tuple[int | None, bool] | None = None  # (subject id, decided) last put in an event
+    decided: bool = False  # an "identified" event was sent
+    announced: int | None = None  # the subject it named (None: an unknown person)
+
+
+@dataclass
+class _Run:
+    """One watch: the tracker, the judge, each track's state, the previous frame (grey, for optical flow) and the
+    frames followed since the last detection (to find when a new face really appeared)."""
+
+    tracker: FaceTracker
+    judge: IdentityJudge | None
+    name: str
+    states: dict[int, _State] = field(default_factory=dict)
+    previous: GreyFrame | None = None
+    last: Frame | None = None
+    between: list[tuple[float, int, GreyFrame]] = field(default_factory=list)
 
 
 class VideoWatcher:
@@ -151,7 +166,8 @@ class VideoWatcher:
             yield IdentityJudge(store, self.gallery, self.recognizer.model_id, self.threshold.value, self.k)
 
     # ------------------------------------------------------------------------------------------------ stages
-    def _sightings(self, frame: Frame) -> list[Sighting]:
+    def _sightings(self, frame: Frame, tracker: FaceTracker) -> list[Sighting]:
+        """The frame's faces with their quality, embedded where the tracker wants them (:meth:`FaceTracker.wanted`)."""
         recognizer = self.recognizer
         started = time.perf_counter()
         faces = [f for f in recognizer.detect(frame.pixels) if f.score >= self.settings.low_threshold]
@@ -159,21 +175,26 @@ class VideoWatcher:
         self.times.detect += detected - started
         if not faces:
             return []
-        crops = np.stack([recognizer.align(frame.pixels, f) for f in faces])
-        embeddings = recognizer.embed_aligned(crops)
-        embedded = time.perf_counter()
-        self.times.embed += embedded - detected
-        self.times.faces_embedded += len(faces)
+        crops = [recognizer.align(frame.pixels, f) for f in faces]
         sightings = [
-            Sighting(frame.time, frame.index, f.box, f.landmarks, f.score, face_quality(f, crop, faces), embedding)
-            for f, crop, embedding in zip(faces, crops, embeddings)
+            Sighting(frame.time, frame.index, f.box, f.landmarks, f.score, face_quality(f, crop, faces))
+            for f, crop in zip(faces, crops)
         ]
-        self.times.track += time.perf_counter() - embedded  # the quality is tracking work
+        wanted = [i for i, want in enumerate(tracker.wanted(frame.time, sightings)) if want]
+        judged = time.perf_counter()
+        self.times.track += judged - detected  # alignment for the quality, and the choice
+        if wanted:
+            embeddings = recognizer.embed_aligned(np.stack([crops[i] for i in wanted]))
+            for i, embedding in zip(wanted, embeddings):
+                sightings[i].embedding = embedding
+            self.times.faces_embedded += len(wanted)
+        self.times.embed += time.perf_counter() - judged
         return sightings
 
-    def _event(self, kind: str, track: Track, frame: Frame, state: _State, source: str, judged: bool) -> TrackEvent:
+    def _event(self, kind: str, track: Track, frame: Frame, state: _State, source: str) -> TrackEvent:
+        """An event of ``track`` at ``frame``; with a gallery, and after "appeared", with its identity."""
         identity = None
-        if judged:
+        if self.store is not None and kind != "appeared":
             identity = state.identity or Identity(None, None, None, self.threshold.value)
         return TrackEvent(
             kind,
@@ -199,30 +220,21 @@ class VideoWatcher:
         if not isinstance(source, VideoSource):
             source = VideoSource(source, fps=DEFAULT_FPS)
         self.times = StageTimes()
-        tracker = FaceTracker(self.settings)
-        states: dict[int, _State] = {}
-        previous: GreyFrame | None = None
-        last: Frame | None = None
         bar = None
         with self._judge() as judge:
+            run = _Run(FaceTracker(self.settings), judge, source.name)
             frames = source.frames()
             try:
                 for n, frame in enumerate(frames):
                     if bar is None and progress:
                         bar = _progress_bar(source)
-                    grey = grey_frame(frame.pixels) if self.detect_every > 1 else None
-                    yield from self._step(
-                        frame, n % self.detect_every == 0, tracker, states, judge, previous, grey, last, source.name
-                    )
-                    previous, last = grey, frame
+                    yield from self._step(run, frame, n % self.detect_every == 0)
                     self.times.frames_analysed += 1
                     self.times.video_seconds = frame.time
                     if bar is not None:
                         bar.update(max(0.0, round(frame.time - bar.n, 2)))
             except (GhostFaceNetsError, KeyboardInterrupt):
-                if last is not None:
-                    for track in tracker.finish():
-                        yield from self._left(track, last, states, judge, source.name)
+                yield from self._finish(run)
                 raise
             finally:
                 self.times.decode = source.stats.decode_s
@@ -230,73 +242,73 @@ class VideoWatcher:
                 if bar is not None:
                     bar.close()
                 frames.close()
-            if last is not None:
-                for track in tracker.finish():
-                    yield from self._left(track, last, states, judge, source.name)
+            yield from self._finish(run)
 
-    def _step(
-        self,
-        frame: Frame,
-        detecting: bool,
-        tracker: FaceTracker,
-        states: dict[int, _State],
-        judge: IdentityJudge | None,
-        previous: GreyFrame | None,
-        grey: GreyFrame | None,
-        last: Frame | None,
-        name: str,
-    ) -> Iterator[TrackEvent]:
-        """One sampled frame: detect (or follow), associate, decide, and the events that follow."""
+    def _step(self, run: _Run, frame: Frame, detecting: bool) -> list[TrackEvent]:
+        """One sampled frame: detect (or follow), associate, decide; the events that follow."""
+        tracker = run.tracker
+        grey = grey_frame(frame.pixels) if self.detect_every > 1 else None
         if detecting:
             self.times.detection_frames += 1
-            sightings = self._sightings(frame)
+            sightings = self._sightings(frame, tracker)
             started = time.perf_counter()
             changes = tracker.update(frame.time, frame.index, sightings)
             if grey is not None:
-                for track in changes.seen:
+                for track in changes.seen + changes.started:
                     track.patch = face_patch(grey, track.box)
+                for track in changes.started:
+                    _backfill(track, grey, run.between)
+            run.between.clear()
         else:
             started = time.perf_counter()
+            last = run.last
             followed = [t for t in tracker.tracks if not t.lost and last is not None and t.end_frame == last.index]
-            moves = (
-                follow(previous, grey, [(t.box, t.landmarks, t.patch) for t in followed]) if previous and grey else []
-            )
+            followed = [t for t in followed if not any(_touch(t.box, o.box) for o in followed if o is not t)]
+            faces = [(t.box, t.landmarks, t.patch) for t in followed]
+            moves = follow(run.previous, grey, faces) if run.previous is not None and grey is not None else []
             moved = {t.id: (m.box, m.landmarks) for t, m in zip(followed, moves) if m.box is not None}
             changes = tracker.move(frame.time, frame.index, moved)  # type: ignore[arg-type]
-        events = [
-            self._event("appeared", t, frame, states.setdefault(t.id, _State()), name, False) for t in changes.appeared
-        ]
-        if judge is not None and detecting:
-            events += self._identify(judge, tracker, states, frame, name)
+            if grey is not None:
+                run.between.append((frame.time, frame.index, grey))
+        events = []
+        for track in changes.appeared:
+            events.append(self._event("appeared", track, frame, run.states.setdefault(track.id, _State()), run.name))
+        if run.judge is not None and detecting:
+            events += self._identify(run, frame)
         for track in changes.left:
-            events += self._left(track, frame, states, judge, name)
+            events.append(self._left(run, track, frame))
+        run.previous, run.last = grey, frame
         self.times.track += time.perf_counter() - started
-        return iter(events)
+        return events
 
-    def _identify(
-        self, judge: IdentityJudge, tracker: FaceTracker, states: dict[int, _State], frame: Frame, name: str
-    ) -> Iterator[TrackEvent]:
+    def _identify(self, run: _Run, frame: Frame) -> list[TrackEvent]:
         """Decide the identities of the tracks seen in this frame; an event for each new or changed decision of a
         track with ``min_faces`` embedded sightings."""
-        visible = [t for t in tracker.visible if t.end_frame == frame.index]
-        for track_id, identity in judge.decide(visible).items():
-            states[track_id].identity = identity
+        assert run.judge is not None
+        visible = [t for t in run.tracker.visible if t.end_frame == frame.index]
+        for track_id, identity in run.judge.decide(visible).items():
+            run.states[track_id].identity = identity
+        events = []
         for track in visible:
-            state = states[track.id]
+            state = run.states[track.id]
             if state.identity is None or track.embedded < self.settings.min_faces:
                 continue
-            key = (state.identity.subject_id, True)
-            if state.announced != key:
-                state.announced = key
-                yield self._event("identified", track, frame, state, name, True)
+            if state.announced != state.identity.subject_id or not state.decided:
+                state.announced, state.decided = state.identity.subject_id, True
+                events.append(self._event("identified", track, frame, state, run.name))
+        return events
 
-    def _left(
-        self, track: Track, frame: Frame, states: dict[int, _State], judge: IdentityJudge | None, name: str
-    ) -> Iterator[TrackEvent]:
-        state = states.pop(track.id, _State())
-        if judge is not None:
-            judge.forget(track)
-        yield self._event("left", track, frame, state, name, judge is not None)
+    def _left(self, run: _Run, track: Track, frame: Frame) -> TrackEvent:
+        state = run.states.pop(track.id, _State())
+        if run.judge is not None:
+            run.judge.forget(track)
+        return self._event("left", track, frame, state, run.name)
+
+    def _finish(self, run: _Run) -> Iterator[TrackEvent]:
+        """Every open track leaves, at the last frame."""
+        if run.last is not None:
+            for track in run.tracker.finish():
+                yield self._left(run, track, run.last)
 
     def analyze(self, source: VideoSource | str | Path | bytes, progress: bool = False) -> VideoAnalysis:
         """Every event of a video file (see :meth:`watch`)."""
@@ -305,6 +317,25 @@ class VideoWatcher:
         events = list(self.watch(source, progress))
         assert source.info is not None
         return VideoAnalysis(source.info, events, self.times)
+
+
+def _backfill(track: Track, grey: GreyFrame, between: list[tuple[float, int, GreyFrame]]) -> None:
+    """A face first detected now may have been there in the frames followed since the last detection: follow it
+    back through them while it stays itself, and start its track at the earliest (times within one sampled frame
+    whatever ``detect_every`` is)."""
+    box, landmarks, current = track.box, track.landmarks, grey
+    for when, index, earlier in reversed(between):
+        (motion,) = follow(current, earlier, [(box, landmarks, track.patch)])
+        if motion.box is None or motion.landmarks is None:
+            return
+        box, landmarks, current = motion.box, motion.landmarks, earlier
+        track.start, track.start_frame = when, index
+
+
+def _touch(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two boxes overlap: optical flow cannot tell two faces covering each other apart, so neither is
+    followed until the next detection."""
+    return bool(min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]))
 
 
 def _progress_bar(source: VideoSource) -> Any:
