@@ -13,7 +13,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,8 +143,6 @@ class VideoWatcher:
         self.threshold = recognizer.threshold(threshold, far)
         settings = tracker or TrackerSettings()
         if settings.same_person is None:
-            from dataclasses import replace
-
             settings = replace(settings, same_person=self.threshold.value)
         self.settings = settings
         self.detect_every = detect_every
