@@ -4,7 +4,6 @@ with its problem code while the service keeps serving."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from tests.helpers import require_module
 from tests.helpers.photos import photo
-from tests.helpers.service import create_key, free_port
+from tests.helpers.service import create_key, serve_in_thread
 from tests.helpers.videos import Appearance, Script, encode, render
 
 from .conftest import Served
@@ -128,26 +127,12 @@ def test_uploads_outside_the_bounds(served: Served, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def impatient(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A service in a thread whose videos must be done within 0.2 s."""
-    import uvicorn
-
     from ghostfacenets.serve import create_app
 
     db = tmp_path_factory.mktemp("impatient") / "g.sqlite"
     key = str(create_key(db, "identify")["key"])
-    app = create_app(model=str(model_file), db=str(db), backend="eager", video_deadline_s=0.2)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 180
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.started
-        yield f"http://127.0.0.1:{port}", key
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_in_thread(create_app(model=str(model_file), db=str(db), backend="eager", video_deadline_s=0.2)) as url:
+        yield url, key
 
 
 def test_a_video_past_the_deadline(impatient: tuple[str, str], clip: bytes) -> None:
