@@ -29,6 +29,7 @@ CODES: dict[str, tuple[int, str]] = {
     "MULTIPLE_FACES": (422, "More than one face"),
     "NOT_FOUND": (404, "Not found"),
     "CONFLICT": (409, "Conflict"),
+    "MODEL_MISMATCH": (409, "Embeddings of another model"),
     "UNAUTHORIZED": (401, "Missing or unknown API key"),
     "FORBIDDEN": (403, "Not allowed for this API key"),
     "VALIDATION": (422, "Invalid request"),
