@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ghostfacenets.video import Frame, VideoError, VideoLimitError, VideoLimits, VideoSource
+from ghostfacenets.video.source import describe_source, is_live
 from tests.helpers.videos import encode
 
 FPS = 25
@@ -100,6 +101,14 @@ def test_files_that_are_not_videos(tmp_path: Path, clip: Path) -> None:
         list(VideoSource(cut))
     with pytest.raises(VideoError, match="fps must be positive"):
         VideoSource(clip, fps=0)
+
+
+def test_names_of_sources_never_carry_credentials() -> None:
+    assert describe_source("rtsp://admin:s3cret@10.0.0.7:554/stream1") == "rtsp://10.0.0.7:554/stream1"
+    assert describe_source("http://cam.local/video.mjpg") == "http://cam.local/video.mjpg"
+    assert describe_source(0) == describe_source("0") == "camera 0"
+    assert describe_source(b"...") == "upload"
+    assert is_live("rtsp://cam/stream") and is_live(0) and is_live("http://cam/x") is None and not is_live("a.mp4")
 
 
 def test_damaged_frames_in_the_middle(clip: Path) -> None:

@@ -29,7 +29,6 @@ from ..errors import GhostFaceNetsError
 log = logging.getLogger("ghostfacenets.video")
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "udp", "rtp", "srt", "tcp")
-URL_SCHEMES = (*LIVE_SCHEMES, "http", "https")
 # Demuxers (FFmpeg's names) and decoders an untrusted upload may use: the common camera and phone formats. Playlist
 # and concatenation demuxers (hls, concat, ...), which open further files or URLs, are never among them.
 UPLOAD_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2": "MP4/MOV", "matroska,webm": "Matroska/WebM", "avi": "AVI"}

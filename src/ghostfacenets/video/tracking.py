@@ -31,10 +31,10 @@ class TrackerSettings:
     ``min_overlap``: least overlap (IoU) of a detection with a track's predicted box for a match.
     ``appearance_weight``: share of embedding similarity, against box overlap, in the matching score; a pair whose
     similarity is below ``same_person`` (default: the recognizer's threshold) never matches: someone who steps into
-    the place of a person who just left starts a track of their own. ``best_faces``: the
-    best-quality sightings whose embeddings make the track's identity; ``min_faces``: sightings embedded before the
-    first identity decision. ``refresh``: a face that only one track can claim, and that would not be among its best,
-    is embedded at most this often (seconds) to keep the track's appearance current (:meth:`FaceTracker.wanted`).
+    the place of a person who just left starts a track of their own. ``best_faces``: the best-quality sightings
+    whose embeddings make the track's identity; ``min_faces``: sightings embedded before the first identity
+    decision. ``refresh``: a face that only one track can claim, and that would not be among its best, is embedded
+    at most this often (seconds) to keep the track's appearance current (:meth:`FaceTracker.wanted`).
     """
 
     det_threshold: float = 0.9
@@ -333,9 +333,9 @@ class FaceTracker:
             track.confirmed = True
             changes.appeared.append(track)
 
-    def move(self, time: float, frame: int, moved: dict[int, tuple[np.ndarray, np.ndarray] | None]) -> Changes:
-        """Boxes followed between detections (by track id; None: lost from sight); tracks unseen for longer than
-        ``max_lost`` leave."""
+    def move(self, time: float, frame: int, moved: dict[int, tuple[np.ndarray, np.ndarray]]) -> Changes:
+        """Boxes and landmarks followed between detections, by track id (a track not in ``moved`` was not seen in
+        this frame); tracks unseen for longer than ``max_lost`` leave."""
         changes = Changes()
         for track in self.tracks:
             found = moved.get(track.id)

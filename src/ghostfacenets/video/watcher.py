@@ -264,8 +264,12 @@ class VideoWatcher:
             followed = [t for t in followed if not any(_touch(t.box, o.box) for o in followed if o is not t)]
             faces = [(t.box, t.landmarks, t.patch) for t in followed]
             moves = follow(run.previous, grey, faces) if run.previous is not None and grey is not None else []
-            moved = {t.id: (m.box, m.landmarks) for t, m in zip(followed, moves) if m.box is not None}
-            changes = tracker.move(frame.time, frame.index, moved)  # type: ignore[arg-type]
+            moved = {
+                t.id: (m.box, m.landmarks)
+                for t, m in zip(followed, moves)
+                if m.box is not None and m.landmarks is not None
+            }
+            changes = tracker.move(frame.time, frame.index, moved)
             if grey is not None:
                 run.between.append((frame.time, frame.index, grey))
         events = []
