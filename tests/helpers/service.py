@@ -9,9 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -123,3 +126,24 @@ def start_service(
         time.sleep(0.3)
     service.stop()
     raise AssertionError(f"the service was not ready within {timeout} s: {log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, timeout: float = 300) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread of the test on a free port of 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.started, f"uvicorn did not start within {timeout} s"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()

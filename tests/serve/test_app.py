@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import pytest
 
-from tests.helpers.service import create_key, free_port
+from tests.helpers.service import create_key, serve_in_thread
 
 
 def test_create_app_under_another_server(model_file, tmp_path) -> None:
-    import uvicorn
-
     from ghostfacenets.serve import create_app
 
     db = tmp_path / "g.sqlite"
     key = create_key(db, "identify")["key"]
     app = create_app(model=str(model_file), db=str(db), threshold=0.5, max_images=2, queue_faces=32)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.started
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as http:
-            info = http.get("/v1/info").json()
-            assert info["threshold"] == {"value": 0.5, "source": "user", "note": "given by the user"}
-            assert info["limits"]["max_images"] == 2
-    finally:
-        server.should_exit = True
-        thread.join(30)
-    assert not thread.is_alive()
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+        info = http.get("/v1/info").json()
+        assert info["threshold"] == {"value": 0.5, "source": "user", "note": "given by the user"}
+        assert info["limits"]["max_images"] == 2
 
 
 def test_settings_are_checked() -> None:

@@ -1,7 +1,7 @@
 """``ghostfacenets`` command line: a thin layer over the Python API.
 
 Each command group lives in its own module (``models``, ``pipeline``, ``gallery``, ``evaluate``, ``export``,
-``train``, ``serve``, ``audit``) with an ``_add_<name>`` function declaring a command's arguments and a
+``train``, ``serve``, ``audit``, ``video``) with an ``_add_<name>`` function declaring a command's arguments and a
 ``_run_<name>`` function doing the work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as
 one line on stderr with exit status 2.
 """
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import GhostFaceNetsError
-from . import audit, evaluate, export, gallery, models, pipeline, serve, train
+from . import audit, evaluate, export, gallery, models, pipeline, serve, train, video
 from .common import Command, Parser, run_with_db
 
 COMMANDS: list[Command] = [
@@ -26,6 +26,7 @@ COMMANDS: list[Command] = [
     *train.COMMANDS,
     *serve.COMMANDS,
     *audit.COMMANDS,
+    *video.COMMANDS,
 ]
 
 

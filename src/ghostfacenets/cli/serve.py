@@ -64,6 +64,12 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         "--max-inflight", type=int, default=64, metavar="N", help="requests processing images before 503 (64)"
     )
     _add_hardening(p)
+    limits.add_argument(
+        "--max-video-seconds", type=float, default=300.0, metavar="S", help="length of an uploaded video (default 300)"
+    )
+    limits.add_argument(
+        "--video-deadline", type=float, default=120.0, metavar="S", help="seconds to process one video (default 120)"
+    )
     tls = p.add_argument_group("TLS (better done by a reverse proxy, see docs/service.md)")
     tls.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate")
     tls.add_argument("--ssl-keyfile", metavar="PEM", help="and this private key")
@@ -151,6 +157,8 @@ def _settings(args: argparse.Namespace) -> Any:
         liveness=args.liveness,
         liveness_threshold=args.liveness_threshold,
         liveness_model=args.liveness_model,
+        max_video_seconds=args.max_video_seconds,
+        video_deadline_s=args.video_deadline,
     )
 
 

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .guard import Guard
 from .problems import install_handlers
-from .routes import embeddings, faces, galleries, health, liveness, web
+from .routes import embeddings, faces, galleries, health, liveness, video, web
 from .settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ def create_app(
     app.include_router(embeddings.router)
     app.include_router(web.router)
     app.include_router(liveness.router)
+    app.include_router(video.router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -23,6 +23,8 @@ CODES: dict[str, tuple[int, str]] = {
     "INVALID_IMAGE": (422, "Not a usable image"),
     "PAYLOAD_TOO_LARGE": (413, "Request too large"),
     "TOO_MANY_PIXELS": (413, "Image has too many pixels"),
+    "INVALID_VIDEO": (422, "Not a usable video"),
+    "VIDEO_TOO_LONG": (413, "Video too long to process"),
     "NO_FACE": (422, "No face found"),
     "MULTIPLE_FACES": (422, "More than one face"),
     "SPOOF_SUSPECTED": (422, "Spoof suspected: a face does not look live"),

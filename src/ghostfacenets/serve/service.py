@@ -151,15 +151,16 @@ class FaceService:
 
     # ------------------------------------------------------------------------------------------------ bounds
     @contextlib.asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
+    async def admitted(self, seconds: float | None = None) -> AsyncIterator[None]:
         """A slot for a request's image work, or :class:`Overloaded` at once when ``max_inflight`` are running;
-        the work inside has ``deadline_s`` seconds (then :class:`DeadlineExceeded`, its decoding stopped)."""
+        the work inside has ``seconds`` (default ``deadline_s``; then :class:`DeadlineExceeded`, its decoding
+        stopped)."""
         if self._inflight >= self.settings.max_inflight:
             raise Overloaded(
                 f"{self._inflight} requests are being processed (the limit is {self.settings.max_inflight})"
             )
         self._inflight += 1
-        seconds = self.settings.deadline_s
+        seconds = self.settings.deadline_s if seconds is None else seconds
         token = _DEADLINE.set(anyio.current_time() + seconds)
         try:
             with anyio.fail_after(seconds):
@@ -178,6 +179,10 @@ class FaceService:
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker thread (store calls and other blocking work)."""
         return await anyio.to_thread.run_sync(function, *args)
+
+    async def computing(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker thread holding one of the compute slots (model work)."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._compute)
 
     # ------------------------------------------------------------------------------------------------ pipeline
     def threshold(self, value: float | None = None) -> Threshold:

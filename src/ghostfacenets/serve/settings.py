@@ -48,6 +48,9 @@ class ServiceSettings:
     ``liveness``: every verify, enrol and identify request has its faces' liveness
     checked (else only requests that ask, ``liveness=true``), with ``liveness_threshold`` and ``liveness_model``
     (default: the shipped MiniFASNets and their threshold; docs/liveness.md).
+
+    Uploaded videos (``/v1/video/tracks``): at most ``max_video_seconds`` long, frames of
+    at most ``max_video_pixels``, done within ``video_deadline_s`` seconds, ``max_video_jobs`` at once per worker.
     """
 
     model: str = DEFAULT_MODEL
@@ -85,6 +88,10 @@ class ServiceSettings:
     liveness: bool = False
     liveness_threshold: float | None = None
     liveness_model: str | None = None
+    max_video_seconds: float = 300.0
+    max_video_pixels: int = 1920 * 1080
+    video_deadline_s: float = 120.0
+    max_video_jobs: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # detector options beyond the two above
 
     def __post_init__(self) -> None:
@@ -101,6 +108,8 @@ class ServiceSettings:
             "max_jpeg_scans",
             "max_json_bytes",
             "rate_burst",
+            "max_video_pixels",
+            "max_video_jobs",
         ):
             if int(getattr(self, name)) < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -116,6 +125,8 @@ class ServiceSettings:
             raise GhostFaceNetsError("allowed_hosts must name at least one host ('*' allows any)")
         if self.liveness_threshold is not None and not 0.0 <= self.liveness_threshold <= 1.0:
             raise GhostFaceNetsError(f"liveness_threshold lies in [0, 1], got {self.liveness_threshold}")
+        if not self.max_video_seconds > 0 or not self.video_deadline_s > 0:
+            raise GhostFaceNetsError("max_video_seconds and video_deadline_s must be positive")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
