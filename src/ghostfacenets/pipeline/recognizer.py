@@ -207,7 +207,7 @@ class FaceRecognizer:
     available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
     package's one rule). ``threads``: onnxruntime threads per call of the embedder and a detector given by name
     (default: all cores; a server running requests in parallel wants 1). ``detector_options`` go to the detector
-    (``score_threshold``, ``max_size``, ...).
+    (``score_threshold``, ``max_size``, ``fast_size``, ``backend``, ...).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
@@ -334,8 +334,9 @@ class FaceRecognizer:
         """Every face in one image, largest first."""
         return self._detect(load_image(image, color_order))
 
-    def _detect(self, pixels: np.ndarray) -> list[Face]:
-        return sorted(self.detector.detect(pixels), key=lambda f: -f.area)
+    def _detect(self, pixels: np.ndarray, largest_only: bool = False) -> list[Face]:
+        faces = self.detector.detect_largest(pixels) if largest_only else self.detector.detect(pixels)
+        return sorted(faces, key=lambda f: -f.area)
 
     def align(self, image: ImageSource, face: Face, color_order: ColorOrder = "RGB") -> np.ndarray:
         """The 112x112 RGB crop of ``face`` aligned to the ArcFace template."""
@@ -369,7 +370,7 @@ class FaceRecognizer:
                     )
                 result.append([(None, pixels, 1)])
                 continue
-            faces = self._detect(pixels)
+            faces = self._detect(pixels, largest_only=not all_faces)
             if not faces and not all_faces:
                 raise NoFaceError(
                     f"{name}: no face found (detector score threshold {getattr(self.detector, 'score_threshold', '?')})"
