@@ -39,7 +39,7 @@ from ..models.align import SimilarityAlign
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
 from ..models.retinaface import info as retinaface_info
-from .retinaface import RGB_MEAN, STRIDE, DecodedRetinaFace, quantized_detector
+from .retinaface import RGB_MEAN, STRIDE, DecodedRetinaFace, detector_input, quantized_detector
 
 CONTRACT_VERSION = 1
 DETECTOR_SIZE = 640
@@ -196,10 +196,11 @@ def _quantized_embedder(model: GhostFaceNet, calibration: np.ndarray) -> nn.Modu
 
 
 def _executorch(module: nn.Module, sample: tuple[torch.Tensor, ...], meta: dict[str, Any], path: Path) -> Path:
-    from executorch.exir import to_edge_transform_and_lower
-
-    from .executorch import METADATA_METHOD, _partitioner, load_method, load_program
+    from .executorch import METADATA_METHOD, _partitioner, import_exporter, load_method, load_program
     from .mobile import progress_to_stderr
+
+    import_exporter()
+    from executorch.exir import to_edge_transform_and_lower
 
     program = torch.export.export(module, sample)
     with progress_to_stderr():
@@ -273,8 +274,8 @@ def export_pipeline(
     """Write ``STEM.detector`` and ``STEM.align_embed`` files (``.int8`` before the suffix for int8) for ``runtime``
     ("executorch", "litert" or "onnx"), with the contract and the model's metadata (thresholds, licence) in each;
     atomic. int8 (ExecuTorch only) quantises the GhostFaceNet with ``calibration`` (uint8 aligned crops) and the
-    detector network with ``detector_calibration`` (photos as the detector input takes them, see
-    :func:`detector_input`); the warp and the anchor decoding stay in float32."""
+    detector network with ``detector_calibration`` (uint8 RGB photos); the warp and the anchor decoding stay in
+    float32."""
     if runtime not in RUNTIMES:
         raise PipelineError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if precision not in ("float32", "int8"):
@@ -293,7 +294,8 @@ def export_pipeline(
     det_sample, align_sample = _samples(detector_size, align_size)
     if precision == "int8":
         assert calibration is not None and detector_calibration is not None
-        detector.detector = quantized_detector(detector.detector, detector_calibration, det_sample[0])
+        inputs = [detector_input(photo, detector_size) for photo in detector_calibration]
+        detector.detector = quantized_detector(detector.detector, inputs)
         embedder = _quantized_embedder(model, calibration)
     align = AlignEmbed(embedder, flip).eval()
     suffix = RUNTIMES[runtime]

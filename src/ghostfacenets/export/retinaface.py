@@ -1,9 +1,12 @@
-"""RetinaFace-MobileNet0.25 for other runtimes: the ExecuTorch program the package's detector runs (float32 and
-int8, cached on disk like the GhostFaceNet's) and the modules the device pipeline files are made of.
+"""RetinaFace-MobileNet0.25 for other runtimes: the ExecuTorch programs the package's detector runs (cached on disk
+like the GhostFaceNet's) and the detector of the device pipeline files.
 
-Every program here takes the photo as NHWC float32 **RGB minus** :data:`RGB_MEAN` (the training mean, in RGB order),
-padded with zeros (the mean colour); the network's BGR order is folded into its first convolution, so nothing
-reorders channels at run time.
+Every program here has one fixed square input of ``side`` pixels (a multiple of 32): NHWC float32 **RGB minus**
+:data:`RGB_MEAN` (the training mean, RGB order) with the photo at the top left and zeros elsewhere, and the photo's
+area; the network's activations beyond that area (rounded up to multiples of 32) are zeroed before every 3x3
+convolution (:func:`~ghostfacenets.models.retinaface.area_masks`), so that for any photo that fits, the program
+computes exactly what the network computes on the photo alone padded to multiples of 32, as onnxruntime runs it. The
+network's BGR order is folded into its first convolution.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import hashlib
 import json
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,29 +23,51 @@ from torch import nn
 
 from ..errors import GhostFaceNetsError
 from ..files import atomic_write
-from ..models.retinaface import BGR_MEAN, VARIANCES, Masks, RetinaFace, anchor_grid, area_masks, load_retinaface
+from ..models.retinaface import BGR_MEAN, VARIANCES, RetinaFace, anchor_grid, area_masks, load_retinaface
 
 RGB_MEAN = BGR_MEAN[::-1]  # (123, 117, 104)
 STRIDE = 32  # input sides are multiples of this
-# Programs kept in memory for a process that meets the same bound again after its cache folder changed.
+# Programs kept in memory for a process that meets the same side again after its cache folder changed.
 _LOWERED: dict[str, bytes] = {}
 
 
-class RGBRetinaFace(nn.Module):
-    """RetinaFace on NHWC float32 RGB minus :data:`RGB_MEAN` (sides multiples of 32, zero padding) -> ``loc``
-    (N, A, 4), ``conf`` (N, A, 2), ``landmarks`` (N, A, 10), as :class:`~ghostfacenets.models.retinaface.RetinaFace`
-    on BGR NCHW."""
+def padded(side: int) -> int:
+    """``side`` rounded up to a multiple of 32."""
+    return -(-side // STRIDE) * STRIDE
 
-    def __init__(self, model: RetinaFace | None = None) -> None:
+
+class SquareRetinaFace(nn.Module):
+    """RetinaFace for one square input: (``image`` NHWC float32 (1, side, side, 3) RGB minus :data:`RGB_MEAN`, the
+    photo at the top left; ``area`` float32 (1, 2) the height and width of its area, multiples of 32) -> ``loc``
+    (1, A, 4), ``conf`` (1, A, 2), ``landmarks`` (1, A, 10) for the anchors of the whole square, those inside the
+    area equal to what :class:`~ghostfacenets.models.retinaface.RetinaFace` gives for the area alone."""
+
+    def __init__(self, side: int, model: RetinaFace | None = None) -> None:
         super().__init__()
+        if side % STRIDE or side < STRIDE:
+            raise GhostFaceNetsError(f"the detector side must be a positive multiple of {STRIDE}, got {side}")
+        self.side = side
         self.net = copy.deepcopy(model) if model is not None else load_retinaface()
         first = self.net.fx.stage1[0][0]
         with torch.no_grad():  # input channels RGB instead of BGR
             first.weight.copy_(first.weight.flip(1))
         self.net.eval()
 
-    def forward(self, x: torch.Tensor, masks: Masks | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.net(x.permute(0, 3, 1, 2), masks)
+    def forward(self, x: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.net(x.permute(0, 3, 1, 2), area_masks(area[0, 0], area[0, 1], self.side))
+
+
+def area_anchors(side: int, height: int, width: int) -> np.ndarray:
+    """Indices, among the anchors of a ``side`` square input, of those of a ``height`` x ``width`` input (multiples
+    of 32), in that input's anchor order."""
+    indices, offset = [], 0
+    for stride in (8, 16, 32):
+        cells = side // stride
+        rows, columns = np.meshgrid(np.arange(height // stride), np.arange(width // stride), indexing="ij")
+        cell = (rows * cells + columns).reshape(-1)
+        indices.append(offset + np.stack([2 * cell, 2 * cell + 1], axis=1).reshape(-1))
+        offset += 2 * cells * cells
+    return np.concatenate(indices)
 
 
 class DecodedRetinaFace(nn.Module):
@@ -59,15 +83,15 @@ class DecodedRetinaFace(nn.Module):
         if size % STRIDE:
             raise GhostFaceNetsError(f"the detector size must be a multiple of {STRIDE}, got {size}")
         self.size = size
-        self.detector = RGBRetinaFace(model)
+        self.detector = SquareRetinaFace(size, model)
         anchors = torch.from_numpy(anchor_grid(size, size))
         self.register_buffer("centres", anchors[None, :, :2].clone(), persistent=False)
         self.register_buffer("sides", anchors[None, :, 2:].clone(), persistent=False)
 
     def forward(self, x: torch.Tensor, photo_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        area = torch.ceil(photo_size[0] / STRIDE) * STRIDE  # (height, width) padded as the package pads
-        loc, conf, points = self.detector(x, area_masks(area[0], area[1], self.size))
-        inside = (self.centres[..., 0] < area[1]) & (self.centres[..., 1] < area[0])
+        area = torch.ceil(photo_size / STRIDE) * STRIDE  # (height, width) padded as the package pads
+        loc, conf, points = self.detector(x, area)
+        inside = (self.centres[..., 0] < area[0, 1]) & (self.centres[..., 1] < area[0, 0])
         centre_var, size_var = VARIANCES
         centres = self.centres + loc[..., :2] * (centre_var * self.sides)
         half = self.sides * torch.exp(loc[..., 2:] * size_var) / 2
@@ -78,67 +102,69 @@ class DecodedRetinaFace(nn.Module):
         return conf[..., 1] * inside.to(conf.dtype), boxes, landmarks
 
 
-def padded(side: int) -> int:
-    """``side`` rounded up to a multiple of 32."""
-    return -(-side // STRIDE) * STRIDE
+def detector_input(photo: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 RGB photo as :class:`SquareRetinaFace` takes it (shrunk to ``side`` if larger, area averaging):
+    (image (1, side, side, 3), area (1, 2))."""
+    import cv2
+
+    height, width = photo.shape[:2]
+    scale = min(1.0, side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        photo = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+    h, w = photo.shape[:2]
+    image = np.zeros((1, side, side, 3), np.float32)
+    image[0, :h, :w] = photo.astype(np.float32) - np.array(RGB_MEAN, np.float32)
+    return image, np.array([[padded(h), padded(w)]], np.float32)
 
 
-def executorch_detector_bytes(bound: int, calibration: list[np.ndarray] | None = None) -> bytes:
-    """An ExecuTorch program (XNNPACK) of :class:`RGBRetinaFace` for inputs (1, H, W, 3) with H and W multiples of
-    32 up to ``bound`` (rounded up to a multiple of 32), float32, or int8 when ``calibration`` (network inputs as
-    :class:`RGBRetinaFace` takes them) is given."""
+def executorch_detector_bytes(side: int) -> bytes:
+    """The float32 ExecuTorch program (XNNPACK) of :class:`SquareRetinaFace` for ``side``."""
+    from .executorch import _partitioner, import_exporter
+
+    import_exporter()
     from executorch.exir import to_edge_transform_and_lower
 
-    from .executorch import _partitioner, _require
-
-    _require()
-    bound = padded(bound)
-    module: nn.Module = RGBRetinaFace()
-    sample = torch.zeros(1, min(bound, 480), min(bound, 640), 3)
-    steps = bound // STRIDE
-    height, width = torch.export.Dim("rows", min=1, max=steps), torch.export.Dim("columns", min=1, max=steps)
-    dynamic = ({1: STRIDE * height, 2: STRIDE * width},)
-    if calibration is not None:
-        module = quantized_detector(module, calibration, sample, dynamic)
-    program = torch.export.export(module, (sample,), dynamic_shapes=dynamic)
+    sample = (torch.zeros(1, side, side, 3), torch.tensor([[side, side]], dtype=torch.float32))
+    program = torch.export.export(SquareRetinaFace(side), sample)
     edge = to_edge_transform_and_lower(program, partitioner=[_partitioner()])
     return bytes(edge.to_executorch().buffer)
 
 
-def quantized_detector(
-    module: nn.Module, calibration: list[np.ndarray], sample: torch.Tensor, dynamic: Any = None
-) -> nn.Module:
-    """``module`` quantised to int8 for XNNPACK (the package's XNNPACK quantizer, per-channel weights), calibrated
-    on ``calibration``: float32 NHWC inputs (1, H, W, 3) as the module takes them."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+def quantized_detector(module: SquareRetinaFace, calibration: list[tuple[np.ndarray, np.ndarray]]) -> nn.Module:
+    """``module`` quantised to int8 for XNNPACK (the package's XNNPACK quantizer: int8 per-channel weights, int8
+    activations), calibrated on ``calibration``: (image, area) inputs as the module takes them."""
+    from .executorch import _quantizer, import_exporter
 
-    from .executorch import _quantizer
+    import_exporter()
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if not calibration:
         raise GhostFaceNetsError("int8 detection needs calibration photos")
-    graph = torch.export.export(module, (sample,), dynamic_shapes=dynamic).module()
+    side = module.side
+    sample = (torch.zeros(1, side, side, 3), torch.tensor([[side, side]], dtype=torch.float32))
+    graph = torch.export.export(module, sample).module()
     prepared = prepare_pt2e(graph, _quantizer())
     with torch.no_grad():
-        for x in calibration:
-            prepared(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        for image, area in calibration:
+            prepared(torch.from_numpy(image), torch.from_numpy(area))
     return convert_pt2e(prepared)
 
 
-def cached_detector_program(bound: int) -> Path:
-    """The float32 detector program for inputs up to ``bound`` pixels a side, lowered once and kept in the package
-    cache (``GHOSTFACENETS_HOME/executorch``, keyed by the bound and the ExecuTorch, torch and package versions):
-    lowering takes a minute, loading milliseconds."""
+def cached_detector_program(side: int) -> Path:
+    """The float32 detector program for ``side`` (:class:`SquareRetinaFace`), lowered once and kept in the package
+    cache (``GHOSTFACENETS_HOME/executorch``, keyed by the side and the ExecuTorch, torch and package versions):
+    lowering takes tens of seconds, loading milliseconds."""
     from .. import __version__
     from ..hub import cache_dir
 
-    bound = padded(bound)
     key = hashlib.sha256(
-        json.dumps(["retinaface-mnet0.25", bound, __version__, torch.__version__, version("executorch")]).encode()
+        json.dumps(["retinaface-mnet0.25-square", side, __version__, torch.__version__, version("executorch")]).encode()
     ).hexdigest()[:32]
     path = cache_dir() / "executorch" / f"retinaface-{key}.pte"
     if not path.is_file():
         if key not in _LOWERED:
-            _LOWERED[key] = executorch_detector_bytes(bound)
+            _LOWERED[key] = executorch_detector_bytes(side)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as f:
             f.write(_LOWERED[key])

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from ..errors import GhostFaceNetsError
-from ..models.retinaface import BGR_MEAN, VARIANCES, anchor_grid
+from ..inference.detection import DetectorNetworks, padded_side
+from ..models.retinaface import VARIANCES, anchor_grid
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
@@ -74,14 +75,6 @@ class FaceDetector(ABC):
         return self.detect(image)
 
 
-_RGB_MEAN = np.array(BGR_MEAN[::-1], dtype=np.float32)  # the training mean of Pytorch_Retinaface, RGB order
-
-
-def padded_side(side: int) -> int:
-    """``side`` rounded up to a multiple of 32, as the network needs."""
-    return -(-side // 32) * 32
-
-
 # Faces smaller than this (shorter box side, detection pixels) at the fast path's size are detected again at full
 # size: below it RetinaFace's landmarks jitter more between detection sizes (docs/pipeline.md#detection-size).
 FAST_MIN_FACE = 48
@@ -135,8 +128,6 @@ class RetinaFaceDetector(FaceDetector):
         for label, size in (("max_size", max_size), ("fast_size", fast_size or 32)):
             if size < 32:
                 raise DetectorError(f"{label} must be at least 32 pixels, got {size}")
-        from ..inference.detection import DetectorNetworks
-
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_size = max_size
@@ -145,19 +136,16 @@ class RetinaFaceDetector(FaceDetector):
         self.networks = DetectorNetworks(backend, threads)
         self.backend = self.networks.backend
 
-    def network_input(self, image: np.ndarray, max_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """The photo as the network takes it: shrunk to ``max_size`` on its longer side if larger (area averaging),
-        RGB minus the training mean, zero padded to multiples of 32, NHWC float32 (1, H, W, 3); and the (x, y)
-        scale of each axis (sizes are rounded separately, so the two can differ)."""
+    def shrunk(self, image: np.ndarray, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The photo as detected: shrunk to ``max_size`` on its longer side if larger (area averaging); and the
+        (x, y) scale of each axis (sizes are rounded separately, so the two can differ)."""
         height, width = image.shape[:2]
         scale = min(1.0, max_size / max(height, width))
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         h, w = image.shape[:2]
-        padded = np.zeros((1, padded_side(h), padded_side(w), 3), dtype=np.float32)
-        np.subtract(image, _RGB_MEAN, out=padded[0, :h, :w], dtype=np.float32)
-        return padded, np.array([w / width, h / height])
+        return image, np.array([w / width, h / height])
 
     def _check(self, image: np.ndarray) -> None:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -168,37 +156,40 @@ class RetinaFaceDetector(FaceDetector):
     def detect(self, image: np.ndarray, max_size: int | None = None) -> list[Face]:
         """Faces in a uint8 RGB image, highest score first, detected at ``max_size`` (default: the detector's)."""
         self._check(image)
-        x, scale = self.network_input(image, max_size or self.max_size)
-        return self.decode(self.networks.run(x), x.shape[1:3], scale, image.shape[:2])
+        return self._detect(image, max_size or self.max_size)
+
+    def _detect(self, image: np.ndarray, max_size: int) -> list[Face]:
+        small, scale = self.shrunk(image, max_size)
+        outputs = self.networks.network(max_size).run(small)
+        return self.decode(outputs, small.shape[:2], scale, image.shape[:2])
 
     def detect_largest(self, image: np.ndarray) -> list[Face]:
         """Faces for a caller that uses only the largest: detected at ``fast_size`` first when the photo is larger
         (see the class docstring); the smaller faces of a photo can then be missing from the list."""
         self._check(image)
         if self.fast_size is None or max(image.shape[:2]) <= self.fast_size:
-            return self.detect(image)
-        x, scale = self.network_input(image, self.fast_size)
-        faces = self.decode(self.networks.run(x), x.shape[1:3], scale, image.shape[:2])
-        if faces and max(min(f.width, f.height) for f in faces) * float(scale.min()) >= FAST_MIN_FACE:
+            return self._detect(image, self.max_size)
+        faces = self._detect(image, self.fast_size)
+        scale = self.fast_size / max(image.shape[:2])
+        if faces and max(min(f.width, f.height) for f in faces) * scale >= FAST_MIN_FACE:
             return faces
-        return self.detect(image)
+        return self._detect(image, self.max_size)
 
     def decode(
         self,
         outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
-        input_shape: tuple[int, ...],
+        shrunk: tuple[int, ...],
         scale: np.ndarray,
         shape: tuple[int, ...],
     ) -> list[Face]:
-        """The network's outputs for one input of ``input_shape`` (height, width) -> faces in the original image's
-        pixels (``scale``: the input's (x, y) scale against the original, ``shape``: the original's (height,
-        width))."""
+        """The network's outputs for a photo shrunk to ``shrunk`` (height, width) -> faces in the original photo's
+        pixels (``scale``: the (x, y) scale of the shrunk photo, ``shape``: the original's (height, width))."""
         loc, conf, landmarks = outputs
         scores = conf[0, :, 1]
         keep = np.flatnonzero(scores >= self.score_threshold)
         if keep.size == 0:
             return []
-        anchors = anchor_grid(int(input_shape[0]), int(input_shape[1]))[keep]
+        anchors = anchor_grid(padded_side(shrunk[0]), padded_side(shrunk[1]))[keep]
         boxes, points = decode_retinaface(loc[0, keep], landmarks[0, keep], anchors)
         scores = scores[keep]
         boxes /= np.tile(scale, 2)
