@@ -206,8 +206,9 @@ class FaceRecognizer:
     labelled fallback). ``flip``: flip test-time augmentation as in the paper. ``device``: None picks CUDA when
     available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
     package's one rule). ``threads``: onnxruntime threads per call of the embedder and a detector given by name
-    (default: all cores; a server running requests in parallel wants 1). ``detector_options`` go to the detector
-    (``score_threshold``, ``max_size``, ``fast_size``, ``backend``, ...).
+    (default: all cores; a server running requests in parallel wants 1). ``detector_backend``: how a detector given
+    by name runs (:mod:`ghostfacenets.inference.detection`; "auto" is the same rule as the model's). ``detector_options``
+    go to the detector (``score_threshold``, ``max_size``, ``fast_size``, ...).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
@@ -226,10 +227,13 @@ class FaceRecognizer:
         backend: str = "auto",
         batch_size: int = 64,
         threads: int | None = None,
+        detector_backend: str = "auto",
         **detector_options: Any,
     ) -> None:
-        if threads is not None and isinstance(detector, str):
-            detector_options["threads"] = threads
+        if isinstance(detector, str):
+            detector_options["backend"] = detector_backend
+            if threads is not None:
+                detector_options["threads"] = threads
         self.detector = create_detector(detector, **detector_options)
         self.threads = threads
         self.flip = flip
@@ -330,9 +334,10 @@ class FaceRecognizer:
         return Threshold(FALLBACK_THRESHOLD, "fallback", note=FALLBACK_NOTE)
 
     # ---------------------------------------------------------------------------------------------- stages
-    def detect(self, image: ImageSource, color_order: ColorOrder = "RGB") -> list[Face]:
-        """Every face in one image, largest first."""
-        return self._detect(load_image(image, color_order))
+    def detect(self, image: ImageSource, color_order: ColorOrder = "RGB", *, largest_only: bool = False) -> list[Face]:
+        """Every face in one image, largest first; with ``largest_only``, by the detector's fast path for callers
+        that use only the largest face (it can miss the smaller ones)."""
+        return self._detect(load_image(image, color_order), largest_only)
 
     def _detect(self, pixels: np.ndarray, largest_only: bool = False) -> list[Face]:
         faces = self.detector.detect_largest(pixels) if largest_only else self.detector.detect(pixels)

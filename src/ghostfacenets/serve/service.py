@@ -68,6 +68,8 @@ def load_recognizer(settings: ServiceSettings) -> FaceRecognizer:
         threads=settings.threads,
         score_threshold=settings.det_threshold,
         max_size=settings.det_size,
+        fast_size=settings.det_fast_size or None,
+        detector_backend=settings.det_backend,
         **settings.extra,
     )
 
@@ -130,19 +132,23 @@ class FaceService:
     def threshold(self, value: float | None = None) -> Threshold:
         return self.recognizer.threshold(value)
 
-    def _decode_and_find(self, data: bytes, field: str, limit: int) -> tuple[UploadedImage, list[FoundFace], int]:
+    def _decode_and_find(
+        self, data: bytes, field: str, limit: int, largest_only: bool = False
+    ) -> tuple[UploadedImage, list[FoundFace], int]:
         image = decode_upload(data, field, self.settings)
-        faces = self.recognizer.detect(image.pixels)  # largest first
+        faces = self.recognizer.detect(image.pixels, largest_only=largest_only)  # largest first
         aligned = [FoundFace(f, self.recognizer.align(image.pixels, f)) for f in faces[:limit]]
         return image, aligned, len(faces)
 
     async def find_faces(
-        self, data: bytes, field: str, max_faces: int | None = None
+        self, data: bytes, field: str, max_faces: int | None = None, largest_only: bool = False
     ) -> tuple[UploadedImage, list[FoundFace], int]:
         """Decode one image and find its faces, aligned: the largest ``max_faces`` (default: the setting), and how
-        many were found in all."""
+        many were found in all (with ``largest_only``, by the detector's fast path, which can miss small faces)."""
         limit = min(max_faces or self.settings.max_faces, self.settings.max_faces)
-        return await anyio.to_thread.run_sync(self._decode_and_find, data, field, limit, limiter=self._compute)
+        return await anyio.to_thread.run_sync(
+            self._decode_and_find, data, field, limit, largest_only, limiter=self._compute
+        )
 
     async def embed(self, faces: list[FoundFace]) -> list[FoundFace]:
         """The faces with their embeddings (one trip through the batching queue)."""
@@ -156,7 +162,8 @@ class FaceService:
     ) -> list[tuple[UploadedImage, FoundFace, int]]:
         """The largest face of each image, embedded: detected in parallel, embedded in one trip. NO_FACE for an
         image without a face, MULTIPLE_FACES for one with several when ``on_multiple`` is "error"."""
-        found = await asyncio.gather(*(self.find_faces(data, field, 1) for data, field in items))
+        fast = on_multiple != "error"  # counting every face needs the full detection
+        found = await asyncio.gather(*(self.find_faces(data, field, 1, fast) for data, field in items))
         for (_, field), (_, faces, count) in zip(items, found):
             if not faces:
                 raise ApiError(

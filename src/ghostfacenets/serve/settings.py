@@ -28,7 +28,9 @@ class ServiceSettings:
     and embedding batches running at once (default: the cores). ``batch_size`` / ``batch_wait_ms``: faces of
     concurrent requests are embedded together, up to this many, waiting at most this long for company.
     ``queue_faces``: faces waiting to be embedded, and ``max_inflight``: requests doing image work, beyond which the
-    service answers 503 at once.
+    service answers 503 at once. ``det_size``: the detection size; ``det_fast_size``: requests that use one face per
+    image (verify, enrol, identify) detect at this size first (0: always ``det_size``); ``det_backend``: the
+    detector's runtime (:mod:`ghostfacenets.inference.detection`).
     """
 
     model: str = DEFAULT_MODEL
@@ -40,6 +42,8 @@ class ServiceSettings:
     far: float | None = None
     det_threshold: float = 0.9
     det_size: int = 640
+    det_fast_size: int = 320  # 0: every detection at det_size
+    det_backend: str = "auto"
     store_crops: bool = False
     threads: int | None = 1
     compute_threads: int | None = None
@@ -73,6 +77,8 @@ class ServiceSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise GhostFaceNetsError(f"{name} must be at least 1, got {value}")
+        if self.det_fast_size < 0:
+            raise GhostFaceNetsError(f"det_fast_size must not be negative, got {self.det_fast_size}")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
