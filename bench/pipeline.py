@@ -82,7 +82,9 @@ def package_variant(model: Path, backend: str, fast: bool) -> Callable[[bytes], 
     from ghostfacenets.data.images import load_image
     from ghostfacenets.pipeline import FaceRecognizer
 
-    recognizer = FaceRecognizer(model, backend=backend, device="cpu", detector_backend=backend, fast_size=320 if fast else None)
+    recognizer = FaceRecognizer(
+        model, backend=backend, device="cpu", detector_backend=backend, fast_size=320 if fast else None
+    )
 
     def run(data: bytes) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -170,7 +172,9 @@ def main() -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     encoded = photos(sizes)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
-        model = convert_keras(SHARED / "fixtures" / "keras_reference" / "v1_w1.3_s1" / "model.h5", Path(tmp) / "v1.safetensors")
+        model = convert_keras(
+            SHARED / "fixtures" / "keras_reference" / "v1_w1.3_s1" / "model.h5", Path(tmp) / "v1.safetensors"
+        )
         variants: dict[str, Callable[[bytes], dict[str, float]]] = {}
         backends = ["onnxruntime"] + (["executorch"] if executorch_available() else [])
         for backend in backends:
@@ -201,9 +205,11 @@ def main() -> None:
                 for name, steps in times.items()
             }
     after = machine()
-    print(f"CPU: {before.get('model_name')} (family {before.get('family')}, model {before.get('model')}; "
-          f"AVX2 {before.get('avx2')}, AVX-512 {before.get('avx512f')}), {before.get('cores')} cores; load average "
-          f"{before['load_average'][0]:.2f} before, {after['load_average'][0]:.2f} after")  # type: ignore[index]
+    print(
+        f"CPU: {before.get('model_name')} (family {before.get('family')}, model {before.get('model')}; "
+        f"AVX2 {before.get('avx2')}, AVX-512 {before.get('avx512f')}), {before.get('cores')} cores; load average "
+        f"{before['load_average'][0]:.2f} before, {after['load_average'][0]:.2f} after"
+    )  # type: ignore[index]
     print("median ms per photo (one face):")
     header = f"{'photo':<10} {'variant':<28}" + "".join(f"{s:>9}" for s in STEPS) + f"{'detect/unit':>13}"
     print(header)
@@ -213,7 +219,9 @@ def main() -> None:
             ratio = f"{steps['detect'] / unit:>12.2f}x" if unit and steps["detect"] else f"{'':>13}"
             print(f"{label:<10} {name:<28}" + "".join(f"{steps[s]:>9.2f}" for s in STEPS) + ratio)
     if args.json:
-        args.json.write_text(json.dumps({"machine_before": before, "machine_after": after, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps({"machine_before": before, "machine_after": after, "results": results}, indent=1)
+        )
 
 
 if __name__ == "__main__":

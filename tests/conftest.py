@@ -28,9 +28,7 @@ def _programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _programs: Path
-) -> None:
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _programs: Path) -> None:
     """Never touch the user's weight cache or the network from tests."""
     home = tmp_path_factory.mktemp("ghostfacenets_home")
     (home / "executorch").symlink_to(_programs, target_is_directory=True)

@@ -27,7 +27,9 @@ def _bgr_input(name: str, height: int, width: int) -> np.ndarray:
     return (image[..., ::-1].astype(np.float32) - [104.0, 117.0, 123.0]).transpose(2, 0, 1)[None].astype(np.float32)
 
 
-@pytest.mark.parametrize("name, height, width", [("img1.jpg", 640, 480), ("img13.jpg", 416, 640), ("img25.jpg", 96, 96)])
+@pytest.mark.parametrize(
+    "name, height, width", [("img1.jpg", 640, 480), ("img13.jpg", 416, 640), ("img25.jpg", 96, 96)]
+)
 def test_outputs_match_the_onnx_file(network: torch.nn.Module, name: str, height: int, width: int) -> None:
     import onnxruntime as ort
 

@@ -108,9 +108,7 @@ def _run_detect(args: argparse.Namespace) -> int:
     from ..files import atomic_write
     from ..pipeline.detect import RetinaFaceDetector
 
-    detector = RetinaFaceDetector(
-        score_threshold=args.det_threshold, max_size=args.det_size, backend=args.det_backend
-    )
+    detector = RetinaFaceDetector(score_threshold=args.det_threshold, max_size=args.det_size, backend=args.det_backend)
     records = []
     crop_stems: set[str] = set()  # a/x.jpg and b/x.jpg: crops x_face0.png and x-2_face0.png
     for image in _progress(args.images, "detecting"):

@@ -33,7 +33,7 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr
+from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr, quiet_lowering
 
 METADATA_METHOD = "ghostfacenets_metadata"
 # The last few programs lowered by :func:`cached_program`, by key, for a process that meets the same weights again
@@ -69,26 +69,32 @@ def executorch_available() -> bool:
 
 
 @contextlib.contextmanager
-def _native_stderr_filtered(noise: re.Pattern[str]) -> Iterator[None]:
-    """Native code's writes to file descriptor 2 held back while the block runs, then passed on to ``sys.stderr``
-    except the lines ``noise`` matches (nothing is held back where descriptor 2 cannot be redirected)."""
+def _native_stderr() -> Iterator[list[str]]:
+    """Native code's writes to file descriptor 2 held back while the block runs; the list it gives holds their
+    lines afterwards, for the caller to pass on or to put into its own error (nothing is held back where descriptor
+    2 cannot be redirected)."""
+    lines: list[str] = []
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):
-        yield
+        yield lines
         return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            yield
+            yield lines
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            for line in held.read().decode(errors="replace").splitlines():
-                if not noise.match(line):
-                    print(line, file=sys.stderr)
+            lines.extend(held.read().decode(errors="replace").splitlines())
+
+
+def _pass_on(lines: list[str], noise: re.Pattern[str] | None = None) -> None:
+    for line in lines:
+        if noise is None or not noise.match(line):
+            print(line, file=sys.stderr)
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,8 +104,9 @@ def native_runtime() -> Any:
     import torch  # noqa: F401  # the extension links against libtorch, which torch loads
 
     module = importlib.import_module(NATIVE_RUNTIME)
-    with _native_stderr_filtered(_STARTUP_NOISE):
+    with _native_stderr() as lines:
         module._threadpool_get_thread_count()
+    _pass_on(lines, _STARTUP_NOISE)
     return module
 
 
@@ -253,6 +260,7 @@ def _partitioner() -> Any:
     return XnnpackPartitioner(configs=[replaced.get(config, config) for config in ALL_PARTITIONER_CONFIGS])
 
 
+@quiet_lowering()
 def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int) -> torch.nn.Module:
     """``module`` quantised for XNNPACK with :func:`_quantizer`, calibrated in batches (the histogram observers cost
     per call)."""
@@ -268,6 +276,7 @@ def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int)
     return convert_pt2e(prepared)
 
 
+@quiet_lowering()
 def executorch_bytes(
     model: GhostFaceNet,
     precision: str = "float32",
@@ -370,25 +379,38 @@ def load_program(source: str | Path | bytes) -> Program:
         data, label = path.read_bytes(), str(path)
     else:
         data, label = bytes(source), "program"
-    try:
-        native = runtime._load_program_from_buffer(
-            data,
-            enable_etdump=False,
-            debug_buffer_size=0,
-            program_verification=runtime.Verification.InternalConsistency,
-        )
-        return Program(native, data)
-    except Exception as exc:  # the runtime raises RuntimeError or ValueError with its own codes
-        raise ModelFileError(f"{label}: not a usable ExecuTorch program ({exc})") from None
+    with _native_stderr() as lines:
+        try:
+            native = runtime._load_program_from_buffer(
+                data,
+                enable_etdump=False,
+                debug_buffer_size=0,
+                program_verification=runtime.Verification.InternalConsistency,
+            )
+        except Exception as exc:  # the runtime raises RuntimeError or ValueError with its own codes
+            native, error = None, exc
+    if native is None:  # the runtime's own lines say why: in the one-line error, not beside it
+        raise ModelFileError(f"{label}: not a usable ExecuTorch program ({_why(error, lines)})") from None
+    _pass_on(lines)
+    return Program(native, data)
+
+
+def _why(error: BaseException, lines: list[str]) -> str:
+    return "; ".join([str(error), *(re.sub(r"^\[[\w.]+:\d+\] ", "", line) for line in lines if line.strip())])
 
 
 def load_method(program: Program, name: str, label: str) -> Method:
     """Method ``name`` of a loaded program, or a one-line error: the XNNPACK delegate checks its part of the program
     (operators, quantisation parameters) only now."""
-    try:
-        return program.load_method(name)
-    except Exception as exc:  # RuntimeError with the runtime's error code
-        raise ModelFileError(f"{label}: ExecuTorch cannot load its {name} method ({exc})") from None
+    with _native_stderr() as lines:
+        try:
+            method, error = program.load_method(name), None
+        except Exception as exc:  # RuntimeError with the runtime's error code
+            method, error = None, exc
+    if error is not None:
+        raise ModelFileError(f"{label}: ExecuTorch cannot load its {name} method ({_why(error, lines)})") from None
+    _pass_on(lines)
+    return method
 
 
 def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,16 @@ def progress_to_stderr() -> Iterator[None]:
     """The converters' progress lines (litert-torch prints them to stdout) on stderr, so that stdout stays clean for
     ``--json`` reports."""
     with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_lowering() -> Iterator[None]:
+    """Exporting without torch's deprecation of ``isinstance(treespec, LeafSpec)``, which the exporters' own copies
+    of pytree specs trigger once per copied node (dozens of lines on a first run); nothing else is hidden. Also a
+    decorator."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", FutureWarning)
         yield
 
 

@@ -39,6 +39,7 @@ from ..models.align import SimilarityAlign
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
 from ..models.retinaface import info as retinaface_info
+from .mobile import quiet_lowering
 from .retinaface import RGB_MEAN, STRIDE, DecodedRetinaFace, detector_input, quantized_detector
 
 CONTRACT_VERSION = 1
@@ -260,6 +261,7 @@ def _onnx(
     return path
 
 
+@quiet_lowering()
 def export_pipeline(
     model: GhostFaceNet,
     stem: str | Path,

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import GhostFaceNetsError
 from ..files import atomic_write
 from ..models.retinaface import BGR_MEAN, VARIANCES, RetinaFace, anchor_grid, area_masks, load_retinaface
+from .mobile import quiet_lowering
 
 RGB_MEAN = BGR_MEAN[::-1]  # (123, 117, 104)
 STRIDE = 32  # input sides are multiples of this
@@ -118,6 +119,7 @@ def detector_input(photo: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray
     return image, np.array([[padded(h), padded(w)]], np.float32)
 
 
+@quiet_lowering()
 def executorch_detector_bytes(side: int) -> bytes:
     """The float32 ExecuTorch program (XNNPACK) of :class:`SquareRetinaFace` for ``side``."""
     from .executorch import _partitioner, import_exporter
@@ -131,6 +133,7 @@ def executorch_detector_bytes(side: int) -> bytes:
     return bytes(edge.to_executorch().buffer)
 
 
+@quiet_lowering()
 def quantized_detector(module: SquareRetinaFace, calibration: list[tuple[np.ndarray, np.ndarray]]) -> nn.Module:
     """``module`` quantised to int8 for XNNPACK (the package's XNNPACK quantizer: int8 per-channel weights, int8
     activations), calibrated on ``calibration``: (image, area) inputs as the module takes them."""

@@ -143,7 +143,5 @@ class DetectorNetworks:
         side = 0 if self.backend == "onnxruntime" else padded_side(size)
         with self._lock:
             if side not in self._networks:
-                self._networks[side] = (
-                    ExecuTorchDetectorNetwork(side) if side else OnnxDetectorNetwork(self.threads)
-                )
+                self._networks[side] = ExecuTorchDetectorNetwork(side) if side else OnnxDetectorNetwork(self.threads)
             return self._networks[side]

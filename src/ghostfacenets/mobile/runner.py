@@ -106,8 +106,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
         rest = np.array(order, dtype=np.int64)
         if not len(rest):
             break
-        width = np.clip(np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]), 0, None)
-        height = np.clip(np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]), 0, None)
+        width = np.clip(
+            np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]), 0, None
+        )
+        height = np.clip(
+            np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]), 0, None
+        )
         overlap = width * height / np.maximum(areas[best] + areas[rest] - width * height, 1e-12)
         order = [int(i) for i, o in zip(rest, overlap) if o <= iou]
     return kept

@@ -175,9 +175,7 @@ class RetinaFace(nn.Module):
         self.bbox_head = _heads(4)
         self.landmark_head = _heads(10)
 
-    def forward(
-        self, x: torch.Tensor, masks: Masks | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, masks: Masks | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``masks`` (:func:`area_masks`): compute on a larger input exactly what the network computes on its
         top-left part of the masks' area."""
         levels = zip((self.ssh1, self.ssh2, self.ssh3), self.fpn(self.fx(x, masks), masks), STRIDES)

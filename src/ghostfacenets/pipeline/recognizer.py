@@ -207,8 +207,8 @@ class FaceRecognizer:
     available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
     package's one rule). ``threads``: onnxruntime threads per call of the embedder and a detector given by name
     (default: all cores; a server running requests in parallel wants 1). ``detector_backend``: how a detector given
-    by name runs (:mod:`ghostfacenets.inference.detection`; "auto" is the same rule as the model's). ``detector_options``
-    go to the detector (``score_threshold``, ``max_size``, ``fast_size``, ...).
+    by name runs (:mod:`ghostfacenets.inference.detection`; "auto": the same rule as the model's).
+    ``detector_options`` go to the detector (``score_threshold``, ``max_size``, ``fast_size``, ...).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
