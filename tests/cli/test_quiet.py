@@ -53,5 +53,7 @@ print(recognizer.embedder.name, recognizer.detector.backend, loaded)
 def test_real_errors_still_show(model_file: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.pte"
     broken.write_bytes(b"not a program" * 100)
-    result = cli("identify", "--db", str(tmp_path / "x.sqlite"), "--model", str(broken), str(photo("img2.jpg")), check=False)
+    result = cli(
+        "identify", "--db", str(tmp_path / "x.sqlite"), "--model", str(broken), str(photo("img2.jpg")), check=False
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "broken.pte" in result.stderr, result.stderr

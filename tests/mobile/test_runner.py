@@ -6,8 +6,6 @@ each on two cores); it is the check that the files an app ships compute what the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -97,4 +95,6 @@ def test_window_cuts_the_photo_around_the_face() -> None:
     assert canvas[0, :-y0].max() == 0 and canvas[0, :, :-x0].max() == 0  # beyond the photo
     _, points = window(image, face, 200, 2.0)  # box 150 > 200 / 2: the photo is shrunk by 2/3 first
     scale = np.array([220 / 330, 341 / 512])
-    np.testing.assert_allclose(points[0], landmarks * scale - (np.floor([60 * scale[0], 95 * scale[1]]) - 100), atol=1e-4)
+    np.testing.assert_allclose(
+        points[0], landmarks * scale - (np.floor([60 * scale[0], 95 * scale[1]]) - 100), atol=1e-4
+    )

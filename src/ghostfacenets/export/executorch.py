@@ -133,7 +133,7 @@ class Method:
         self._native = native
 
     def execute(self, inputs: Sequence[Any]) -> Sequence[Any]:
-        return self._native(inputs)  # type: ignore[no-any-return]
+        return self._native(inputs)
 
 
 def _require() -> None:
@@ -390,6 +390,7 @@ def load_program(source: str | Path | bytes) -> Program:
         except Exception as exc:  # the runtime raises RuntimeError or ValueError with its own codes
             native, error = None, exc
     if native is None:  # the runtime's own lines say why: in the one-line error, not beside it
+        assert error is not None
         raise ModelFileError(f"{label}: not a usable ExecuTorch program ({_why(error, lines)})") from None
     _pass_on(lines)
     return Program(native, data)
@@ -407,7 +408,8 @@ def load_method(program: Program, name: str, label: str) -> Method:
             method, error = program.load_method(name), None
         except Exception as exc:  # RuntimeError with the runtime's error code
             method, error = None, exc
-    if error is not None:
+    if method is None:
+        assert error is not None
         raise ModelFileError(f"{label}: ExecuTorch cannot load its {name} method ({_why(error, lines)})") from None
     _pass_on(lines)
     return method

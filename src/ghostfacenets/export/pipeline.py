@@ -40,7 +40,7 @@ from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
 from ..models.retinaface import info as retinaface_info
 from .mobile import quiet_lowering
-from .retinaface import RGB_MEAN, STRIDE, DecodedRetinaFace, detector_input, quantized_detector
+from .retinaface import RGB_MEAN, STRIDE, DecodedRetinaFace, SquareRetinaFace, detector_input, quantized_detector
 
 CONTRACT_VERSION = 1
 DETECTOR_SIZE = 640
@@ -291,13 +291,13 @@ def export_pipeline(
     if align_size < INPUT_SIZE:
         raise PipelineError(f"the align window must be at least {INPUT_SIZE} pixels, got {align_size}")
     facts = contract(model, detector_size, align_size, flip)
-    detector: nn.Module = DecodedRetinaFace(detector_size)
+    detector = DecodedRetinaFace(detector_size)
     embedder = _embedder_module(model, runtime)
     det_sample, align_sample = _samples(detector_size, align_size)
     if precision == "int8":
         assert calibration is not None and detector_calibration is not None
         inputs = [detector_input(photo, detector_size) for photo in detector_calibration]
-        detector.detector = quantized_detector(detector.detector, inputs)
+        detector.detector = quantized_detector(SquareRetinaFace(detector_size), inputs)
         embedder = _quantized_embedder(model, calibration)
     align = AlignEmbed(embedder, flip).eval()
     suffix = RUNTIMES[runtime]

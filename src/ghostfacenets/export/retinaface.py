@@ -49,7 +49,8 @@ class SquareRetinaFace(nn.Module):
             raise GhostFaceNetsError(f"the detector side must be a positive multiple of {STRIDE}, got {side}")
         self.side = side
         self.net = copy.deepcopy(model) if model is not None else load_retinaface()
-        first = self.net.fx.stage1[0][0]
+        first = self.net.fx.blocks[0][0][0]
+        assert isinstance(first, nn.Conv2d)
         with torch.no_grad():  # input channels RGB instead of BGR
             first.weight.copy_(first.weight.flip(1))
         self.net.eval()
@@ -78,6 +79,10 @@ class DecodedRetinaFace(nn.Module):
     ``landmarks`` (1, A, 10) x, y of the five points, in input pixels. The network computes exactly what it computes
     on the photo alone padded to multiples of 32 (:func:`~ghostfacenets.models.retinaface.area_masks`); anchors
     beyond that area score 0. Thresholding and non-maximum suppression are left to the caller."""
+
+    detector: nn.Module  # a SquareRetinaFace, or its int8 version
+    centres: torch.Tensor
+    sides: torch.Tensor
 
     def __init__(self, size: int, model: RetinaFace | None = None) -> None:
         super().__init__()

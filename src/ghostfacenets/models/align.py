@@ -22,6 +22,11 @@ class SimilarityAlign(nn.Module):
     float32 (K, size, size, 3) holding whole grey levels 0-255; K = 2 with ``mirrored`` (the crop and its left-right
     mirror, sampled directly), else 1."""
 
+    template: torch.Tensor
+    template_centre: torch.Tensor
+    dx: torch.Tensor
+    dy: torch.Tensor
+
     def __init__(self, size: int = INPUT_SIZE, mirrored: bool = False) -> None:
         super().__init__()
         self.size = size

@@ -12,7 +12,7 @@ convolutions in that file.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,9 +58,24 @@ def _apply(conv: nn.Sequential, x: torch.Tensor, masks: Masks | None, stride: in
     """``conv`` (a :func:`_conv` block) on ``x`` at ``stride``; with ``masks``, the activations outside the photo's
     area are zeroed first when the kernel reaches beyond a pixel, so that the block computes exactly what it
     computes on an input cropped to that area (whose outside is the convolution's zero padding)."""
-    if masks is not None and conv[0].kernel_size[0] > 1:
+    if masks is not None and _conv_of(conv).kernel_size[0] > 1:
         x = x * masks[stride]
     return conv(x)
+
+
+def _conv_of(block: nn.Sequential) -> nn.Conv2d:
+    conv = block[0]
+    assert isinstance(conv, nn.Conv2d)
+    return conv
+
+
+def _blocks(stage: nn.Sequential) -> list[nn.Sequential]:
+    """The convolution blocks of a stage in order (a depthwise-separable layer holds two)."""
+    blocks: list[nn.Sequential] = []
+    for layer in stage:
+        nested = [m for m in layer.children() if isinstance(m, nn.Sequential)]
+        blocks.extend(nested or [cast(nn.Sequential, layer)])
+    return blocks
 
 
 class _Backbone(nn.Module):
@@ -80,14 +95,15 @@ class _Backbone(nn.Module):
             _depthwise_separable(64, 128, 2), *(_depthwise_separable(128, 128, 1) for _ in range(5))
         )
         self.stage3 = nn.Sequential(_depthwise_separable(128, 256, 2), _depthwise_separable(256, 256, 1))
+        # Each stage's convolution blocks in order (a plain list: the stages own them).
+        self.blocks: list[list[nn.Sequential]] = [_blocks(stage) for stage in (self.stage1, self.stage2, self.stage3)]
 
     def forward(self, x: torch.Tensor, masks: Masks | None = None) -> list[torch.Tensor]:
         outputs, stride = [], 1
-        for stage in (self.stage1, self.stage2, self.stage3):
-            for layer in stage:
-                for conv in layer if isinstance(layer[0], nn.Sequential) else [layer]:
-                    x = _apply(conv, x, masks, stride)
-                    stride *= conv[0].stride[0]
+        for blocks in self.blocks:
+            for block in blocks:
+                x = _apply(block, x, masks, stride)
+                stride *= _conv_of(block).stride[0]
             outputs.append(x)
         return outputs
 
