@@ -15,7 +15,6 @@ import functools
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import re
 import sys
@@ -33,7 +32,14 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr, quiet_lowering
+from .mobile import (
+    CALIBRATION_BATCH,
+    check_calibration,
+    import_quietly,
+    mobile_metadata,
+    progress_to_stderr,
+    quiet_lowering,
+)
 
 METADATA_METHOD = "ghostfacenets_metadata"
 # The last few programs lowered by :func:`cached_program`, by key, for a process that meets the same weights again
@@ -141,26 +147,11 @@ def _require() -> None:
         raise ExecuTorchError("ExecuTorch needs the mobile extra: pip install 'ghostfacenets[mobile]'")
 
 
-# Loggers whose import-time warnings concern torchao's own packaging, not an export: its CUDA-only kernels failing to
-# load on a machine without them ("Failed to load ..._C_mxfp8.so"), and torch deprecating how torchao registers its
-# enums. A user reads "Failed to load" as a broken install.
-_IMPORT_NOISE = ("torchao", "torch.utils._pytree")
-
-
 def import_exporter() -> None:
-    """Import ExecuTorch's exporter (and torchao, which it imports) without the import-time warnings of
-    :data:`_IMPORT_NOISE`; errors still show."""
+    """Import ExecuTorch's exporter (and torchao, which it imports) quietly (:func:`.mobile.import_quietly`)."""
     _require()
-    loggers = [logging.getLogger(name) for name in _IMPORT_NOISE]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        importlib.import_module("executorch.exir")
-        importlib.import_module("torchao.quantization.pt2e")
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    import_quietly("executorch.exir")
+    import_quietly("torchao.quantization.pt2e")
 
 
 def _quantizer() -> Any:

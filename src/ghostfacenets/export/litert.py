@@ -27,7 +27,14 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr, quiet_lowering
+from .mobile import (
+    CALIBRATION_BATCH,
+    check_calibration,
+    import_quietly,
+    mobile_metadata,
+    progress_to_stderr,
+    quiet_lowering,
+)
 
 METADATA_NAME = "ghostfacenets"
 PRECISIONS = ("float32", "float16", "int8")
@@ -48,10 +55,8 @@ def litert_available() -> bool:
 
 
 def _require(module: str) -> Any:
-    import importlib
-
     try:
-        return importlib.import_module(module)
+        return import_quietly(module)
     except ImportError:
         raise LiteRTError(
             f"LiteRT needs the mobile extra ({module} is missing): pip install 'ghostfacenets[mobile]'"
@@ -112,6 +117,7 @@ _SAME_SCALE_OPS = (
 def _quantizer() -> Any:
     """litert-torch's PT2E quantizer (int8 per-channel symmetric weights, int8 activations) that also quantises the
     operators of :data:`_SAME_SCALE_OPS` with their input's scale."""
+    import_quietly("torchao.quantization.pt2e")
     from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
