@@ -20,10 +20,19 @@ PG_URL_ENV = "GHOSTFACENETS_TEST_PG_URL"
 _databases = itertools.count()
 
 
+@pytest.fixture(scope="session")
+def _programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of lowered ExecuTorch programs for the whole session (programs are keyed by their content, and
+    lowering one takes tens of seconds), shared by every test's cache and the processes tests start."""
+    return tmp_path_factory.mktemp("executorch_programs")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _programs: Path) -> None:
     """Never touch the user's weight cache or the network from tests."""
-    monkeypatch.setenv("GHOSTFACENETS_HOME", str(tmp_path_factory.mktemp("ghostfacenets_home")))
+    home = tmp_path_factory.mktemp("ghostfacenets_home")
+    (home / "executorch").symlink_to(_programs, target_is_directory=True)
+    monkeypatch.setenv("GHOSTFACENETS_HOME", str(home))
     monkeypatch.delenv("GHOSTFACENETS_BASE_URL", raising=False)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ghostfacenets.data.images import load_image
+from ghostfacenets.inference.detection import OnnxDetectorNetwork, padded_side
 from ghostfacenets.pipeline.detect import (
     DetectorError,
     Face,
@@ -32,8 +33,7 @@ def test_anchors_match_the_network_outputs_and_the_reference_layout(height: int,
         [generate_anchors(s, tuple(z), width, height, 1)[0] for s, z in zip(ANCHOR_STRIDES, ANCHOR_SIZES)]
     )  # (cx, cy, w, h) / image size
     np.testing.assert_allclose(ours, reference * [width, height, width, height], rtol=1e-6)
-    session = RetinaFaceDetector()._get_session()
-    loc, _, _ = session.run(None, {"input": np.zeros((1, 3, height, width), np.float32)})
+    loc, _, _ = OnnxDetectorNetwork().run(np.zeros((height, width, 3), np.uint8))
     assert loc.shape[1] == len(ours)
 
 
@@ -116,19 +116,20 @@ def test_custom_detector_plugs_in() -> None:
         create_detector(instance, score_threshold=0.5)
 
 
-class _OneAnchorSession:
-    """Stands in for the network: every anchor scores 0 except the one nearest ``target`` (input pixels), whose box
-    and landmarks regress to nothing, so the detected landmarks are that anchor's centre in input pixels."""
+class _OneAnchorNetwork:
+    """Stands in for the network: every anchor scores 0 except the one nearest the bottom-right corner of the shrunk
+    photo, whose box and landmarks regress to nothing, so the detected landmarks are that anchor's centre."""
 
     def __init__(self) -> None:
         self.seen: list[np.ndarray] = []
 
-    def run(self, _outputs: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        x = feeds["input"]
-        self.seen.append(x)
-        anchors = retinaface_anchors(x.shape[2], x.shape[3])
-        rows, cols = np.nonzero(np.abs(x[0]).sum(axis=0))  # the image part (padding is the mean colour, i.e. 0)
-        target = np.array([cols.max() + 1, rows.max() + 1])  # bottom-right corner of the shrunk image
+    def network(self, size: int) -> _OneAnchorNetwork:
+        return self
+
+    def run(self, image: np.ndarray) -> list[np.ndarray]:
+        self.seen.append(image)
+        anchors = retinaface_anchors(padded_side(image.shape[0]), padded_side(image.shape[1]))
+        target = np.array([image.shape[1], image.shape[0]])
         self.index = int(np.argmin(np.abs(anchors[:, :2] - target).sum(axis=1)))
         conf = np.zeros((1, len(anchors), 2), np.float32)
         conf[0, self.index, 1] = 1.0
@@ -138,13 +139,12 @@ class _OneAnchorSession:
 @pytest.mark.parametrize("height, width", [(45, 2000), (2000, 45), (101, 1999), (640, 480), (1283, 700)])
 def test_detections_map_back_with_one_factor_per_axis(height: int, width: int) -> None:
     detector = RetinaFaceDetector(max_size=640)
-    session = _OneAnchorSession()
-    detector._session = session
+    network = _OneAnchorNetwork()
+    detector.networks = network  # type: ignore[assignment]
     (face,) = detector.detect(np.full((height, width, 3), 255, np.uint8))
-    x = session.seen[0][0]
-    rows, cols = np.nonzero(np.abs(x).sum(axis=0))
-    shrunk_width, shrunk_height = cols.max() + 1, rows.max() + 1  # the size the photo was resized to
-    centre = retinaface_anchors(x.shape[1], x.shape[2])[session.index, :2].astype(np.float64)
+    shrunk_height, shrunk_width = network.seen[0].shape[:2]  # the size the photo was resized to
+    padded = (padded_side(shrunk_height), padded_side(shrunk_width))
+    centre = retinaface_anchors(*padded)[network.index, :2].astype(np.float64)
     expected = centre * [width / shrunk_width, height / shrunk_height]
     np.testing.assert_allclose(face.landmarks, np.tile(expected, (5, 1)), rtol=1e-5)
 

@@ -69,6 +69,30 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_export_options(p)
+    pipeline = p.add_argument_group("the whole pipeline as device files (docs/mobile.md#the-pipeline-files)")
+    pipeline.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also write OUT.detector and OUT.align_embed beside each file (int8 ones with --int8, ExecuTorch only)",
+    )
+    pipeline.add_argument(
+        "--det-size", type=int, default=640, metavar="PIXELS", help="side of the detector file's input (640)"
+    )
+    pipeline.add_argument(
+        "--align-size",
+        type=int,
+        default=2048,
+        metavar="PIXELS",
+        help="side of the align-and-embed file's window (2048: faces up to 1024 pixels get the exact crop)",
+    )
+    pipeline.add_argument(
+        "--no-flip", action="store_true", help="embed without the mirrored crop (half the cost of embedding)"
+    )
+    pipeline.add_argument(
+        "--calib-photos",
+        metavar="DIR",
+        help="photos (searched recursively) that calibrate the int8 detector; needed with --pipeline --int8",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> dict[str, Path]:
@@ -86,9 +110,11 @@ def _check_args(args: argparse.Namespace) -> dict[str, Path]:
         raise GhostFaceNetsError("--int8 needs --calib DIR_OR_BIN (aligned face crops for calibration)")
     if (args.bin or args.faces) and not (args.int8 or args.fp16):
         raise GhostFaceNetsError("--bin and --faces measure what --int8 or --fp16 change; add one of them")
+    if args.pipeline and args.int8 and not args.calib_photos and "executorch" in outputs:
+        raise GhostFaceNetsError("--pipeline --int8 needs --calib-photos DIR (photos that calibrate the detector)")
     if args.calib_count < 1:
         raise GhostFaceNetsError(f"--calib-count must be positive, got {args.calib_count}")
-    for path in [args.calib, args.faces, *args.bin]:
+    for path in [args.calib, args.faces, args.calib_photos, *args.bin]:
         if path and not Path(path).exists():
             raise GhostFaceNetsError(f"{path}: no such file or folder")
     return outputs
@@ -132,6 +158,26 @@ def _write(name: str, out: Path, model: Any, args: argparse.Namespace, calibrati
     return files
 
 
+def _write_pipeline(name: str, out: Path, model: Any, args: argparse.Namespace, calibration: Any) -> list[Any]:
+    """The detector and align-and-embed files of one format: float32, and int8 for ExecuTorch with --int8."""
+    from ..export.pipeline import export_pipeline
+
+    stem = out.with_name(out.name.removesuffix(out.suffix))
+    options = {"detector_size": args.det_size, "align_size": args.align_size, "flip": not args.no_flip}
+    written = [export_pipeline(model, stem, name, **options)]
+    if args.int8 and name == "executorch":
+        from ..data.crops import load_photos
+
+        photos = load_photos(args.calib_photos, args.calib_count)
+        print(f"calibrating the int8 detector on {len(photos)} photos from {args.calib_photos}", file=sys.stderr)
+        written.append(
+            export_pipeline(model, stem, name, "int8", **options, calibration=calibration, detector_calibration=photos)
+        )
+    elif args.int8:
+        print(f"{name}: int8 pipeline files are written for ExecuTorch only", file=sys.stderr)
+    return [{"precision": f.precision, "detector": str(f.detector), "align_embed": str(f.align_embed)} for f in written]
+
+
 def _run_export(args: argparse.Namespace) -> int:
     from ..data.crops import load_face_crops
     from ..evaluate.agreement import compare_embedders
@@ -173,6 +219,8 @@ def _run_export(args: argparse.Namespace) -> int:
                 )
                 entry["versus_pytorch"]["faces_from"] = str(faces_source)
             entries[precision] = entry
+        if args.pipeline:
+            entries["pipeline"] = _write_pipeline(name, out, model, args, calibration)
         report[name] = entries
     if liveness:
         report["liveness"] = run_liveness_export(args)
@@ -185,6 +233,8 @@ def _run_export(args: argparse.Namespace) -> int:
             continue
         if name == "architecture":
             continue
+        for files in entries.pop("pipeline", []):
+            print(f"wrote {files['detector']} and {files['align_embed']} ({name} {files['precision']} pipeline files)")
         for precision, entry in entries.items():
             print(
                 f"wrote {entry['path']} ({name} {precision}, {entry['bytes'] / 1e6:.1f} MB): {report['architecture']}"

@@ -13,7 +13,7 @@ from .common import Command, add_runtime_options, print_json, print_table
 from .liveness import add_calibrate_options, add_liveness_options, liveness_setting, liveness_text
 
 
-def _add_detector_options(p: argparse.ArgumentParser) -> None:
+def _add_detector_options(p: argparse.ArgumentParser, fast_path: bool = True) -> None:
     p.add_argument(
         "--det-threshold", type=float, default=0.9, metavar="P", help="minimum face detection score (default 0.9)"
     )
@@ -23,6 +23,21 @@ def _add_detector_options(p: argparse.ArgumentParser) -> None:
         default=640,
         metavar="PIXELS",
         help="photos are shrunk to this longer side for detection (default 640; raise for small faces)",
+    )
+    if fast_path:
+        p.add_argument(
+            "--det-fast-size",
+            type=int,
+            default=320,
+            metavar="PIXELS",
+            help="where one face per photo is used, detect at this size first and at --det-size only when no face "
+            "of 48 pixels or more is found there (default 320; 0: always --det-size)",
+        )
+    p.add_argument(
+        "--det-backend",
+        choices=("auto", "executorch", "onnxruntime"),
+        default="auto",
+        help="how the detector runs (default auto: ExecuTorch with the mobile extra, else onnxruntime)",
     )
 
 
@@ -66,6 +81,8 @@ def _recognizer(args: argparse.Namespace) -> Any:
         far=getattr(args, "far", None),
         score_threshold=args.det_threshold,
         max_size=args.det_size,
+        fast_size=args.det_fast_size or None,
+        detector_backend=args.det_backend,
     )
 
 
@@ -95,7 +112,7 @@ def _run_detect(args: argparse.Namespace) -> int:
     from ..files import atomic_write
     from ..pipeline.detect import RetinaFaceDetector
 
-    detector = RetinaFaceDetector(score_threshold=args.det_threshold, max_size=args.det_size)
+    detector = RetinaFaceDetector(score_threshold=args.det_threshold, max_size=args.det_size, backend=args.det_backend)
     records = []
     crop_stems: set[str] = set()  # a/x.jpg and b/x.jpg: crops x_face0.png and x-2_face0.png
     for image in _progress(args.images, "detecting"):
@@ -144,7 +161,7 @@ def _add_detect(p: argparse.ArgumentParser) -> None:
         "(STEM_faceI.png; a repeated file name gets STEM-2, STEM-3, ...)",
     )
     p.add_argument("--json", action="store_true", help="print JSON (boxes, scores, five landmarks)")
-    _add_detector_options(p)
+    _add_detector_options(p, fast_path=False)
 
 
 def _add_verify(p: argparse.ArgumentParser) -> None:

@@ -37,6 +37,19 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--det-threshold", type=float, default=0.9, metavar="P", help="minimum face score (default 0.9)")
     p.add_argument("--det-size", type=int, default=640, metavar="PIXELS", help="detection size (default 640)")
     p.add_argument(
+        "--det-fast-size",
+        type=int,
+        default=320,
+        metavar="PIXELS",
+        help="verify, enrol and identify detect at this size first (default 320; 0: always --det-size)",
+    )
+    p.add_argument(
+        "--det-backend",
+        choices=("auto", "executorch", "onnxruntime"),
+        default="auto",
+        help="detector runtime (default auto: ExecuTorch with the mobile extra, else onnxruntime)",
+    )
+    p.add_argument(
         "--store-crops",
         action="store_true",
         help="keep each enrolled face's aligned 112x112 crop (lets `gallery reembed` move to another model); "
@@ -136,6 +149,8 @@ def _settings(args: argparse.Namespace) -> Any:
         far=args.far,
         det_threshold=args.det_threshold,
         det_size=args.det_size,
+        det_fast_size=args.det_fast_size,
+        det_backend=args.det_backend,
         store_crops=args.store_crops,
         threads=args.threads,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),

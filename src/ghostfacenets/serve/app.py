@@ -149,5 +149,5 @@ def _warm_up(recognizer: Any) -> None:
     """Run the detector and the embedder once, so the first request does not pay for their set-up."""
     import numpy as np
 
-    recognizer.detect(np.full((64, 64, 3), 128, np.uint8))
+    recognizer.detect(np.full((400, 400, 3), 128, np.uint8), largest_only=True)  # both sizes of the fast path
     recognizer.embed_aligned(np.zeros((1, 112, 112, 3), np.uint8))

@@ -87,6 +87,8 @@ def load_recognizer(settings: ServiceSettings) -> FaceRecognizer:
         threads=settings.threads,
         score_threshold=settings.det_threshold,
         max_size=settings.det_size,
+        fast_size=settings.det_fast_size or None,
+        detector_backend=settings.det_backend,
         **settings.extra,
     )
 
@@ -200,13 +202,14 @@ class FaceService:
         return parts, Frame(reply["scale"], (header.width, header.height), tuple(reply["stored"]), header.orientation)
 
     def _detect_and_align(
-        self, image: list[np.ndarray], frame: Frame, limit: int, liveness: bool
+        self, image: list[np.ndarray], frame: Frame, limit: int, liveness: bool, largest_only: bool
     ) -> tuple[list[Face], int, list[FoundFace] | None]:
         """Faces of a decoded image in full-size pixels, largest first; the scale the largest ``limit`` of them are
         cut out at (:func:`~ghostfacenets.serve.decoding.crop_scale`), and their crops (and liveness) if that is
-        this image's scale (else None: the caller decodes again). Frees the image."""
+        this image's scale (else None: the caller decodes again). ``largest_only``: the detector's fast path, which can
+        miss small faces. Frees the image."""
         try:
-            faces = self.recognizer.detect(image[0])
+            faces = self.recognizer.detect(image[0], largest_only=largest_only)
             if frame.scale > 1:
                 faces = [_face_in(frame, f) for f in faces]
             scale = frame.scale
@@ -256,11 +259,16 @@ class FaceService:
         return bool(requested)
 
     async def find_faces(
-        self, data: bytes, field: str, max_faces: int | None = None, liveness: bool = False
+        self,
+        data: bytes,
+        field: str,
+        max_faces: int | None = None,
+        liveness: bool = False,
+        largest_only: bool = False,
     ) -> tuple[UploadedImage, list[FoundFace], int]:
         """Decode one image and find its faces, aligned: the largest ``max_faces`` (default: the setting), and how
-        many were found in all; with ``liveness`` each face's liveness is judged (:meth:`refuse_spoofs`
-        refuses).
+        many were found in all (with ``largest_only``, by the detector's fast path, which can miss small faces); with
+        ``liveness`` each face's liveness is judged (:meth:`refuse_spoofs` refuses).
 
         A JPEG is decoded at the smallest size the detector needs (``det_size`` pixels on the longer side); when a
         face found needs more pixels for its crop than that decode has, a second decode at the size it needs cuts
@@ -273,7 +281,13 @@ class FaceService:
             image, frame = await self._decode(data, header, first)
             size = frame.full
             faces, scale, found = await anyio.to_thread.run_sync(
-                in_background(self._detect_and_align), image, frame, limit, liveness, limiter=self._compute
+                in_background(self._detect_and_align),
+                image,
+                frame,
+                limit,
+                liveness,
+                largest_only,
+                limiter=self._compute,
             )
         if found is None:  # a face needs more pixels than the first decode has
             async with self.budget.hold(header.decode_cost(scale)):
@@ -308,7 +322,8 @@ class FaceService:
         """The largest face of each image, embedded: detected in parallel, embedded in one trip. NO_FACE for an
         image without a face, MULTIPLE_FACES for one with several when ``on_multiple`` is "error", and with
         ``liveness`` SPOOF_SUSPECTED for a face judged not live (before anything is embedded)."""
-        found = await asyncio.gather(*(self.find_faces(data, field, 1, liveness) for data, field in items))
+        fast = on_multiple != "error"  # counting every face needs the full detection
+        found = await asyncio.gather(*(self.find_faces(data, field, 1, liveness, fast) for data, field in items))
         for (_, field), (_, faces, count) in zip(items, found):
             if not faces:
                 raise ApiError(

@@ -51,6 +51,10 @@ class ServiceSettings:
 
     Uploaded videos (``/v1/video/tracks``): at most ``max_video_seconds`` long, frames of
     at most ``max_video_pixels``, done within ``video_deadline_s`` seconds, ``max_video_jobs`` at once per worker.
+
+    ``det_size``: the detection size; ``det_fast_size``: requests that use one face per
+    image (verify, enrol, identify) detect at this size first (0: always ``det_size``); ``det_backend``: the
+    detector's runtime (:mod:`ghostfacenets.inference.detection`).
     """
 
     model: str = DEFAULT_MODEL
@@ -63,6 +67,8 @@ class ServiceSettings:
     far: float | None = None
     det_threshold: float = 0.9
     det_size: int = 640
+    det_fast_size: int = 320  # 0: every detection at det_size
+    det_backend: str = "auto"
     store_crops: bool = False
     threads: int | None = 1
     compute_threads: int | None = None
@@ -127,6 +133,8 @@ class ServiceSettings:
             raise GhostFaceNetsError(f"liveness_threshold lies in [0, 1], got {self.liveness_threshold}")
         if not self.max_video_seconds > 0 or not self.video_deadline_s > 0:
             raise GhostFaceNetsError("max_video_seconds and video_deadline_s must be positive")
+        if self.det_fast_size < 0:
+            raise GhostFaceNetsError(f"det_fast_size must not be negative, got {self.det_fast_size}")
         if self.batch_wait_ms < 0:
             raise GhostFaceNetsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.queue_faces < max(self.batch_size, self.max_images, self.max_faces):
