@@ -162,7 +162,7 @@ class _Batch:
     def __init__(self, store: PlacementBatch, settings: GroupingSettings, ids: list[int]) -> None:
         self.settings = settings
         self.ids = ids
-        self.near = store.neighbours(ids, settings.neighbours, min(settings.link, settings.join))
+        self.near = store.neighbours(ids, settings.neighbours, settings.link)
         near = set(ids) | {n for found in self.near.values() for n, _ in found}
         self.mates = store.photo_mates(near)
         self.states = store.faces(near | {m for found in self.mates.values() for m in found})
@@ -199,8 +199,8 @@ class _Batch:
         blocked = self._blocked(face)
         near = [(self.states[n], sim) for n, sim in self.near.get(face.id, ())]
         links: dict[int, int] = {}
-        for other, sim in near:
-            if other.person is not None and other.person not in blocked and sim >= s.link:
+        for other, _ in near:
+            if other.person is not None and other.person not in blocked:
                 links[other.person] = links.get(other.person, 0) + 1
         candidates = []
         for person, count in links.items():
@@ -247,10 +247,9 @@ class _Batch:
         before its person had enough faces gets its second chance when a neighbour joins."""
         s = self.settings
         state = self.persons[person]
-        for other, sim in near:
+        for other, _ in near:
             if (
-                sim >= s.link
-                and other.placed
+                other.placed
                 and other.person is None
                 and not other.pinned
                 and other.quality >= s.min_quality
@@ -267,12 +266,12 @@ class _Batch:
         chosen: list[FaceState] = []
         photos = {face.photo}
         total = face.embedding.astype(np.float64)
-        for other, sim in near:
+        for other, _ in near:
             if (
-                sim < s.link
+                not other.placed
+                or other.pinned
                 or other.person is not None
                 or other.quality < s.min_quality
-                or other.pinned
                 or other.photo in photos
             ):
                 continue

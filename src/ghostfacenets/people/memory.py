@@ -1,5 +1,6 @@
-"""Grouping in memory: the store-free home of the grouping rules, for evaluation (``evaluate --clustering``) and as
-the exact reference the gallery backends are tested against. Nearest neighbours are exact (matrix products)."""
+"""Grouping in memory: the grouping rules and corrections without a database, for evaluation
+(``evaluate --clustering``) and as the exact reference the gallery backends are tested against. Nearest neighbours
+are exact (matrix products)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 
+from .corrections import CorrectionError
 from .grouping import FaceState, GroupingSettings, GroupingSummary, PersonState, Placement, place_pending
 
 BLOCK = 1024  # queries per matrix product
@@ -22,6 +24,7 @@ class MemoryPeople:
         self.states: dict[int, FaceState] = {}
         self.persons: dict[int, PersonState] = {}
         self.rejected: dict[int, set[int]] = {}
+        self.names: dict[int, str] = {}
         self._by_photo: dict[int, list[int]] = {}
         self._next_person = 1
 
@@ -40,6 +43,32 @@ class MemoryPeople:
     def place(self, settings: GroupingSettings, batch_size: int = 256) -> GroupingSummary:
         """Place the pending faces."""
         return place_pending(self._batch, settings, batch_size)
+
+    def reset(self) -> None:
+        """Forget every automatic placement (the full re-run's start): only pinned faces keep their person, and
+        only people with a pinned face or a name are kept."""
+        for state in self.states.values():
+            if not state.pinned:
+                state.person, state.placed = None, False
+        self._refresh()
+
+    @contextlib.contextmanager
+    def correcting(self) -> Iterator[MemoryPeople]:
+        """A :class:`~ghostfacenets.people.corrections.CorrectionSession` (people brought up to date after)."""
+        yield self
+        self._refresh()
+
+    def _refresh(self) -> None:
+        kept = {s.person for s in self.states.values() if s.pinned and s.person is not None} | set(self.names)
+        placed = {s.person for s in self.states.values() if s.person is not None}
+        self.persons = {p: PersonState(p, 0, np.zeros(self.dim, np.float64)) for p in kept | placed}
+        for state in self.states.values():
+            if state.person is not None:
+                self.persons[state.person].count += 1
+                self.persons[state.person].total += state.embedding
+        for person in set(self.persons) - kept:
+            if self.persons[person].count == 0:
+                del self.persons[person]
 
     def labels(self) -> np.ndarray:
         """Each face's person id, -1 for unsorted or pending."""
@@ -95,3 +124,59 @@ class MemoryPeople:
             face.person = given.get(chosen, chosen) if chosen is not None else None
             face.placed = True
         return given
+
+    # ---------------------------------------------------------------------------------------------- CorrectionSession
+    def members(self, person: int) -> list[int]:
+        if person not in self.persons:
+            raise CorrectionError(f"no person {person}")
+        return [i for i, s in self.states.items() if s.person == person]
+
+    def people_of(self, faces: Collection[int]) -> dict[int, int | None]:
+        unknown = set(faces) - self.states.keys()
+        if unknown:
+            raise CorrectionError(f"no face {min(unknown)}")
+        return {i: self.states[i].person for i in faces}
+
+    def assign(self, faces: Collection[int], person: int | None) -> None:
+        for i in faces:
+            self.states[i].person, self.states[i].pinned, self.states[i].placed = person, True, True
+
+    def pin(self, faces: Collection[int]) -> None:
+        for i in faces:
+            self.states[i].pinned = self.states[i].placed = True
+
+    def requeue(self, faces: Collection[int]) -> None:
+        for i in faces:
+            self.states[i].person, self.states[i].pinned, self.states[i].placed = None, False, False
+
+    def start_person(self) -> int:
+        person = self._next_person
+        self._next_person += 1
+        self.persons[person] = PersonState(person, 0, np.zeros(self.dim, np.float64))
+        return person
+
+    def remove_person(self, person: int) -> None:
+        self.persons.pop(person, None)
+        self.names.pop(person, None)
+
+    def reject(self, face: int, person: int) -> None:
+        self.rejected.setdefault(face, set()).add(person)
+
+    def move_rejections(self, source: int, target: int) -> None:
+        for people in self.rejected.values():
+            if source in people:
+                people.discard(source)
+                people.add(target)
+
+    def name_of(self, person: int) -> str | None:
+        return self.names.get(person)
+
+    def person_named(self, name: str) -> int | None:
+        return next((p for p, n in self.names.items() if n == name), None)
+
+    def set_name(self, person: int, name: str) -> None:
+        self.names[person] = name
+
+    def absorb_name(self, target: int, source: int) -> None:
+        name = self.names.pop(source)
+        self.names.setdefault(target, name)
