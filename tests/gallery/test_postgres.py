@@ -274,7 +274,7 @@ def test_a_failed_concurrent_build_leaves_exact_searches_until_rebuilt(pg_url: s
 
     import psycopg
 
-    import ghostfacenets.gallery.postgres as postgres_module
+    import ghostfacenets.gallery.postgres.index as postgres_module
 
     rng = np.random.default_rng(6)
     index = f"faces_hnsw_vector_{MODEL.dim}"

@@ -153,7 +153,7 @@ def test_files_that_are_not_galleries(tmp_path: Path) -> None:
 @pytest.fixture
 def locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A gallery file while another connection holds its write lock (busy timeout cut to 50 ms)."""
-    import ghostfacenets.gallery.sqlite as sqlite_module
+    import ghostfacenets.gallery.sqlite.connection as sqlite_module
 
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_S", 0.05)
     path = tmp_path / "g.sqlite"

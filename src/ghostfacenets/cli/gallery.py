@@ -145,7 +145,7 @@ def _enroll_folder(args: argparse.Namespace) -> int:
 
 def _shown(db: str) -> str:
     """``--db`` without a password, for messages."""
-    from ..gallery.base import redact_url
+    from ..gallery.stores import redact_url
 
     return redact_url(db)
 

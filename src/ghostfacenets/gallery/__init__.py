@@ -18,9 +18,8 @@ from .base import (
     NotFoundError,
     StoredFace,
     Subject,
-    is_postgres_url,
-    open_store,
 )
+from .stores import is_postgres_url, open_store
 
 __all__ = [
     "DEFAULT_GALLERY",

@@ -1,9 +1,8 @@
 """The gallery interface: a store of named galleries, their subjects (people) and faces (embeddings), and API keys.
 
 Two implementations sit behind :class:`GalleryStore`: SQLite (one file, the embedded default; :mod:`.sqlite`) and
-PostgreSQL with pgvector (shared by many workers and machines; :mod:`.postgres`). :func:`open_store` picks one from
-``--db``: ``postgresql://...`` (or ``postgres://``) means PostgreSQL, anything else is an SQLite file path. Nothing
-outside this package knows which backend it talks to.
+PostgreSQL with pgvector (shared by many workers and machines; :mod:`.postgres`). :func:`.stores.open_store` picks
+one from ``--db``. Nothing outside this package knows which backend it talks to.
 
 Rules every backend keeps (one test suite, parametrised over both, checks them):
 
@@ -27,7 +26,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -39,7 +37,6 @@ ROLES = ("admin", "identify")
 Role = Literal["admin", "identify"]
 MAX_METADATA_BYTES = 65_536  # a subject's metadata, as JSON
 GALLERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # galleries appear in URLs and file names
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class GalleryError(GhostFaceNetsError):
@@ -290,41 +287,6 @@ class GalleryStore(Protocol):
     def __enter__(self) -> GalleryStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
-
-
-# ------------------------------------------------------------------------------------------------ opening a store
-def is_postgres_url(db: str | Path) -> bool:
-    """Whether ``--db`` names a PostgreSQL database (``postgresql://`` or ``postgres://``) rather than a file."""
-    return isinstance(db, str) and db.lower().startswith(POSTGRES_SCHEMES)
-
-
-def redact_url(db: str | Path) -> str:
-    """``--db`` for messages: a URL without its password (a file path as it is)."""
-    text = str(db)
-    if not is_postgres_url(text):
-        return text
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(text)
-    if parts.password is None:
-        return text
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def open_store(db: str | Path, *, create: bool = True, **options: Any) -> GalleryStore:
-    """The store ``db`` names: a ``postgresql://`` URL (:class:`.postgres.PostgresStore`, whose ``options`` and
-    URL parameters tune it) or an SQLite file path (:class:`.sqlite.SQLiteStore`, created unless ``create`` is
-    False)."""
-    if is_postgres_url(db):
-        from .postgres import PostgresStore
-
-        return PostgresStore(str(db), **options)
-    if options:
-        raise GalleryError(f"options {sorted(options)} apply to PostgreSQL, not to the SQLite file {db}")
-    from .sqlite import SQLiteStore
-
-    return SQLiteStore(db, create=create)
 
 
 # ------------------------------------------------------------------------------------ checks both backends share

@@ -1,39 +1,22 @@
-"""The gallery store in one SQLite file: the embedded default (:class:`SQLiteStore`).
-
-Embeddings are little-endian float32 blobs (no pickle); the file uses WAL journaling, every write is one
-``BEGIN IMMEDIATE`` transaction (a crash or a killed process leaves the last committed state), and several threads
-(one connection each) and processes may use the same file. ``secure_delete`` overwrites deleted rows on disk.
-
-Search is exact: one matrix product over the gallery's embeddings, kept in memory per gallery. Every write to a
-gallery, from any process, bumps its ``generation``; a search that finds a newer generation than its cache reads,
-in the same read transaction, only the faces added since (ids only grow: AUTOINCREMENT) and appends them, unless the
-gallery's ``epoch`` moved too (bumped by deletions, re-embedding and renames, which change what the cache holds):
-then it reloads the gallery whole. Either way the cache is one committed state of the gallery.
-
-Schema versions (``PRAGMA user_version``): 1, one model and its ``identities``/``embeddings`` (ghostfacenets 0.1);
-2, named galleries, subjects with metadata, faces, crops, API keys; 3, the galleries' ``epoch`` and an index of
-faces by gallery. Older files are migrated on first open, in one transaction (a v1 file becomes gallery ``default``).
-"""
+"""The SQLite gallery store (:class:`SQLiteStore`): galleries, subjects, faces, export and API keys; connections,
+the schema and the search cache come from their own modules."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import base
-from .base import (
+from .. import base
+from ..base import (
     KEY_USE_RESOLUTION_S,
     ApiKey,
-    Candidate,
     ConflictError,
     Enrolled,
     Enrolment,
@@ -47,87 +30,8 @@ from .base import (
     StoredFace,
     Subject,
 )
-
-SCHEMA_VERSION = 3
-BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before "database is locked"
-CACHED_GALLERIES = 4  # embedding matrices kept in memory (least recently searched dropped first)
-FETCH_ROWS = 8192  # faces read at a time into the cache
-
-_SCHEMA = """
-CREATE TABLE models (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    flip INTEGER NOT NULL,
-    UNIQUE (name, sha256, dim, flip)
-);
-CREATE TABLE galleries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    model_id INTEGER REFERENCES models(id),
-    generation INTEGER NOT NULL DEFAULT 0,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL
-);
-CREATE TABLE subjects (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    UNIQUE (gallery_id, name)
-);
-CREATE TABLE faces (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
-    subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
-    model_id INTEGER NOT NULL REFERENCES models(id),
-    embedding BLOB NOT NULL,
-    image_sha256 TEXT NOT NULL,
-    source TEXT NOT NULL,
-    detection TEXT,
-    created TEXT NOT NULL,
-    UNIQUE (gallery_id, image_sha256)
-);
-CREATE INDEX faces_subject ON faces(subject_id);
-CREATE INDEX faces_gallery ON faces(gallery_id);
-CREATE TABLE crops (
-    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
-    png BLOB NOT NULL
-);
-CREATE TABLE api_keys (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    role TEXT NOT NULL,
-    gallery_id INTEGER REFERENCES galleries(id) ON DELETE CASCADE,
-    label TEXT NOT NULL,
-    created TEXT NOT NULL,
-    last_used TEXT,
-    revoked TEXT
-);
-"""
-
-_MIGRATE_V1 = """
-INSERT INTO galleries (id, name, model_id, created)
-    SELECT 1, 'default', (SELECT id FROM models), COALESCE((SELECT MIN(created) FROM identities), :now);
-INSERT INTO subjects (id, gallery_id, name, metadata, created, updated)
-    SELECT id, 1, name, '{}', created, created FROM identities;
-INSERT INTO faces (id, gallery_id, subject_id, model_id, embedding, image_sha256, source, detection, created)
-    SELECT id, 1, identity_id, (SELECT id FROM models), embedding, image_sha256, COALESCE(source, ''), face, created
-    FROM embeddings;
-DROP TABLE embeddings;
-DROP TABLE identities;
-DROP TABLE meta
-"""
-
-# v2 -> v3. faces_gallery holds (gallery_id, rowid): a gallery's faces in id order, and those after an id, read
-# without sorting (the search cache's loads and appends).
-_MIGRATE_V2 = """
-ALTER TABLE galleries ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX faces_gallery ON faces(gallery_id)
-"""
+from .cache import SearchCache
+from .schema import migrate
 
 _SUBJECT_COLUMNS = (
     "s.id, g.name, s.name, s.metadata, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id), s.created, s.updated"
@@ -136,46 +40,6 @@ _FACE_COLUMNS = (
     "f.id, f.subject_id, f.image_sha256, f.source, f.detection, m.name, m.sha256, "
     "EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.created"
 )
-
-
-class _Rows:
-    """A float32 matrix that grows at its end. A cache snapshot sees its first ``count`` rows, which never change:
-    an append writes past every snapshot's rows (or into a copy), so the snapshots of a gallery share one buffer."""
-
-    def __init__(self, dim: int, used: int) -> None:
-        self.array = np.empty((used + max(256, used // 16), dim), dtype=np.float32)  # room for enrolments to come
-        self.used = used  # rows written or reserved
-
-
-@dataclass(frozen=True)
-class _Matrix:
-    """A gallery's embeddings in memory, in face-id order, and how they group by subject: ``order`` lists the rows
-    subject by subject (None when they already are), group i starts at ``starts[i]`` and is ``subject_ids[i]``'s."""
-
-    generation: int
-    epoch: int
-    model: ModelId | None
-    rows: _Rows
-    count: int
-    last_face: int  # the largest face id held: the faces added later have larger ids
-    face_subjects: np.ndarray  # (count,) subject id of each row
-    order: np.ndarray | None
-    starts: np.ndarray
-    subject_ids: np.ndarray
-    names: dict[int, str]  # subject id -> name; appends add to it (renames reload, so no name ever changes)
-
-    @property
-    def embeddings(self) -> np.ndarray:
-        return self.rows.array[: self.count]
-
-
-def _grouping(face_subjects: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """(order, starts, subject ids) of rows whose subjects are ``face_subjects``."""
-    grouped = bool(np.all(face_subjects[1:] >= face_subjects[:-1]))
-    order = None if grouped else np.argsort(face_subjects, kind="stable")
-    ordered = face_subjects if order is None else face_subjects[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.zeros(0, np.int64)
-    return order, starts, ordered[starts]
 
 
 def _subject(row: Sequence[Any]) -> Subject:
@@ -195,7 +59,7 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
-class SQLiteStore:
+class SQLiteStore(SearchCache):
     """Galleries in the SQLite file ``path`` (created on first use unless ``create=False``)."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
@@ -210,112 +74,16 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()  # guards the connection list and the matrix cache
-        self._matrices: OrderedDict[int, _Matrix] = OrderedDict()
+        self._matrices = OrderedDict()
         self._closed = False
         try:
-            self._migrate(self._db())
+            migrate(self._db(), self.path)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise GalleryError(f"{self.path}: not a usable gallery file ({exc})") from None
         except BaseException:
             self.close()
             raise
-
-    # ------------------------------------------------------------------------------------------------ connections
-    def _db(self) -> sqlite3.Connection:
-        """This thread's connection."""
-        if self._closed:
-            raise GalleryError(f"{self.path}: the gallery store is closed")
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA secure_delete = ON")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise GalleryError(
-                f"{self.path}: gallery schema v{version} is newer than this ghostfacenets (v{SCHEMA_VERSION}); "
-                "upgrade ghostfacenets"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        db.execute("PRAGMA journal_mode = WAL")  # persistent; cannot change inside a transaction
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
-            if version == 0:
-                if db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-                    raise GalleryError(f"{self.path}: an SQLite file of something else, not a ghostfacenets gallery")
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-            elif version == 1:
-                self._migrate_v1(db)
-            elif version == 2:
-                for statement in _MIGRATE_V2.split(";"):
-                    db.execute(statement)
-            if version < SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _migrate_v1(self, db: sqlite3.Connection) -> None:
-        """v1 (one model in ``meta``, ``identities``, ``embeddings``) -> v2, as gallery ``default``."""
-        row = db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            db.execute(statement)
-        if row is not None:
-            model = ModelId(**json.loads(row[0]))
-            db.execute(
-                "INSERT INTO models (name, sha256, dim, flip) VALUES (?, ?, ?, ?)",
-                (model.name, model.sha256, model.dim, int(model.flip)),
-            )
-        elif db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]:
-            raise GalleryError(f"{self.path}: a v1 gallery with embeddings but no model record; the file is damaged")
-        for statement in filter(str.strip, _MIGRATE_V1.split(";")):
-            db.execute(statement, {"now": base.utc_now()} if ":now" in statement else {})
-
-    @contextlib.contextmanager
-    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
-        """One transaction on this thread's connection (IMMEDIATE for writes: the write lock is taken up front, so
-        what is read inside stays true until the commit); SQLite failures become one-line GalleryErrors."""
-        db = self._db()
-        try:
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except sqlite3.Error as exc:
-            raise GalleryError(f"{self.path}: {exc}") from None
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise GalleryError(f"{self.path}: {exc}") from None
-            raise
-
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        """A connection of its own for a long read (an export), in one read transaction: a snapshot that the
-        caller may consume slowly while this thread's connection goes on writing."""
-        if self._closed:
-            raise GalleryError(f"{self.path}: the gallery store is closed")
-        db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
-        try:
-            db.execute("BEGIN")
-            yield db
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise GalleryError(f"{self.path}: {exc}") from None
-        finally:
-            db.close()
 
     def close(self) -> None:
         with self._lock:
@@ -330,21 +98,6 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def ping(self) -> None:
-        with self._transaction(write=False) as db:
-            db.execute("SELECT COUNT(*) FROM galleries").fetchone()
-
-    # ------------------------------------------------------------------------------------------------ helpers
-    def _gallery_row(self, db: sqlite3.Connection, name: str) -> tuple[int, ModelId | None]:
-        row = db.execute(
-            "SELECT g.id, m.name, m.sha256, m.dim, m.flip FROM galleries g LEFT JOIN models m ON m.id = g.model_id "
-            "WHERE g.name = ?",
-            (base.check_gallery_name(name),),
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"{self.path}: no gallery named {name!r}")
-        return row[0], ModelId(row[1], row[2], row[3], bool(row[4])) if row[1] is not None else None
 
     def _model_id(self, db: sqlite3.Connection, model: ModelId) -> int:
         key = (model.name, model.sha256, model.dim, int(model.flip))
@@ -602,114 +355,6 @@ class SQLiteStore:
             )
             return dict(rows.fetchall())
 
-    # ------------------------------------------------------------------------------------------------ search
-    def _matrix(self, gallery: str) -> _Matrix:
-        """The gallery's embeddings: the cached ones, brought up to date within one read transaction (a write of
-        another thread or process is in them whole or not at all)."""
-        with self._transaction(write=False) as db:
-            gallery_id, model = self._gallery_row(db, gallery)
-            generation, epoch = db.execute(
-                "SELECT generation, epoch FROM galleries WHERE id = ?", (gallery_id,)
-            ).fetchone()
-            with self._lock:
-                cached = self._matrices.get(gallery_id)
-                if cached is not None and cached.generation >= generation:  # a newer cache is a committed state too
-                    self._matrices.move_to_end(gallery_id)
-                    return cached
-            if cached is not None and cached.epoch == epoch and cached.count:
-                matrix = self._append(db, gallery, gallery_id, cached, generation)
-            else:
-                matrix = self._load(db, gallery, gallery_id, model, generation, epoch)
-        with self._lock:
-            current = self._matrices.get(gallery_id)
-            if current is None or current.generation < matrix.generation:
-                self._matrices[gallery_id] = matrix
-            self._matrices.move_to_end(gallery_id)
-            while len(self._matrices) > CACHED_GALLERIES:
-                self._matrices.popitem(last=False)
-        return matrix
-
-    def _read_faces(
-        self, db: sqlite3.Connection, gallery: str, target: np.ndarray, where: str, params: tuple[Any, ...]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Copy the embeddings of the faces ``where`` selects, by id, into ``target`` (one row each, a batch at a
-        time); returns their ids and subject ids."""
-        count, dim = target.shape
-        ids, subjects = np.empty(count, np.int64), np.empty(count, np.int64)
-        cursor = db.execute(f"SELECT id, subject_id, embedding FROM faces WHERE {where} ORDER BY id", params)
-        done = 0
-        while batch := cursor.fetchmany(FETCH_ROWS):
-            blob = b"".join(row[2] for row in batch)
-            if done + len(batch) > count or len(blob) != 4 * dim * len(batch):
-                raise GalleryError(f"{self.path}: gallery {gallery!r} holds embeddings of another size than {dim}")
-            target[done : done + len(batch)] = np.frombuffer(blob, dtype="<f4").reshape(len(batch), dim)
-            ids[done : done + len(batch)] = [row[0] for row in batch]
-            subjects[done : done + len(batch)] = [row[1] for row in batch]
-            done += len(batch)
-        return ids, subjects
-
-    def _load(
-        self, db: sqlite3.Connection, gallery: str, gallery_id: int, model: ModelId | None, generation: int, epoch: int
-    ) -> _Matrix:
-        """The gallery read whole."""
-        count = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ?", (gallery_id,)).fetchone()[0]
-        rows = _Rows(model.dim if model is not None else 0, count)
-        ids, subjects = self._read_faces(db, gallery, rows.array[:count], "gallery_id = ?", (gallery_id,))
-        names = dict(db.execute("SELECT id, name FROM subjects WHERE gallery_id = ?", (gallery_id,)).fetchall())
-        last = int(ids[-1]) if count else 0
-        return _Matrix(generation, epoch, model, rows, count, last, subjects, *_grouping(subjects), names)
-
-    def _append(
-        self, db: sqlite3.Connection, gallery: str, gallery_id: int, cached: _Matrix, generation: int
-    ) -> _Matrix:
-        """``cached`` with the faces added since it was read."""
-        after = (gallery_id, cached.last_face)
-        added = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ? AND id > ?", after).fetchone()[0]
-        count = cached.count + added
-        with self._lock:  # reserve rows past the cached ones: in the shared buffer if nobody wrote there yet
-            rows = cached.rows
-            if rows.used != cached.count or len(rows.array) < count:
-                rows = _Rows(rows.array.shape[1], count)
-                rows.array[: cached.count] = cached.embeddings
-            rows.used = count
-        new_rows = rows.array[cached.count : count]
-        ids, subjects = self._read_faces(db, gallery, new_rows, "gallery_id = ? AND id > ?", after)
-        unknown = sorted(set(subjects.tolist()) - cached.names.keys())
-        if unknown:
-            new_names = db.execute(
-                "SELECT id, name FROM subjects WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(unknown),)
-            )
-            cached.names.update(new_names.fetchall())  # only additions: every snapshot's names stay as they were
-        face_subjects = np.concatenate([cached.face_subjects, subjects])
-        last = int(ids[-1]) if added else cached.last_face
-        return _Matrix(
-            generation, cached.epoch, cached.model, rows, count, last, face_subjects, *_grouping(face_subjects),
-            cached.names,
-        )  # fmt: skip
-
-    def search(self, gallery: str, queries: np.ndarray, model: ModelId, k: int = 5) -> list[list[Candidate]]:
-        queries = base.check_queries(queries, model, k)
-        matrix = self._matrix(gallery)
-        base.check_model(gallery, matrix.model, model)
-        if matrix.count == 0:
-            return [[] for _ in queries]
-        scores = queries @ matrix.embeddings.T  # (Q, faces)
-        if matrix.order is not None:
-            scores = scores[:, matrix.order]
-        best = np.maximum.reduceat(scores, matrix.starts, axis=1)  # (Q, subjects): each subject's best face
-        results = []
-        for row in best:
-            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-            top = top[np.lexsort((matrix.subject_ids[top], -row[top]))]  # best first, then the older subject
-            results.append(
-                [
-                    Candidate(int(matrix.subject_ids[i]), matrix.names[int(matrix.subject_ids[i])],
-                              float(np.clip(row[i], -1, 1)))
-                    for i in top
-                ]
-            )  # fmt: skip
-        return results
-
     # ---------------------------------------------------------------------------------------- moving, re-embedding
     def export_faces(self, gallery: str) -> Iterator[ExportedFace]:
         with self._reader() as db:
@@ -809,6 +454,3 @@ class SQLiteStore:
                 db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (now, key.id))
             key = ApiKey(key.id, key.role, key.gallery, key.label, key.created, now, key.revoked)
         return key
-
-
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
