@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ghostfacenets.gallery import ConflictError, Enrolment, GalleryError, ModelId, ModelMismatchError, open_store
-from ghostfacenets.gallery.postgres import IndexBuild, IndexInfo, PostgresStore, split_options
+from ghostfacenets.gallery.postgres import SCHEMA_VERSION, IndexBuild, IndexInfo, PostgresStore, split_options
 from tests.helpers import require_module
 from tests.helpers.galleries import MODEL, brute_force, faces, unit
 
@@ -108,7 +108,7 @@ def test_a_newer_schema_is_refused(pg_url: str) -> None:
 
     open_store(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as db:
-        assert db.execute("SELECT version FROM ghostfacenets.schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM ghostfacenets.schema_version").fetchall() == [(SCHEMA_VERSION,)]
         db.execute("UPDATE ghostfacenets.schema_version SET version = 7")
     with pytest.raises(GalleryError, match="at v7, newer than this ghostfacenets"):
         open_store(pg_url)

@@ -1,9 +1,9 @@
 """People: unlabelled faces of a photo library grouped into persons, incrementally, with quality gates and
 corrections that stick (name, merge, split, "not this person")."""
 
-from .faces import PhotoFaces, UnlabelledFace, embed_photo_faces
+from ..gallery.people import AddedPhotos, PhotoFaces, UnlabelledFace
 from .grouping import GroupingError, GroupingSettings, GroupingSummary
-from .library import AddedPhotos, PeopleLibrary
+from .library import PeopleLibrary
 from .metrics import ClusteringScores, clustering_scores
 from .quality import DEFAULT_QUALITY, QualityModel, QualityParts
 
@@ -20,5 +20,4 @@ __all__ = [
     "QualityParts",
     "UnlabelledFace",
     "clustering_scores",
-    "embed_photo_faces",
 ]

@@ -18,64 +18,13 @@ Each correction is one transaction of the store (:class:`CorrectionSession`), wi
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol
 
 from ..errors import GhostFaceNetsError
+from ..gallery.people import CorrectionSession
 
 
 class CorrectionError(GhostFaceNetsError):
     """A correction that contradicts the gallery (an unknown face or person, a name in use)."""
-
-
-class CorrectionSession(Protocol):
-    """What corrections need from a store, within one transaction holding the gallery's grouping lock. Persons'
-    sizes and sums are brought up to date by the store when the session ends."""
-
-    def members(self, person: int) -> list[int]:
-        """The faces of ``person`` (raises NotFoundError for an unknown person)."""
-        ...
-
-    def people_of(self, faces: Collection[int]) -> dict[int, int | None]:
-        """Each face's person (raises NotFoundError for an unknown face)."""
-        ...
-
-    def assign(self, faces: Collection[int], person: int | None) -> None:
-        """Pin ``faces`` to ``person`` (None: pinned unsorted)."""
-        ...
-
-    def pin(self, faces: Collection[int]) -> None:
-        """Pin faces where they are."""
-        ...
-
-    def requeue(self, faces: Collection[int]) -> None:
-        """Unpin ``faces``, take them out of their person and queue them to be placed again."""
-        ...
-
-    def start_person(self) -> int: ...
-
-    def remove_person(self, person: int) -> None:
-        """Delete an empty person (its name, if any, stays the name of the gallery's subject)."""
-        ...
-
-    def reject(self, face: int, person: int) -> None:
-        """Record that ``face`` is not ``person``."""
-        ...
-
-    def move_rejections(self, source: int, target: int) -> None: ...
-
-    def name_of(self, person: int) -> str | None: ...
-
-    def person_named(self, name: str) -> int | None: ...
-
-    def set_name(self, person: int, name: str) -> None:
-        """Make ``person`` the gallery subject ``name`` (an existing subject of that name without a person, or a
-        new one); its faces become that subject's, which ``identify`` finds."""
-        ...
-
-    def absorb_name(self, target: int, source: int) -> None:
-        """Give ``target`` the named ``source``'s subject: take it over when ``target`` has no name, else merge it
-        (with any faces enrolled under it) into ``target``'s subject."""
-        ...
 
 
 def name_person(session: CorrectionSession, person: int, name: str) -> None:

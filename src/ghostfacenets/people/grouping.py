@@ -26,14 +26,15 @@ pinned faces (named, merged, split, confirmed), the people they belong to and ev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import GhostFaceNetsError
+from ..gallery.people import FaceState, PersonState, Placement, PlacementBatch
 
 
 class GroupingError(GhostFaceNetsError):
@@ -64,75 +65,6 @@ class GroupingSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class FaceState:
-    """A face as grouping sees it. ``person``: None while unsorted; ``pinned``: placed by a user (never moved by
-    grouping); ``placed``: grouping has decided about it (pending otherwise)."""
-
-    id: int
-    photo: int
-    quality: float
-    embedding: np.ndarray  # L2-normalised float32
-    person: int | None = None
-    pinned: bool = False
-    placed: bool = False
-
-
-@dataclass
-class PersonState:
-    """A person as grouping sees it: how many faces it holds and their sum (for the mean cosine)."""
-
-    id: int
-    count: int
-    total: np.ndarray  # float64 sum of the faces' embeddings
-
-    def mean_similarity(self, embedding: np.ndarray) -> float:
-        return float(embedding.astype(np.float64) @ self.total / self.count) if self.count else -1.0
-
-
-@dataclass
-class Placement:
-    """What one batch decided: each face placed (its person, None for unsorted) and the people changed or
-    started (started ones have negative ids until the store gives them real ones)."""
-
-    faces: dict[int, int | None] = field(default_factory=dict)
-    people: dict[int, PersonState] = field(default_factory=dict)
-
-    @property
-    def started(self) -> list[int]:
-        return sorted((p for p in self.people if p < 0), reverse=True)
-
-
-class PlacementBatch(Protocol):
-    """What grouping needs from a store for one batch, all within one transaction that holds the gallery's
-    grouping lock (so that what it reads stays true until :meth:`apply`)."""
-
-    def pending(self, limit: int) -> list[int]:
-        """Up to ``limit`` ids of faces waiting to be placed, smallest first."""
-        ...
-
-    def faces(self, ids: Collection[int]) -> dict[int, FaceState]: ...
-
-    def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
-        """For each face: up to ``k`` (face id, cosine) of its nearest faces with cosine >= ``min_similarity``,
-        best first, among the faces **visible** to it: smaller ids, or pinned."""
-        ...
-
-    def photo_mates(self, ids: Collection[int]) -> dict[int, list[int]]:
-        """For each face: the other faces of its photo."""
-        ...
-
-    def people(self, ids: Collection[int]) -> dict[int, PersonState]: ...
-
-    def rejections(self, ids: Collection[int]) -> dict[int, set[int]]:
-        """For each face: the people a user said it is not."""
-        ...
-
-    def apply(self, placement: Placement) -> dict[int, int]:
-        """Write the batch's decisions; returns the ids given to the people it started (negative id -> id)."""
-        ...
 
 
 @dataclass

@@ -20,15 +20,15 @@ this class.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.images import ImageSource, encode_png, load_image
 from ..errors import GhostFaceNetsError
-from .faces import PhotoFaces, UnlabelledFace, check_photo, describe_faces
+from ..gallery.people import AddedPhotos, PhotoFaces, UnlabelledFace
+from .faces import describe_faces
 from .grouping import GroupingSettings, GroupingSummary
 from .quality import DEFAULT_QUALITY, QualityModel
 
@@ -36,29 +36,6 @@ if TYPE_CHECKING:
     from ..gallery import GalleryStore, ModelId
     from ..pipeline.detect import Face
     from ..pipeline.recognizer import FaceRecognizer
-
-
-@dataclass
-class AddedPhotos:
-    """What :meth:`PeopleLibrary.add` did: photos added (with their new face ids, in order), photos skipped because
-    the gallery had their key already, and the grouping of the new faces (None when not asked)."""
-
-    added: dict[str, list[int]] = field(default_factory=dict)  # reference -> face ids
-    skipped: list[str] = field(default_factory=list)  # references
-    grouping: GroupingSummary | None = None
-
-    @property
-    def faces(self) -> int:
-        return sum(len(ids) for ids in self.added.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "photos_added": len(self.added),
-            "faces_added": self.faces,
-            "photos_skipped": len(self.skipped),
-            "face_ids": self.added,
-            "grouping": None if self.grouping is None else self.grouping.to_dict(),
-        }
 
 
 class PeopleLibrary:
@@ -99,8 +76,6 @@ class PeopleLibrary:
     def add(self, photos: Sequence[PhotoFaces], *, place: bool = True) -> AddedPhotos:
         """Add photos with their faces in one transaction (photos whose key the gallery holds are skipped), then
         group the new faces unless ``place`` is False (``cluster`` does it later)."""
-        for photo in photos:
-            check_photo(photo)
         added = self.store.add_photos(self.gallery, photos, self.model)  # type: ignore[attr-defined]
         if place and added.added:
             added.grouping = self.cluster()

@@ -9,10 +9,9 @@ from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 
+from ..gallery.people import ExactNeighbours, FaceState, PersonState, Placement
 from .corrections import CorrectionError
-from .grouping import FaceState, GroupingSettings, GroupingSummary, PersonState, Placement, place_pending
-
-BLOCK = 1024  # queries per matrix product
+from .grouping import GroupingSettings, GroupingSummary, place_pending
 
 
 class MemoryPeople:
@@ -86,21 +85,9 @@ class MemoryPeople:
         return {i: self.states[i] for i in ids}
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
-        found: dict[int, list[tuple[int, float]]] = {}
         pinned = np.array([s.pinned for s in self.states.values()], bool)
-        positions = np.arange(len(self._embeddings))
-        for start in range(0, len(ids), BLOCK):
-            block = np.asarray(ids[start : start + BLOCK])
-            scores = self._embeddings[block] @ self._embeddings.T
-            visible = (positions[None, :] < block[:, None]) | pinned[None, :]
-            visible[np.arange(len(block)), block] = False
-            scores = np.where(visible & (scores >= min_similarity), scores, -np.inf)
-            for face_id, row in zip(block.tolist(), scores):
-                top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-                top = top[np.isfinite(row[top])]
-                top = top[np.lexsort((top, -row[top]))]
-                found[face_id] = [(int(j), float(row[j])) for j in top]
-        return found
+        exact = ExactNeighbours(np.arange(len(self._embeddings)), self._embeddings, pinned)
+        return exact.neighbours(ids, k, min_similarity)
 
     def photo_mates(self, ids: Collection[int]) -> dict[int, list[int]]:
         return {i: [m for m in self._by_photo[self.states[i].photo] if m != i] for i in ids}

@@ -8,7 +8,7 @@ from typing import Any
 from ..base import GalleryError
 from .index import _MIGRATION_LOCK, PREPARED_DIM, IndexMixin
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # Migration n brings the schema from version n - 1 to n; {vector_type} is the embedding column's type.
@@ -69,6 +69,52 @@ CREATE TABLE api_keys (
     created timestamptz NOT NULL DEFAULT now(),
     last_used timestamptz,
     revoked timestamptz
+)
+""",
+    # People (gallery.people): photos, people, "not this person" and grouping settings; faces gain a photo, a
+    # person, a quality and their grouping state. An unlabelled face has no subject until its person is named, and
+    # the faces of one photo share its key in image_sha256, which stays unique among enrolled faces only.
+    2: """
+CREATE TABLE photos (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    key text NOT NULL,
+    reference text NOT NULL,
+    faces integer NOT NULL,
+    created timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (gallery_id, key)
+);
+CREATE TABLE people (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject_id bigint UNIQUE REFERENCES subjects(id) ON DELETE CASCADE,
+    faces integer NOT NULL DEFAULT 0,
+    total bytea,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX people_gallery ON people (gallery_id, faces);
+ALTER TABLE faces ALTER COLUMN subject_id DROP NOT NULL,
+    ADD COLUMN photo_id bigint REFERENCES photos(id) ON DELETE CASCADE,
+    ADD COLUMN person_id bigint REFERENCES people(id) ON DELETE SET NULL,
+    ADD COLUMN quality real,
+    ADD COLUMN placed boolean NOT NULL DEFAULT true,
+    ADD COLUMN pinned boolean NOT NULL DEFAULT false,
+    DROP CONSTRAINT faces_gallery_id_image_sha256_key;
+CREATE UNIQUE INDEX faces_image ON faces (gallery_id, image_sha256) WHERE photo_id IS NULL;
+CREATE INDEX faces_person ON faces (person_id) WHERE person_id IS NOT NULL;
+CREATE INDEX faces_photo ON faces (photo_id) WHERE photo_id IS NOT NULL;
+CREATE INDEX faces_pending ON faces (gallery_id, id) WHERE NOT placed;
+CREATE TABLE people_rejections (
+    face_id bigint NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id bigint NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    created timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (face_id, person_id)
+);
+CREATE INDEX people_rejections_person ON people_rejections (person_id);
+CREATE TABLE people_settings (
+    gallery_id bigint PRIMARY KEY REFERENCES galleries(id) ON DELETE CASCADE,
+    settings jsonb NOT NULL
 )
 """,
 }

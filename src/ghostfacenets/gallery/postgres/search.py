@@ -63,7 +63,8 @@ class SearchMixin(IndexMixin):
         while True:
             rows = db.execute(
                 f"WITH nearest AS MATERIALIZED (SELECT subject_id, embedding::{typed} <=> %(q)s::{typed} AS distance "
-                f"FROM faces WHERE gallery_id = %(g)s AND dim = {dim} ORDER BY embedding::{typed} <=> %(q)s::{typed} "
+                f"FROM faces WHERE gallery_id = %(g)s AND dim = {dim} AND subject_id IS NOT NULL "
+                f"ORDER BY embedding::{typed} <=> %(q)s::{typed} "
                 "LIMIT %(n)s) SELECT n.subject_id, s.name, 1 - min(n.distance) AS similarity FROM nearest n "
                 "JOIN subjects s ON s.id = n.subject_id GROUP BY n.subject_id, s.name "
                 "ORDER BY similarity DESC, n.subject_id LIMIT %(k)s",

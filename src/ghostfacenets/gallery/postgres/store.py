@@ -28,12 +28,13 @@ from ..base import (
 from ..stores import redact_url
 from .bulk import BulkMixin
 from .options import CONNECT_TIMEOUT_S, DEFAULTS, POOL_TIMEOUT_S, check_option, split_options
+from .people import PeopleMixin
 from .rows import FACE_COLUMNS, KEY_COLUMNS, SUBJECT_COLUMNS, to_face, to_iso, to_key, to_model, to_subject
 from .schema import SchemaMixin
 from .search import SearchMixin
 
 
-class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
+class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
     """Galleries in the PostgreSQL database ``url`` (``postgresql://user:password@host:port/dbname``, or
     ``?host=/socket/dir``); the schema is created or migrated on first use. See the module for the options."""
 
@@ -269,7 +270,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
                 row[0]: (row[1], row[2])
                 for row in db.execute(
                     "SELECT f.image_sha256, f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                    "WHERE f.gallery_id = %s AND f.image_sha256 = ANY(%s)",
+                    "WHERE f.gallery_id = %s AND f.image_sha256 = ANY(%s) AND f.photo_id IS NULL",
                     (gallery_id, images),
                 )
             }
@@ -340,19 +341,21 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
             gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
             row = db.execute(
                 "DELETE FROM faces f WHERE f.id = %s AND f.gallery_id = %s "
-                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id)",
+                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.person_id",
                 (face_id, gallery_id),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{self.location}: no face {face_id} in gallery {gallery!r}")
             self._count(db, gallery_id, faces=-1, crops=-int(row[0]))
+            if row[1] is not None:
+                self._refresh_people(db, gallery_id, [row[1]])
 
     def enrolled_images(self, gallery: str) -> dict[str, str]:
         with self._transaction() as db:
             gallery_id, _, _ = self._gallery_row(db, gallery)
             rows = db.execute(
                 "SELECT f.image_sha256, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                "WHERE f.gallery_id = %s",
+                "WHERE f.gallery_id = %s AND f.photo_id IS NULL",
                 (gallery_id,),
             )
             return dict(rows.fetchall())
@@ -380,7 +383,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
             "SELECT s.name, s.metadata, f.embedding::vector, f.image_sha256, f.source, f.detection, c.png, "
             "m.name, m.sha256, m.dim, m.flip FROM faces f JOIN subjects s ON s.id = f.subject_id "
             "JOIN models m ON m.id = f.model_id LEFT JOIN crops c ON c.face_id = f.id "
-            "WHERE f.gallery_id = %s ORDER BY f.subject_id, f.id",
+            "WHERE f.gallery_id = %s AND f.photo_id IS NULL ORDER BY f.subject_id, f.id",
             (gallery_id,),
             convert,
         )
@@ -406,6 +409,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
                     f"UPDATE faces SET embedding = %s::{self.vector_type}, dim = %s, model_id = %s WHERE id = %s",
                     [(v, model.dim, model_id, i) for i, v in vectors.items()],
                 )
+            self._refresh_people(db, gallery_id)
 
     # ------------------------------------------------------------------------------------------------ API keys
     def _key_row(self, db: Any, key_id: int) -> ApiKey:

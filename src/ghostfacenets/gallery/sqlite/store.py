@@ -31,6 +31,7 @@ from ..base import (
     Subject,
 )
 from .cache import SearchCache
+from .people import PeopleMixin
 from .schema import migrate
 
 _SUBJECT_COLUMNS = (
@@ -59,7 +60,7 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
-class SQLiteStore(SearchCache):
+class SQLiteStore(SearchCache, PeopleMixin):
     """Galleries in the SQLite file ``path`` (created on first use unless ``create=False``)."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
@@ -281,7 +282,7 @@ class SQLiteStore(SearchCache):
                 for face, vector in zip(enrolment.faces, vectors):
                     owner = db.execute(
                         "SELECT f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                        "WHERE f.gallery_id = ? AND f.image_sha256 = ?",
+                        "WHERE f.gallery_id = ? AND f.image_sha256 = ? AND f.photo_id IS NULL",
                         (gallery_id, face.image_sha256),
                     ).fetchone()
                     if owner is not None:
@@ -340,9 +341,13 @@ class SQLiteStore(SearchCache):
     def delete_face(self, gallery: str, face_id: int) -> None:
         with self._transaction(write=True) as db:
             gallery_id, _ = self._gallery_row(db, gallery)
-            cursor = db.execute("DELETE FROM faces WHERE id = ? AND gallery_id = ?", (face_id, gallery_id))
-            if cursor.rowcount == 0:
+            row = db.execute(
+                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING person_id", (face_id, gallery_id)
+            ).fetchone()
+            if row is None:
                 raise NotFoundError(f"{self.path}: no face {face_id} in gallery {gallery!r}")
+            if row[0] is not None:
+                self._refresh_people(db, gallery_id, [row[0]])
             self._touch(db, gallery_id, rewrite=True)
 
     def enrolled_images(self, gallery: str) -> dict[str, str]:
@@ -350,7 +355,7 @@ class SQLiteStore(SearchCache):
             gallery_id, _ = self._gallery_row(db, gallery)
             rows = db.execute(
                 "SELECT f.image_sha256, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                "WHERE f.gallery_id = ?",
+                "WHERE f.gallery_id = ? AND f.photo_id IS NULL",
                 (gallery_id,),
             )
             return dict(rows.fetchall())
@@ -363,7 +368,7 @@ class SQLiteStore(SearchCache):
                 "SELECT s.name, s.metadata, f.embedding, f.image_sha256, f.source, f.detection, c.png, "
                 "m.name, m.sha256, m.dim, m.flip FROM faces f JOIN subjects s ON s.id = f.subject_id "
                 "JOIN models m ON m.id = f.model_id LEFT JOIN crops c ON c.face_id = f.id "
-                "WHERE f.gallery_id = ? ORDER BY f.subject_id, f.id",
+                "WHERE f.gallery_id = ? AND f.photo_id IS NULL ORDER BY f.subject_id, f.id",
                 (gallery_id,),
             )
             for row in rows:
@@ -398,6 +403,7 @@ class SQLiteStore(SearchCache):
                 ((_blob(v), model_id, i) for i, v in vectors.items()),
             )
             db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+            self._refresh_people(db, gallery_id)
             self._touch(db, gallery_id, rewrite=True)
 
     # ------------------------------------------------------------------------------------------------ API keys
