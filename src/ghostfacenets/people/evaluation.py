@@ -20,18 +20,18 @@ from ..data.folders import scan_identity_folder
 from ..data.images import ImageError, load_image
 from ..data.transforms import INPUT_SIZE
 from ..errors import GhostFaceNetsError
-from .faces import describe_faces, embed_crops
-from .grouping import GroupingSettings
+from .faces import describe_faces
+from .grouping import SETTINGS_FAR, GroupingSettings
 from .memory import MemoryPeople
 from .metrics import ClusteringScores, clustering_scores
-from .quality import DEFAULT_QUALITY, PARTS, QualityModel, QualityParts, reference_norm
+from .quality import DEFAULT_QUALITY, PARTS, QualityModel, QualityParts
 
 if TYPE_CHECKING:
     from ..pipeline.detect import Face
     from ..pipeline.recognizer import FaceRecognizer
 
 REJECT_FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-ERC_FMR = 1e-2  # the false-match rate whose threshold the error-versus-reject curve keeps fixed
+ERC_FMR = 1e-2  # the false-match rate at which the error-versus-reject curve measures the FNMR
 
 
 @dataclass
@@ -86,10 +86,7 @@ def read_clustering_folder(
             progress(1)
     if len(crops) < 2:
         raise GhostFaceNetsError(f"{folder}: fewer than two faces found; nothing to group")
-    stacked = np.stack(crops).astype(np.uint8)
-    _, raw, _ = embed_crops(recognizer, stacked)
-    norm = reference_norm(np.linalg.norm(raw, axis=1))
-    embeddings, parts, _ = describe_faces(recognizer, stacked, faces, norm)
+    embeddings, parts, _ = describe_faces(recognizer, np.stack(crops).astype(np.uint8), faces)
     return FolderFaces(
         Path(folder).name, scanned.names, np.array(labels), paths, embeddings, parts, no_face, unreadable
     )
@@ -120,6 +117,21 @@ def hdbscan_labels(distances: np.ndarray, min_cluster_size: int, min_samples: in
     return HDBSCAN(
         min_cluster_size=min_cluster_size, min_samples=min_samples, metric="precomputed", copy=True
     ).fit_predict(distances)
+
+
+def calibrated_settings(
+    faces: FolderFaces, quality: QualityModel = DEFAULT_QUALITY, far: float = SETTINGS_FAR, **changes: Any
+) -> GroupingSettings:
+    """Grouping settings from labelled faces, as a calibration would set them: :meth:`GroupingSettings.for_threshold`
+    at the cosine threshold of FAR ``far`` on the pairs of faces that pass the quality gate (a calibration set is
+    clean; faces below the gate are never grouped)."""
+    from ..evaluate.metrics import threshold_at_far
+
+    gate = changes.get("min_quality", GroupingSettings().min_quality)
+    kept = faces.qualities(quality) >= gate
+    _, scores, same = all_pairs(faces.labels[kept], faces.embeddings[kept])
+    threshold, _ = threshold_at_far(scores, same, far)
+    return GroupingSettings.for_threshold(round(threshold, 4), **changes)
 
 
 @dataclass(frozen=True)
@@ -175,14 +187,14 @@ def evaluate_clustering(
 # ------------------------------------------------------------------------------------------------ quality
 @dataclass(frozen=True)
 class RejectCurve:
-    """False non-match rate at a fixed threshold (set at ``fmr`` on all pairs) after rejecting the lowest-quality
-    share of faces, for each share in ``fractions``."""
+    """False non-match rate at a fixed false-match rate ``fmr`` (the threshold set again on the pairs left) after
+    rejecting the lowest-quality share of faces, for each share in ``fractions``."""
 
     name: str
     fmr: float
-    threshold: float
     fractions: tuple[float, ...]
     fnmr: tuple[float, ...]
+    thresholds: tuple[float, ...]
     genuine_left: tuple[int, ...]
 
     @property
@@ -193,16 +205,16 @@ class RejectCurve:
     def to_dict(self) -> dict[str, Any]:
         return {
             "fmr": self.fmr,
-            "threshold": round(self.threshold, 6),
             "fractions": list(self.fractions),
             "fnmr": [round(v, 6) for v in self.fnmr],
+            "thresholds": [round(v, 6) for v in self.thresholds],
             "genuine_pairs_left": list(self.genuine_left),
             "mean_fnmr": round(self.area, 6),
         }
 
 
 def all_pairs(labels: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, cosine) of every pair of faces, and whether each is one person, as (i, j, score, same)."""
+    """Every pair of faces: their positions (2, P), cosine and whether they are one person."""
     first, second = np.triu_indices(len(labels), k=1)
     scores = np.einsum("ij,ij->i", embeddings[first].astype(np.float64), embeddings[second].astype(np.float64))
     return np.stack([first, second]), scores, labels[first] == labels[second]
@@ -217,21 +229,22 @@ def error_versus_reject(
     fractions: Sequence[float] = REJECT_FRACTIONS,
 ) -> RejectCurve:
     """The error-versus-reject curve (Grother and Tabassi 2007) of a quality score on all pairs of a set: the
-    threshold is set once, at ``fmr`` on every pair; then the lowest-quality ``fraction`` of faces is rejected
-    (ties broken by position), the pairs holding one of them dropped, and the FNMR of what is left measured."""
+    lowest-quality ``fraction`` of faces is rejected (ties broken by position), the pairs holding one of them
+    dropped, and the FNMR of what is left measured at the threshold that gives FMR ``fmr`` on what is left."""
     from ..evaluate.metrics import threshold_at_far
 
     pairs, scores, same = all_pairs(labels, embeddings)
-    threshold, _ = threshold_at_far(scores, same, fmr)
     order = np.lexsort((np.arange(len(quality)), quality))  # lowest quality first
-    fnmr, left = [], []
+    fnmr, thresholds, left = [], [], []
     for fraction in fractions:
         rejected = np.zeros(len(quality), bool)
         rejected[order[: math.floor(fraction * len(quality) + 1e-9)]] = True
-        kept = same & ~rejected[pairs[0]] & ~rejected[pairs[1]]
-        left.append(int(kept.sum()))
-        fnmr.append(float(np.mean(scores[kept] <= threshold)) if kept.any() else float("nan"))
-    return RejectCurve(name, fmr, threshold, tuple(fractions), tuple(fnmr), tuple(left))
+        kept = ~rejected[pairs[0]] & ~rejected[pairs[1]]
+        threshold, miss = threshold_at_far(scores[kept], same[kept], fmr)
+        fnmr.append(miss)
+        thresholds.append(threshold)
+        left.append(int((kept & same).sum()))
+    return RejectCurve(name, fmr, tuple(fractions), tuple(fnmr), tuple(thresholds), tuple(left))
 
 
 def quality_curves(

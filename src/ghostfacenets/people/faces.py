@@ -45,7 +45,6 @@ def describe_faces(
     recognizer: FaceRecognizer,
     crops: np.ndarray,
     faces: Sequence[Face | None],
-    reference_norm: float,
     quality: QualityModel = DEFAULT_QUALITY,
 ) -> tuple[np.ndarray, list[QualityParts], list[float]]:
     """Embeddings, quality parts and quality scores of aligned ``crops`` (N, 112, 112, 3), each with the detected
@@ -55,7 +54,6 @@ def describe_faces(
         quality_parts(
             crop,
             raw_vector,
-            reference_norm,
             mirrored=mirror if recognizer.flip else None,
             detector=None if face is None else face.score,
             landmarks=None if face is None else face.landmarks,

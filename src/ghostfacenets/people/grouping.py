@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import GhostFaceNetsError
-from ..gallery.people import FaceState, PersonState, Placement, PlacementBatch
+from ..gallery.people import ExactNeighbours, FaceState, PersonState, Placement, PlacementBatch
+
+SETTINGS_FAR = 1e-2  # link and join at the model's threshold for this FAR (docs/people.md)
 
 
 class GroupingError(GhostFaceNetsError):
@@ -43,11 +45,12 @@ class GroupingError(GhostFaceNetsError):
 
 @dataclass(frozen=True)
 class GroupingSettings:
-    """How faces are grouped (see the module). Cosines depend on the model: the defaults suit a model whose
-    calibrated threshold at FAR 1e-3 is near ``link`` (docs/people.md measures them and their trade-off)."""
+    """How faces are grouped (see the module). The cosines depend on the model: :meth:`for_threshold` sets both at
+    the model's threshold calibrated at FAR 1e-2 (what docs/people.md measured best; the defaults here are that rule
+    for the official models' fallback threshold, not measured)."""
 
-    link: float = 0.45  # two faces at least this similar are linked
-    join: float = 0.35  # mean cosine to a person's faces needed to join it, or to hold a new group together
+    link: float = 0.3  # two faces at least this similar are linked
+    join: float = 0.3  # mean cosine to a person's faces needed to join it, or to hold a new group together
     join_links: int = 2  # links into a person needed to join it (fewer when the person has fewer faces)
     min_faces: int = 3  # faces from distinct photos needed to start a group
     min_quality: float = 0.3  # faces below never start or join a group
@@ -65,6 +68,12 @@ class GroupingSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def for_threshold(cls, threshold: float, **changes: Any) -> GroupingSettings:
+        """The defaults for a model whose verification threshold at FAR 1e-2 is ``threshold``: ``link`` and
+        ``join`` both at it (a group needs several links and a mean, so each may be looser than a 1:1 decision)."""
+        return cls(**{"link": threshold, "join": threshold, **changes})
 
 
 @dataclass
@@ -91,10 +100,13 @@ class GroupingSummary:
 class _Batch:
     """The decisions of one batch, made one face at a time over the states read for it."""
 
-    def __init__(self, store: PlacementBatch, settings: GroupingSettings, ids: list[int]) -> None:
+    def __init__(
+        self, store: PlacementBatch, settings: GroupingSettings, ids: list[int], exact: ExactNeighbours | None
+    ) -> None:
         self.settings = settings
         self.ids = ids
-        self.near = store.neighbours(ids, settings.neighbours, settings.link)
+        source = exact if exact is not None and all(i in exact for i in ids) else store
+        self.near = source.neighbours(ids, settings.neighbours, settings.link)
         near = set(ids) | {n for found in self.near.values() for n, _ in found}
         self.mates = store.photo_mates(near)
         self.states = store.faces(near | {m for found in self.mates.values() for m in found})
@@ -223,9 +235,12 @@ def place_pending(
     settings: GroupingSettings,
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    exact: ExactNeighbours | None = None,
 ) -> GroupingSummary:
     """Place every pending face, ``batch_size`` at a time (each batch one transaction of the store that
-    ``open_batch`` opens), smallest id first; ``progress(faces placed)`` after each batch."""
+    ``open_batch`` opens), smallest id first; ``progress(faces placed)`` after each batch. ``exact``: the faces'
+    embeddings read once for the whole run (what a full re-run wants), instead of the store's nearest-neighbour
+    search for every batch; faces added since are searched by the store."""
     if batch_size < 1:
         raise GroupingError(f"batch_size must be at least 1, got {batch_size}")
     summary = GroupingSummary()
@@ -234,7 +249,7 @@ def place_pending(
             ids = store.pending(batch_size)
             if not ids:
                 return summary
-            batch = _Batch(store, settings, ids)
+            batch = _Batch(store, settings, ids, exact)
             batch.run()
             store.apply(batch.placement)
         summary.add(batch.summary)

@@ -8,7 +8,10 @@ The parts (:class:`QualityParts`), each measured on every face:
 * ``pose``: how far the five landmarks are from the ArcFace template after the best similarity fit (RMS, in crop
   pixels): large for turned heads and for landmark sets that are not a face;
 * ``sharpness``: log10 of the variance of the Laplacian over the crop's centre (blur, heavy compression);
-* ``norm``: the GhostFaceNet's own embedding norm before L2 normalisation, relative to the model's typical norm;
+* ``contrast``: the standard deviation of the grey levels over the crop's centre (dark, washed-out or flat faces,
+  which GhostFaceNets map close to one another whoever they are);
+* ``norm``: the GhostFaceNet's own embedding norm before L2 normalisation (in the model's units: the score divides it
+  by ``QualityModel.norm_reference``, the model's typical norm);
 * ``flip``: the cosine between the embeddings of the crop and of its mirror image (the flip test-time
   augmentation's two halves): a face the model reads consistently gives the same embedding both ways.
 
@@ -29,7 +32,7 @@ import numpy as np
 from ..data.align import estimate_transform, transform_points
 from ..data.transforms import ARCFACE_TEMPLATE, INPUT_SIZE
 
-PARTS = ("detector", "size", "pose", "sharpness", "norm", "flip")
+PARTS = ("detector", "size", "pose", "sharpness", "contrast", "norm", "flip")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class QualityParts:
     """The measurements behind a face's quality (None where the face has no detection: an aligned crop)."""
 
     sharpness: float
-    norm: float  # raw embedding norm divided by the model's reference norm
+    contrast: float
+    norm: float  # the raw embedding's norm
     flip: float | None = None
     detector: float | None = None
     size: float | None = None
@@ -70,41 +74,60 @@ def _default_ramps() -> dict[str, Ramp]:
         "size": Ramp(20.0, 64.0),
         "pose": Ramp(6.0, 2.0),
         "sharpness": Ramp(1.0, 2.0),
+        "contrast": Ramp(8.0, 24.0),
         "norm": Ramp(0.5, 1.0),
         "flip": Ramp(0.6, 0.9),
     }
 
 
+# Measured on the tuning set of docs/people.md (error-versus-reject curves of every combination): the detector's
+# score, face size, sharpness, contrast and flip agreement; landmark pose and the embedding norm did not help there.
+DEFAULT_WEIGHTS = {"detector": 1.0, "size": 1.0, "pose": 0.0, "sharpness": 1.0, "contrast": 1.0, "norm": 0.0,
+                   "flip": 1.0}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class QualityModel:
-    """Parts -> one score in [0, 1]: the weighted geometric mean of the parts' ramps (parts a face lacks, such as
-    the detector's for an aligned crop, are left out). A part at 0 makes the score 0."""
+    """Parts -> one score in [0, 1]: the product of the parts' ramps, each raised to its weight (a weight of 0 leaves
+    a part out, as do parts a face lacks, such as the detector's for an aligned crop). One bad part is enough to make
+    the score low: a sharp, well-lit face of 20 pixels is still a poor face."""
 
-    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PARTS, 1.0))
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     ramps: dict[str, Ramp] = field(default_factory=_default_ramps)
+    norm_reference: float | None = None  # the model's typical raw norm; None: the norm part is left out
 
     def score(self, parts: QualityParts) -> float:
-        total = weight = 0.0
-        for name, w in self.weights.items():
+        total = 0.0
+        for name, weight in self.weights.items():
             value = getattr(parts, name)
-            if value is None or w == 0:
+            if name == "norm" and value is not None:
+                value = value / self.norm_reference if self.norm_reference else None
+            if value is None or weight == 0:
                 continue
             level = self.ramps[name](value)
             if level <= 0.0:
                 return 0.0
-            total += w * math.log(level)
-            weight += w
-        return float(math.exp(total / weight)) if weight else 1.0
+            total += weight * math.log(level)
+        return float(math.exp(total))
 
 
 DEFAULT_QUALITY = QualityModel()
 
 
-def sharpness(crop: np.ndarray) -> float:
-    """log10(1 + variance of the Laplacian) over the centre of an aligned 112x112 crop (eyes to mouth)."""
+def _centre(crop: np.ndarray) -> np.ndarray:
+    """The grey levels of an aligned 112x112 crop's centre (eyes to mouth) as float32."""
     grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
-    centre = grey[28:100, 24:88].astype(np.float32)
-    return float(math.log10(1.0 + cv2.Laplacian(centre, cv2.CV_32F, ksize=3).var()))
+    return grey[28:100, 24:88].astype(np.float32)
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """log10(1 + variance of the Laplacian) over the centre of an aligned 112x112 crop."""
+    return float(math.log10(1.0 + cv2.Laplacian(_centre(crop), cv2.CV_32F, ksize=3).var()))
+
+
+def contrast(crop: np.ndarray) -> float:
+    """Standard deviation of the grey levels (0-255) over the centre of an aligned 112x112 crop."""
+    return float(_centre(crop).std())
 
 
 def landmark_geometry(landmarks: np.ndarray) -> tuple[float, float]:
@@ -120,7 +143,6 @@ def landmark_geometry(landmarks: np.ndarray) -> tuple[float, float]:
 def quality_parts(
     crop: np.ndarray,
     raw: np.ndarray,
-    reference_norm: float,
     *,
     mirrored: np.ndarray | None = None,
     detector: float | None = None,
@@ -128,7 +150,7 @@ def quality_parts(
 ) -> QualityParts:
     """The parts of one face: its aligned ``crop``; ``raw``, its embedding before L2 normalisation (with flip
     test-time augmentation: the sum of the crop's and its mirror's, ``mirrored`` being the mirror's alone); the
-    model's ``reference_norm`` (:func:`reference_norm`); the detector's score and landmarks when it was detected."""
+    detector's score and landmarks when it was detected."""
     raw = np.asarray(raw, np.float64)
     flip = None
     if mirrored is not None:
@@ -139,7 +161,8 @@ def quality_parts(
         size, pose = landmark_geometry(np.asarray(landmarks, np.float64))
     return QualityParts(
         sharpness=sharpness(crop),
-        norm=float(np.linalg.norm(raw) / reference_norm),
+        contrast=contrast(crop),
+        norm=float(np.linalg.norm(raw)),
         flip=flip,
         detector=None if detector is None else float(detector),
         size=size,
@@ -148,8 +171,7 @@ def quality_parts(
 
 
 def reference_norm(raw_norms: np.ndarray) -> float:
-    """A model's typical embedding norm: the median over a set of faces (those of the first photos it embeds for
-    a gallery, or of an evaluation set), which :func:`quality_parts` divides by."""
+    """A model's typical embedding norm: the median over a set of faces (:attr:`QualityModel.norm_reference`)."""
     norms = np.asarray(raw_norms, np.float64)
     norms = norms[np.isfinite(norms) & (norms > 0)]
     if not len(norms):
