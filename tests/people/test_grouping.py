@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ghostfacenets.gallery import ConflictError, NotFoundError
 from ghostfacenets.people.corrections import (
     CorrectionError,
     ignore_faces,
@@ -168,7 +169,7 @@ def test_a_named_person_keeps_its_faces_and_absorbs_new_ones() -> None:
     assert {people.states[i].person for i in range(100, 105)} == {person}
     _full_rerun(people)
     assert set(people.members(person)) >= named and people.name_of(person) == "Ada"
-    with pytest.raises(CorrectionError, match="called 'Ada' already"), people.correcting() as session:
+    with pytest.raises(ConflictError, match="called 'Ada' already"), people.correcting() as session:
         name_person(session, people.states[int(np.flatnonzero(labels != labels[0])[0])].person or 0, "Ada")
 
 
@@ -230,7 +231,7 @@ def test_bad_settings_and_corrections_are_refused() -> None:
     with people.correcting() as session:
         with pytest.raises(CorrectionError, match="keeps at least one face"):
             split_person(session, person, session.members(person))  # type: ignore[arg-type]
-        with pytest.raises(CorrectionError, match="no face"):
+        with pytest.raises(NotFoundError, match="no face"):
             reject_face(session, 10_000)
         with pytest.raises(CorrectionError, match="besides the target"):
             merge_people(session, person, [person])  # type: ignore[list-item]

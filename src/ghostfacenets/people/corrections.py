@@ -19,19 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from ..errors import GhostFaceNetsError
+from ..gallery.base import ConflictError, GalleryError
 from ..gallery.people import CorrectionSession
 
 
-class CorrectionError(GhostFaceNetsError):
-    """A correction that contradicts the gallery (an unknown face or person, a name in use)."""
+class CorrectionError(GalleryError):
+    """A correction that cannot be made as asked (a split of every face, a merge of one person)."""
 
 
 def name_person(session: CorrectionSession, person: int, name: str) -> None:
     """Name ``person`` (or rename it); its faces are pinned."""
     owner = session.person_named(name)
     if owner is not None and owner != person:
-        raise CorrectionError(f"person {owner} is called {name!r} already: merge the two people instead")
+        raise ConflictError(f"person {owner} is called {name!r} already: merge the two people instead")
     session.pin(session.members(person))
     session.set_name(person, name)
 

@@ -9,8 +9,8 @@ from collections.abc import Collection, Iterator, Sequence
 
 import numpy as np
 
+from ..gallery.base import NotFoundError
 from ..gallery.people import ExactNeighbours, FaceState, PersonState, Placement
-from .corrections import CorrectionError
 from .grouping import GroupingSettings, GroupingSummary, place_pending
 
 
@@ -115,13 +115,13 @@ class MemoryPeople:
     # ---------------------------------------------------------------------------------------------- CorrectionSession
     def members(self, person: int) -> list[int]:
         if person not in self.persons:
-            raise CorrectionError(f"no person {person}")
+            raise NotFoundError(f"no person {person}")
         return [i for i, s in self.states.items() if s.person == person]
 
     def people_of(self, faces: Collection[int]) -> dict[int, int | None]:
         unknown = set(faces) - self.states.keys()
         if unknown:
-            raise CorrectionError(f"no face {min(unknown)}")
+            raise NotFoundError(f"no face {min(unknown)}")
         return {i: self.states[i].person for i in faces}
 
     def assign(self, faces: Collection[int], person: int | None) -> None:

@@ -84,15 +84,14 @@ class PeopleMixin(Connected):
             result = AddedPhotos(skipped=[p.reference for p in photos if p.photo_key in known])
             if not new:
                 return result
-            photo_ids = [
-                int(r[0])
-                for r in db.execute(
+            by_key = dict(
+                db.execute(
                     "INSERT INTO photos (gallery_id, key, reference, faces) "
-                    "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::int[]) WITH ORDINALITY AS n(k, r, f, o) "
-                    "ORDER BY o RETURNING id",
+                    "SELECT %s, k, r, f FROM unnest(%s::text[], %s::text[], %s::int[]) AS n(k, r, f) RETURNING key, id",
                     (gallery_id, [p.photo_key for p in new], [p.reference for p in new], [len(p.faces) for p in new]),
                 ).fetchall()
-            ]
+            )
+            photo_ids = [int(by_key[p.photo_key]) for p in new]
             faces = [(photo_id, photo, face) for photo_id, photo in zip(photo_ids, new) for face in photo.faces]
             ids = [
                 int(r[0])
@@ -314,7 +313,9 @@ def _vectors(db: Any, gallery_id: int, dim: int) -> ExactNeighbours:
             ids.append(face)
             pinned.append(pin)
             vectors.append(vector)
-    embeddings = np.stack([np.asarray(v, np.float32) for v in vectors]) if vectors else np.zeros((0, dim), np.float32)
+    embeddings = (
+        np.stack([v.to_numpy() for v in vectors]).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
+    )
     return ExactNeighbours(np.array(ids, np.int64), embeddings, np.array(pinned, bool))
 
 
