@@ -29,10 +29,11 @@ class CorrectionError(GalleryError):
 
 def name_person(session: CorrectionSession, person: int, name: str) -> None:
     """Name ``person`` (or rename it); its faces are pinned."""
+    members = session.members(person)  # an unknown person fails first
     owner = session.person_named(name)
     if owner is not None and owner != person:
         raise ConflictError(f"person {owner} is called {name!r} already: merge the two people instead")
-    session.pin(session.members(person))
+    session.pin(members)
     session.set_name(person, name)
 
 

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .images import BodyLimit
 from .problems import install_handlers
-from .routes import faces, galleries, health
+from .routes import faces, galleries, health, people
 from .settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(faces.router)
     app.include_router(galleries.router)
+    app.include_router(people.router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
