@@ -218,7 +218,9 @@ class PlacementBatch(Protocol):
         """Up to ``limit`` ids of faces waiting to be placed, smallest first."""
         ...
 
-    def faces(self, ids: Collection[int]) -> dict[int, FaceState]: ...
+    def faces(self, ids: Collection[int], embeddings: bool = True) -> dict[int, FaceState]:
+        """The faces' states (their embeddings left empty unless ``embeddings``)."""
+        ...
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
         """For each face: up to ``k`` (face id, cosine) of its nearest faces with cosine >= ``min_similarity``,
@@ -326,18 +328,26 @@ class ExactNeighbours:
     def __contains__(self, face: int) -> bool:
         return face in self._row
 
+    def vector(self, face: int) -> np.ndarray:
+        return self.embeddings[self._row[face]]
+
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
         found: dict[int, list[tuple[int, float]]] = {}
+        pinned = np.flatnonzero(self.pinned)
         for start in range(0, len(ids), self.BLOCK):
             block = np.asarray(ids[start : start + self.BLOCK], np.int64)
             rows = np.array([self._row[int(i)] for i in block], np.int64)
-            scores = self.embeddings[rows] @ self.embeddings.T
-            visible = (self.ids[None, :] < block[:, None]) | self.pinned[None, :]
-            visible[np.arange(len(block)), rows] = False
+            # the faces visible to any of the block: those before its last one, and the pinned ones after it
+            end = int(rows.max())
+            columns = np.concatenate([np.arange(end), pinned[pinned >= end]])
+            scores = self.embeddings[rows] @ self.embeddings[columns].T
+            others = self.ids[columns][None, :]
+            visible = ((others < block[:, None]) | self.pinned[columns][None, :]) & (others != block[:, None])
             scores[~visible | (scores < min_similarity)] = -np.inf
             for face, row in zip(block.tolist(), scores):
                 top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
                 top = top[np.isfinite(row[top])]
-                top = top[np.lexsort((self.ids[top], -row[top]))]
-                found[face] = [(int(self.ids[j]), float(row[j])) for j in top]
+                chosen = columns[top]
+                order = np.lexsort((self.ids[chosen], -row[top]))
+                found[face] = [(int(self.ids[chosen[j]]), float(row[top[j]])) for j in order]
         return found

@@ -105,11 +105,17 @@ class _Batch:
     ) -> None:
         self.settings = settings
         self.ids = ids
-        source = exact if exact is not None and all(i in exact for i in ids) else store
-        self.near = source.neighbours(ids, settings.neighbours, settings.link)
+        cached = exact is not None and all(i in exact for i in ids)
+        self.near = (exact if cached else store).neighbours(ids, settings.neighbours, settings.link)  # type: ignore[union-attr]
         near = set(ids) | {n for found in self.near.values() for n, _ in found}
         self.mates = store.photo_mates(near)
-        self.states = store.faces(near | {m for found in self.mates.values() for m in found})
+        wanted = near | {m for found in self.mates.values() for m in found}
+        if cached:  # the embeddings are in memory already: read only the faces' states
+            self.states = store.faces(wanted, embeddings=False)
+            for state in self.states.values():
+                state.embedding = exact.vector(state.id)  # type: ignore[union-attr]
+        else:
+            self.states = store.faces(wanted)
         self.persons = store.people({s.person for s in self.states.values() if s.person is not None})
         self.rejected = store.rejections(near)
         self.placement = Placement()
@@ -255,6 +261,8 @@ def place_pending(
         summary.add(batch.summary)
         if progress is not None:
             progress(batch.summary.placed)
+        if len(ids) < batch_size:  # the last batch (faces added meanwhile wait for the next run)
+            return summary
 
 
 def partition(assignments: dict[int, int | None]) -> set[frozenset[int]]:

@@ -135,6 +135,7 @@ class PeopleLibrary:
         self.model = model
         self.quality = quality
         self._settings = settings
+        self._kept = False  # the gallery holds settings (checked once per object)
 
     # ---------------------------------------------------------------------------------------------- settings
     @property
@@ -162,12 +163,13 @@ class PeopleLibrary:
     def save_settings(self, settings: GroupingSettings) -> None:
         """Store ``settings`` as the gallery's (a full re-run applies them to the faces already placed)."""
         self.store.set_people_settings(self.gallery, settings.to_dict())
-        self._settings = settings
+        self._settings, self._kept = settings, True
 
     def _keep_settings(self) -> None:
         """Store the settings in force when the gallery has none yet: later runs group as this one does."""
-        if self._stored_settings() is None:
+        if not self._kept and self._stored_settings() is None:
             self.store.set_people_settings(self.gallery, self.settings.to_dict())
+        self._kept = True
 
     # ---------------------------------------------------------------------------------------------- adding
     def known(self, keys: Iterable[str]) -> set[str]:
@@ -308,10 +310,14 @@ class PeopleLibrary:
         self._keep_settings()
         if full:
             self.store.reset_people(self.gallery)
-        pending = self.summary().pending
-        exact = self.store.people_vectors(self.gallery) if pending > BULK_PENDING else None
+        pending = self.store.people_pending(self.gallery)
+        bulk = pending > BULK_PENDING
         return place_pending(
-            lambda: self.store.people_batch(self.gallery), self.settings, progress=progress, exact=exact
+            lambda: self.store.people_batch(self.gallery),
+            self.settings,
+            batch_size=1024 if bulk else 256,
+            progress=progress,
+            exact=self.store.people_vectors(self.gallery) if bulk else None,
         )
 
     # ---------------------------------------------------------------------------------------------- reading

@@ -81,7 +81,7 @@ class MemoryPeople:
     def pending(self, limit: int) -> list[int]:
         return [i for i, s in self.states.items() if not s.placed and not s.pinned][:limit]
 
-    def faces(self, ids: Collection[int]) -> dict[int, FaceState]:
+    def faces(self, ids: Collection[int], embeddings: bool = True) -> dict[int, FaceState]:
         return {i: self.states[i] for i in ids}
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:

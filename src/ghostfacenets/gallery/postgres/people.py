@@ -1,5 +1,7 @@
 """Unlabelled faces and people in PostgreSQL (:mod:`ghostfacenets.gallery.people`): photos, faces without a
-subject, people with their sums of embeddings, "not this person" records and each gallery's grouping settings.
+subject, people with their sums of embeddings, "not this person" records and each gallery's grouping settings. A face's
+grouping state (person, quality, placed, pinned) is a row of ``people_faces``: placing faces never rewrites ``faces``
+rows, whose new versions would all enter the HNSW index again (only a face joining a named person gets its subject).
 
 A face's nearest neighbours come from the HNSW index (one query per face, pgvector's iterative scan so that the
 gallery and visibility filters never starve it) when the gallery holds more than ``exact_limit`` unlabelled faces,
@@ -36,14 +38,15 @@ from .rows import to_iso
 
 _PERSON_COLUMNS = (
     "p.id, s.name, p.subject_id, p.faces, "
-    "(SELECT count(*) FROM faces f WHERE f.person_id = p.id AND f.pinned), "
-    "(SELECT f.id FROM faces f LEFT JOIN crops c ON c.face_id = f.id WHERE f.person_id = p.id "
-    "ORDER BY c.face_id IS NULL, f.quality DESC, f.id LIMIT 1), p.created, p.updated"
+    "(SELECT count(*) FROM people_faces pf WHERE pf.person_id = p.id AND pf.pinned), "
+    "(SELECT pf.face_id FROM people_faces pf LEFT JOIN crops c ON c.face_id = pf.face_id WHERE pf.person_id = p.id "
+    "ORDER BY c.face_id IS NULL, pf.quality DESC, pf.face_id LIMIT 1), p.created, p.updated"
 )
 _PERSON_FACE_COLUMNS = (
-    "f.id, f.person_id, ph.reference, ph.key, f.detection, f.quality, f.placed, f.pinned, "
+    "f.id, pf.person_id, ph.reference, ph.key, f.detection, pf.quality, pf.placed, pf.pinned, "
     "EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.created"
 )
+_PERSON_FACES = "people_faces pf JOIN faces f ON f.id = pf.face_id JOIN photos ph ON ph.id = f.photo_id"
 
 
 def _person(row: Sequence[Any]) -> Person:
@@ -104,16 +107,21 @@ class PeopleMixin(Connected):
                 if faces:
                     with cursor.copy(
                         "COPY faces (id, gallery_id, model_id, dim, embedding, image_sha256, source, detection, "
-                        "photo_id, quality, placed, pinned) FROM STDIN (FORMAT BINARY)"
+                        "photo_id) FROM STDIN (FORMAT BINARY)"
                     ) as copy:
                         copy.set_types(["int8", "int8", "int4", "int4", self.vector_type, "text", "text", "jsonb",
-                                        "int8", "float4", "bool", "bool"])  # fmt: skip
+                                        "int8"])  # fmt: skip
                         for face_id, (photo_id, photo, face) in zip(ids, faces):
                             copy.write_row(
                                 (face_id, gallery_id, model_id, model.dim, wrap(np.asarray(face.embedding, np.float32)),
-                                 photo.photo_key, photo.reference, self._jsonb(face.record()), photo_id,
-                                 float(face.quality), False, False)
+                                 photo.photo_key, photo.reference, self._jsonb(face.record()), photo_id)
                             )  # fmt: skip
+                    with cursor.copy(
+                        "COPY people_faces (face_id, gallery_id, quality) FROM STDIN (FORMAT BINARY)"
+                    ) as copy:
+                        copy.set_types(["int8", "int8", "float4"])
+                        for face_id, (_, _, face) in zip(ids, faces):
+                            copy.write_row((face_id, gallery_id, float(face.quality)))
                 crops = [(face_id, f.crop) for face_id, (_, _, f) in zip(ids, faces) if f.crop is not None]
                 if crops:
                     with cursor.copy("COPY crops (face_id, png) FROM STDIN (FORMAT BINARY)") as copy:
@@ -131,6 +139,13 @@ class PeopleMixin(Connected):
         rows = db.execute("SELECT key FROM photos WHERE gallery_id = %s AND key = ANY(%s)", (gallery_id, list(keys)))
         return {r[0] for r in rows}
 
+    def people_pending(self, gallery: str) -> int:
+        """How many unlabelled faces wait to be placed."""
+        with self._transaction() as db:
+            gallery_id, _, _ = self._gallery_row(db, gallery)
+            row = db.execute("SELECT count(*) FROM people_faces WHERE gallery_id = %s AND NOT placed", (gallery_id,))
+            return int(row.fetchone()[0])
+
     def known_photos(self, gallery: str, keys: Sequence[str]) -> set[str]:
         """The photo keys among ``keys`` that the gallery holds (an unknown gallery holds none)."""
         with self._transaction() as db:
@@ -145,8 +160,8 @@ class PeopleMixin(Connected):
     def people_batch(self, gallery: str) -> Iterator[_Batch]:
         """One grouping batch (:class:`~ghostfacenets.gallery.people.PlacementBatch`) holding the gallery's lock."""
         with self._transaction() as db:
-            gallery_id, model, _ = self._gallery_row(db, gallery, lock=True)
-            yield _Batch(self, db, gallery_id, model.dim if model else 0)
+            gallery_id, model, faces = self._gallery_row(db, gallery, lock=True)
+            yield _Batch(self, db, gallery_id, model.dim if model else 0, faces)
 
     @contextlib.contextmanager
     def people_corrections(self, gallery: str) -> Iterator[_Corrections]:
@@ -169,13 +184,18 @@ class PeopleMixin(Connected):
         with self._transaction() as db:
             gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
             db.execute(
-                "UPDATE faces SET person_id = NULL, subject_id = NULL, placed = false "
-                "WHERE gallery_id = %s AND photo_id IS NOT NULL AND NOT pinned",
+                "UPDATE faces f SET subject_id = NULL FROM people_faces pf WHERE pf.face_id = f.id "
+                "AND pf.gallery_id = %s AND NOT pf.pinned AND f.subject_id IS NOT NULL",
+                (gallery_id,),
+            )
+            db.execute(
+                "UPDATE people_faces SET person_id = NULL, placed = false WHERE gallery_id = %s AND NOT pinned "
+                "AND (placed OR person_id IS NOT NULL)",
                 (gallery_id,),
             )
             db.execute(
                 "DELETE FROM people p WHERE p.gallery_id = %s AND p.subject_id IS NULL "
-                "AND NOT EXISTS (SELECT 1 FROM faces f WHERE f.person_id = p.id)",
+                "AND NOT EXISTS (SELECT 1 FROM people_faces pf WHERE pf.person_id = p.id)",
                 (gallery_id,),
             )
             self._refresh_people(db, gallery_id)
@@ -246,12 +266,12 @@ class PeopleMixin(Connected):
             gallery_id, _, _ = self._gallery_row(db, gallery)
             if person_id is not None:
                 self._person_row(db, gallery, gallery_id, person_id)
-                where, params = "f.person_id = %s", (person_id,)
+                where, params = "pf.person_id = %s", (person_id,)
             else:
-                where, params = "f.gallery_id = %s AND f.person_id IS NULL AND f.placed", (gallery_id,)
+                where, params = "pf.gallery_id = %s AND pf.person_id IS NULL AND pf.placed", (gallery_id,)
             rows = db.execute(
-                f"SELECT {_PERSON_FACE_COLUMNS} FROM faces f JOIN photos ph ON ph.id = f.photo_id "
-                f"WHERE {where} AND f.id > %s ORDER BY f.id LIMIT %s",
+                f"SELECT {_PERSON_FACE_COLUMNS} FROM {_PERSON_FACES} "
+                f"WHERE {where} AND pf.face_id > %s ORDER BY pf.face_id LIMIT %s",
                 (*params, after or 0, limit),
             )
             return [_person_face(r) for r in rows]
@@ -260,8 +280,7 @@ class PeopleMixin(Connected):
         with self._transaction() as db:
             gallery_id, _, _ = self._gallery_row(db, gallery)
             row = db.execute(
-                f"SELECT {_PERSON_FACE_COLUMNS} FROM faces f JOIN photos ph ON ph.id = f.photo_id "
-                "WHERE f.id = %s AND f.gallery_id = %s",
+                f"SELECT {_PERSON_FACE_COLUMNS} FROM {_PERSON_FACES} WHERE pf.face_id = %s AND pf.gallery_id = %s",
                 (face_id, gallery_id),
             ).fetchone()
             if row is None:
@@ -289,7 +308,7 @@ class PeopleMixin(Connected):
                 "SELECT count(*), count(*) FILTER (WHERE NOT placed), "
                 "count(*) FILTER (WHERE placed AND person_id IS NULL), "
                 "count(*) FILTER (WHERE placed AND person_id IS NULL AND quality < %s) "
-                "FROM faces WHERE gallery_id = %s AND photo_id IS NOT NULL",
+                "FROM people_faces WHERE gallery_id = %s",
                 (min_quality, gallery_id),
             ).fetchone()
             people, named = db.execute(
@@ -304,8 +323,8 @@ def _vectors(db: Any, gallery_id: int, dim: int) -> ExactNeighbours:
     with (
         db.cursor() as cursor,
         cursor.copy(
-            f"COPY (SELECT id, pinned, embedding::vector FROM faces WHERE gallery_id = {int(gallery_id)} "
-            "AND photo_id IS NOT NULL ORDER BY id) TO STDOUT (FORMAT BINARY)"
+            f"COPY (SELECT f.id, pf.pinned, f.embedding::vector FROM people_faces pf JOIN faces f ON f.id = pf.face_id "
+            f"WHERE pf.gallery_id = {int(gallery_id)} ORDER BY f.id) TO STDOUT (FORMAT BINARY)"
         ) as copy,
     ):
         copy.set_types(["int8", "bool", "vector"])
@@ -322,8 +341,13 @@ def _vectors(db: Any, gallery_id: int, dim: int) -> ExactNeighbours:
 def _refresh(db: Any, people: Collection[int]) -> None:
     """Set people's sizes and sums from their faces."""
     for person in people:
-        rows = db.execute("SELECT embedding::vector FROM faces WHERE person_id = %s", (person,)).fetchall()
-        total = np.sum([np.asarray(r[0].to_numpy(), np.float64) for r in rows], axis=0) if rows else None
+        with db.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                "SELECT f.embedding::vector FROM people_faces pf JOIN faces f ON f.id = pf.face_id "
+                "WHERE pf.person_id = %s",
+                (person,),
+            ).fetchall()
+        total = np.sum([r[0].to_numpy().astype(np.float64) for r in rows], axis=0) if rows else None
         db.execute(
             "UPDATE people SET faces = %s, total = %s, updated = now() WHERE id = %s",
             (len(rows), encode_total(total) if total is not None else None, person),
@@ -333,31 +357,35 @@ def _refresh(db: Any, people: Collection[int]) -> None:
 class _Batch:
     """:class:`~ghostfacenets.gallery.people.PlacementBatch` over one transaction holding the gallery's lock."""
 
-    def __init__(self, store: PeopleMixin, db: Any, gallery_id: int, dim: int) -> None:
-        self.store, self.db, self.gallery_id, self.dim = store, db, gallery_id, dim
+    def __init__(self, store: PeopleMixin, db: Any, gallery_id: int, dim: int, faces: int) -> None:
+        self.store, self.db, self.gallery_id, self.dim, self.gallery_faces = store, db, gallery_id, dim, faces
 
     def pending(self, limit: int) -> list[int]:
         rows = self.db.execute(
-            "SELECT id FROM faces WHERE gallery_id = %s AND NOT placed ORDER BY id LIMIT %s", (self.gallery_id, limit)
+            "SELECT face_id FROM people_faces WHERE gallery_id = %s AND NOT placed ORDER BY face_id LIMIT %s",
+            (self.gallery_id, limit),
         )
         return [r[0] for r in rows]
 
-    def faces(self, ids: Collection[int]) -> dict[int, FaceState]:
-        rows = self.db.execute(
-            "SELECT id, photo_id, quality, embedding::vector, person_id, pinned, placed FROM faces WHERE id = ANY(%s)",
-            (list(ids),),
-        )
+    def faces(self, ids: Collection[int], embeddings: bool = True) -> dict[int, FaceState]:
+        with self.db.cursor(binary=True) as cursor:
+            rows = cursor.execute(
+                f"SELECT f.id, f.photo_id, pf.quality, {'f.embedding::vector' if embeddings else 'NULL::vector'}, "
+                "pf.person_id, pf.pinned, pf.placed FROM people_faces pf JOIN faces f ON f.id = pf.face_id "
+                "WHERE pf.face_id = ANY(%s)",
+                (list(ids),),
+            ).fetchall()
+        empty = np.zeros(0, np.float32)
         return {
-            r[0]: FaceState(r[0], r[1], float(r[2]), r[3].to_numpy().astype(np.float32), r[4], r[5], r[6]) for r in rows
-        }
+            r[0]: FaceState(r[0], r[1], float(r[2]), r[3].to_numpy().astype(np.float32) if r[3] is not None else empty,
+                            r[4], r[5], r[6])
+            for r in rows
+        }  # fmt: skip
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
         store, db = self.store, self.db
-        count = db.execute(
-            "SELECT count(*) FROM faces WHERE gallery_id = %s AND photo_id IS NOT NULL", (self.gallery_id,)
-        ).fetchone()[0]
         indexed = (
-            count > store.exact_limit
+            self.gallery_faces > store.exact_limit  # as search decides: on all faces of the gallery
             and self.dim <= MAX_INDEXED_DIM[store.vector_type]
             and store._index_row(db, store._index_name(self.dim))[1]
         )
@@ -365,20 +393,26 @@ class _Batch:
             return _vectors(db, self.gallery_id, self.dim).neighbours(ids, k, min_similarity)
         store._use_index(db)
         typed = f"{store.vector_type}({self.dim})"
+        distance = f"f.embedding::{typed} <=> q.embedding::{typed}"
+        params = {"g": self.gallery_id, "k": k, "ids": list(ids)}
+        # the nearest earlier faces through the index (the gallery's unlabelled ones), and the pinned later ones
         rows = db.execute(
-            f"SELECT q.id, n.id, 1 - n.distance FROM faces q CROSS JOIN LATERAL (SELECT f.id, "
-            f"f.embedding::{typed} <=> q.embedding::{typed} AS distance FROM faces f WHERE f.gallery_id = %(g)s "
-            f"AND f.dim = {self.dim} AND f.photo_id IS NOT NULL AND f.id <> q.id AND (f.id < q.id OR f.pinned) "
-            f"ORDER BY f.embedding::{typed} <=> q.embedding::{typed} LIMIT %(k)s) n "
-            "WHERE q.id = ANY(%(ids)s)",
-            {"g": self.gallery_id, "k": k, "ids": list(ids)},
+            f"SELECT q.id, n.id, 1 - n.distance FROM faces q CROSS JOIN LATERAL (SELECT f.id, {distance} AS distance "
+            f"FROM faces f WHERE f.gallery_id = %(g)s AND f.dim = {self.dim} AND f.photo_id IS NOT NULL "
+            f"AND f.id < q.id ORDER BY {distance} LIMIT %(k)s) n WHERE q.id = ANY(%(ids)s)",
+            params,
+        ).fetchall()
+        rows += db.execute(
+            f"SELECT q.id, f.id, 1 - ({distance}) FROM faces q JOIN people_faces pf ON pf.gallery_id = %(g)s "
+            f"AND pf.pinned AND pf.face_id > q.id JOIN faces f ON f.id = pf.face_id WHERE q.id = ANY(%(ids)s)",
+            params,
         ).fetchall()
         found: dict[int, list[tuple[int, float]]] = {int(i): [] for i in ids}
         for face, other, similarity in rows:
             if similarity >= min_similarity:
                 found[face].append((int(other), float(similarity)))
-        for near in found.values():
-            near.sort(key=lambda item: (-item[1], item[0]))
+        for face, near in found.items():
+            found[face] = sorted(near, key=lambda item: (-item[1], item[0]))[:k]
         return found
 
     def photo_mates(self, ids: Collection[int]) -> dict[int, list[int]]:
@@ -426,9 +460,13 @@ class _Batch:
         faces = list(placement.faces)
         people = [given.get(p, p) if p is not None else None for p in placement.faces.values()]
         db.execute(
-            "UPDATE faces f SET person_id = n.person, subject_id = p.subject_id, placed = true "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) LEFT JOIN people p ON p.id = n.person "
-            "WHERE f.id = n.id",
+            "UPDATE people_faces pf SET person_id = n.person, placed = true "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) WHERE pf.face_id = n.id",
+            (faces, people),
+        )
+        db.execute(  # faces that joined a named person become its subject's (identify finds them)
+            "UPDATE faces f SET subject_id = p.subject_id FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) "
+            "JOIN people p ON p.id = n.person WHERE f.id = n.id AND p.subject_id IS NOT NULL",
             (faces, people),
         )
         return given
@@ -449,12 +487,13 @@ class _Corrections:
             "SELECT 1 FROM people WHERE id = %s AND gallery_id = %s", (person, self.gallery_id)
         ).fetchone():
             raise NotFoundError(f"{self._where()} has no person {person}")
-        return [r[0] for r in self.db.execute("SELECT id FROM faces WHERE person_id = %s ORDER BY id", (person,))]
+        rows = self.db.execute("SELECT face_id FROM people_faces WHERE person_id = %s ORDER BY face_id", (person,))
+        return [r[0] for r in rows]
 
     def people_of(self, faces: Collection[int]) -> dict[int, int | None]:
         found = dict(
             self.db.execute(
-                "SELECT id, person_id FROM faces WHERE gallery_id = %s AND photo_id IS NOT NULL AND id = ANY(%s)",
+                "SELECT face_id, person_id FROM people_faces WHERE gallery_id = %s AND face_id = ANY(%s)",
                 (self.gallery_id, [int(f) for f in faces]),
             ).fetchall()
         )
@@ -467,21 +506,29 @@ class _Corrections:
         self.touched |= {p for p in self.people_of(faces).values() if p is not None}
         if person is not None:
             self.touched.add(person)
+        ids = {"p": person, "f": [int(f) for f in faces]}
         self.db.execute(
-            "UPDATE faces SET person_id = %(p)s, subject_id = (SELECT subject_id FROM people WHERE id = %(p)s), "
-            "pinned = true, placed = true WHERE id = ANY(%(f)s)",
-            {"p": person, "f": [int(f) for f in faces]},
+            "UPDATE people_faces SET person_id = %(p)s, pinned = true, placed = true WHERE face_id = ANY(%(f)s)", ids
+        )
+        self.db.execute(
+            "UPDATE faces SET subject_id = (SELECT subject_id FROM people WHERE id = %(p)s) WHERE id = ANY(%(f)s) "
+            "AND subject_id IS DISTINCT FROM (SELECT subject_id FROM people WHERE id = %(p)s)",
+            ids,
         )
 
     def pin(self, faces: Collection[int]) -> None:
-        self.db.execute("UPDATE faces SET pinned = true, placed = true WHERE id = ANY(%s)", ([int(f) for f in faces],))
+        self.db.execute(
+            "UPDATE people_faces SET pinned = true, placed = true WHERE face_id = ANY(%s) AND NOT (pinned AND placed)",
+            ([int(f) for f in faces],),
+        )
 
     def requeue(self, faces: Collection[int]) -> None:
         self.touched |= {p for p in self.people_of(faces).values() if p is not None}
+        ids = [int(f) for f in faces]
         self.db.execute(
-            "UPDATE faces SET person_id = NULL, subject_id = NULL, pinned = false, placed = false WHERE id = ANY(%s)",
-            ([int(f) for f in faces],),
+            "UPDATE people_faces SET person_id = NULL, pinned = false, placed = false WHERE face_id = ANY(%s)", (ids,)
         )
+        self.db.execute("UPDATE faces SET subject_id = NULL WHERE id = ANY(%s) AND subject_id IS NOT NULL", (ids,))
 
     def start_person(self) -> int:
         person = int(self.db.execute("INSERT INTO people (gallery_id) VALUES (%s) RETURNING id", (self.gallery_id,))
@@ -510,6 +557,12 @@ class _Corrections:
     def _subject_of(self, person: int) -> int | None:
         row = self.db.execute("SELECT subject_id FROM people WHERE id = %s", (person,)).fetchone()
         return row[0] if row else None
+
+    def _subject_of_faces(self, person: int, subject: int | None) -> None:
+        self.db.execute(
+            "UPDATE faces f SET subject_id = %s FROM people_faces pf WHERE pf.face_id = f.id AND pf.person_id = %s",
+            (subject, person),
+        )
 
     def name_of(self, person: int) -> str | None:
         row = self.db.execute(
@@ -546,7 +599,7 @@ class _Corrections:
             ).fetchone()[0])  # fmt: skip
             self.store._count(self.db, self.gallery_id, subjects=1)
         self.db.execute("UPDATE people SET subject_id = %s, updated = now() WHERE id = %s", (subject, person))
-        self.db.execute("UPDATE faces SET subject_id = %s WHERE person_id = %s", (subject, person))
+        self._subject_of_faces(person, subject)
         self.touched.add(person)
 
     def absorb_name(self, target: int, source: int) -> None:
@@ -556,7 +609,7 @@ class _Corrections:
         self.db.execute("UPDATE people SET subject_id = NULL WHERE id = %s", (source,))
         if ours is None:
             self.db.execute("UPDATE people SET subject_id = %s WHERE id = %s", (theirs, target))
-            self.db.execute("UPDATE faces SET subject_id = %s WHERE person_id = %s", (theirs, target))
+            self._subject_of_faces(target, theirs)
         else:
             self.db.execute("UPDATE faces SET subject_id = %s WHERE subject_id = %s", (ours, theirs))
             self.db.execute("DELETE FROM subjects WHERE id = %s", (theirs,))

@@ -71,9 +71,11 @@ CREATE TABLE api_keys (
     revoked timestamptz
 )
 """,
-    # People (gallery.people): photos, people, "not this person" and grouping settings; faces gain a photo, a
-    # person, a quality and their grouping state. An unlabelled face has no subject until its person is named, and
-    # the faces of one photo share its key in image_sha256, which stays unique among enrolled faces only.
+    # People (gallery.people): photos, people, "not this person" and grouping settings. An unlabelled face is a row
+    # of faces with its photo and no subject until its person is named (the faces of one photo share its key in
+    # image_sha256, which stays unique among enrolled faces only); its grouping state lives in people_faces, a narrow
+    # table of its own: placing faces updates those rows, never faces' (whose every new row version would also
+    # enter the HNSW index).
     2: """
 CREATE TABLE photos (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -96,15 +98,20 @@ CREATE TABLE people (
 CREATE INDEX people_gallery ON people (gallery_id, faces);
 ALTER TABLE faces ALTER COLUMN subject_id DROP NOT NULL,
     ADD COLUMN photo_id bigint REFERENCES photos(id) ON DELETE CASCADE,
-    ADD COLUMN person_id bigint REFERENCES people(id) ON DELETE SET NULL,
-    ADD COLUMN quality real,
-    ADD COLUMN placed boolean NOT NULL DEFAULT true,
-    ADD COLUMN pinned boolean NOT NULL DEFAULT false,
     DROP CONSTRAINT faces_gallery_id_image_sha256_key;
 CREATE UNIQUE INDEX faces_image ON faces (gallery_id, image_sha256) WHERE photo_id IS NULL;
-CREATE INDEX faces_person ON faces (person_id) WHERE person_id IS NOT NULL;
 CREATE INDEX faces_photo ON faces (photo_id) WHERE photo_id IS NOT NULL;
-CREATE INDEX faces_pending ON faces (gallery_id, id) WHERE NOT placed;
+CREATE TABLE people_faces (
+    face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    gallery_id bigint NOT NULL,
+    person_id bigint REFERENCES people(id) ON DELETE SET NULL,
+    quality real NOT NULL,
+    placed boolean NOT NULL DEFAULT false,
+    pinned boolean NOT NULL DEFAULT false
+);
+CREATE INDEX people_faces_gallery ON people_faces (gallery_id, face_id);
+CREATE INDEX people_faces_pending ON people_faces (gallery_id, face_id) WHERE NOT placed;
+CREATE INDEX people_faces_person ON people_faces (person_id) WHERE person_id IS NOT NULL;
 CREATE TABLE people_rejections (
     face_id bigint NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
     person_id bigint NOT NULL REFERENCES people(id) ON DELETE CASCADE,

@@ -341,7 +341,8 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
             row = db.execute(
                 "DELETE FROM faces f WHERE f.id = %s AND f.gallery_id = %s "
-                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.person_id",
+                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), "
+                "(SELECT pf.person_id FROM people_faces pf WHERE pf.face_id = f.id)",
                 (face_id, gallery_id),
             ).fetchone()
             if row is None:

@@ -115,6 +115,13 @@ class PeopleMixin(Connected):
         )
         return {r[0] for r in rows}
 
+    def people_pending(self, gallery: str) -> int:
+        """How many unlabelled faces wait to be placed."""
+        with self._transaction(write=False) as db:
+            gallery_id, _ = self._gallery_row(db, gallery)
+            row = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ? AND placed = 0", (gallery_id,))
+            return int(row.fetchone()[0])
+
     def known_photos(self, gallery: str, keys: Sequence[str]) -> set[str]:
         """The photo keys among ``keys`` that the gallery holds (an unknown gallery holds none)."""
         with self._transaction(write=False) as db:
@@ -321,16 +328,17 @@ class _Batch:
         )
         return [r[0] for r in rows]
 
-    def faces(self, ids: Collection[int]) -> dict[int, FaceState]:
+    def faces(self, ids: Collection[int], embeddings: bool = True) -> dict[int, FaceState]:
         rows = self.db.execute(
-            "SELECT id, photo_id, quality, embedding, person_id, pinned, placed FROM faces "
-            "WHERE id IN (SELECT value FROM json_each(?))",
+            f"SELECT id, photo_id, quality, {'embedding' if embeddings else 'NULL'}, person_id, pinned, placed "
+            "FROM faces WHERE id IN (SELECT value FROM json_each(?))",
             (_ids(ids),),
         )
         return {
-            r[0]: FaceState(r[0], r[1], float(r[2]), np.frombuffer(r[3], "<f4").copy(), r[4], bool(r[5]), bool(r[6]))
+            r[0]: FaceState(r[0], r[1], float(r[2]), np.frombuffer(r[3] or b"", "<f4").copy(), r[4], bool(r[5]),
+                            bool(r[6]))
             for r in rows
-        }
+        }  # fmt: skip
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
         return _vectors(self.db, self.gallery_id, self.dim).neighbours(ids, k, min_similarity)
