@@ -105,14 +105,24 @@ def cosine_distances(embeddings: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - embeddings.astype(np.float64) @ embeddings.T.astype(np.float64), 0.0, 2.0)
 
 
+def _sklearn_cluster() -> Any:
+    try:
+        import sklearn.cluster
+    except ImportError as exc:
+        raise GhostFaceNetsError(
+            f"the DBSCAN and HDBSCAN baselines need scikit-learn: pip install 'ghostfacenets[cluster]' ({exc})"
+        ) from None
+    return sklearn.cluster
+
+
 def dbscan_labels(distances: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
-    from sklearn.cluster import DBSCAN
+    DBSCAN = _sklearn_cluster().DBSCAN
 
     return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(distances)
 
 
 def hdbscan_labels(distances: np.ndarray, min_cluster_size: int, min_samples: int) -> np.ndarray:
-    from sklearn.cluster import HDBSCAN
+    HDBSCAN = _sklearn_cluster().HDBSCAN
 
     return HDBSCAN(
         min_cluster_size=min_cluster_size, min_samples=min_samples, metric="precomputed", copy=True
