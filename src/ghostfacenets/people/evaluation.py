@@ -134,12 +134,14 @@ def calibrated_settings(
 ) -> GroupingSettings:
     """Grouping settings from labelled faces, as a calibration would set them: :meth:`GroupingSettings.for_threshold`
     at the cosine threshold of FAR ``far`` on the pairs of faces that pass the quality gate (a calibration set is
-    clean; faces below the gate are never grouped)."""
+    clean; faces below the gate are never grouped; all faces when those passing hold no same and different pairs)."""
     from ..evaluate.metrics import threshold_at_far
 
     gate = changes.get("min_quality", GroupingSettings().min_quality)
     kept = faces.qualities(quality) >= gate
     _, scores, same = all_pairs(faces.labels[kept], faces.embeddings[kept])
+    if same.all() or not same.any():  # too few faces pass: every face, rather than no threshold
+        _, scores, same = all_pairs(faces.labels, faces.embeddings)
     threshold, _ = threshold_at_far(scores, same, far)
     return GroupingSettings.for_threshold(round(threshold, 4), **changes)
 

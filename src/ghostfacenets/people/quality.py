@@ -121,7 +121,7 @@ def _centre(crop: np.ndarray) -> np.ndarray:
 
 
 def sharpness(crop: np.ndarray) -> float:
-    """log10(1 + variance of the Laplacian) over the centre of an aligned 112x112 crop."""
+    """log10(1 + variance of the Laplacian, OpenCV's 3x3 aperture) over the centre of an aligned 112x112 crop."""
     return float(math.log10(1.0 + cv2.Laplacian(_centre(crop), cv2.CV_32F, ksize=3).var()))
 
 
