@@ -14,6 +14,8 @@ PostgreSQL, an exact search on SQLite and in memory). Then:
 3. Otherwise it **starts a group** with its unsorted linked neighbours when at least ``min_faces`` faces from
    distinct photos hold together (each one's mean cosine to the others >= ``join``); else it stays unsorted until a
    later face gathers it into a group.
+4. When a face joins or starts a person, its unsorted linked neighbours whose mean cosine to that person is >=
+   ``join`` join it too: a face that came before its person had enough faces gets its second chance.
 
 Groups are never merged automatically, and a face never moves once placed: wrong merges are what a photo-library user
 pays for most, so the rules lean towards a split, which the user mends with one merge.
@@ -105,17 +107,15 @@ class _Batch:
     ) -> None:
         self.settings = settings
         self.ids = ids
-        cached = exact is not None and all(i in exact for i in ids)
-        self.near = (exact if cached else store).neighbours(ids, settings.neighbours, settings.link)  # type: ignore[union-attr]
+        cached = exact if exact is not None and all(i in exact for i in ids) else None
+        self.near = (cached or store).neighbours(ids, settings.neighbours, settings.link)
         near = set(ids) | {n for found in self.near.values() for n, _ in found}
         self.mates = store.photo_mates(near)
         wanted = near | {m for found in self.mates.values() for m in found}
-        if cached:  # the embeddings are in memory already: read only the faces' states
-            self.states = store.faces(wanted, embeddings=False)
+        self.states = store.faces(wanted, embeddings=cached is None)
+        if cached is not None:  # the embeddings are in memory already: only the states were read
             for state in self.states.values():
-                state.embedding = exact.vector(state.id)  # type: ignore[union-attr]
-        else:
-            self.states = store.faces(wanted)
+                state.embedding = cached.vector(state.id)
         self.persons = store.people({s.person for s in self.states.values() if s.person is not None})
         self.rejected = store.rejections(near)
         self.placement = Placement()
