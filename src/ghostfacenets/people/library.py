@@ -181,7 +181,7 @@ class PeopleLibrary:
         group the new faces unless ``place`` is False (:meth:`cluster` does it later)."""
         added: AddedPhotos = self.store.add_photos(self.gallery, photos, self.model)
         if place and added.faces:
-            added.grouping = self.cluster()
+            added.grouping = self.cluster(pending=added.faces)
         return added
 
     def describe(
@@ -304,13 +304,18 @@ class PeopleLibrary:
         return summary
 
     # ---------------------------------------------------------------------------------------------- grouping
-    def cluster(self, *, full: bool = False, progress: Callable[[int], None] | None = None) -> GroupingSummary:
+    def cluster(
+        self, *, full: bool = False, progress: Callable[[int], None] | None = None, pending: int | None = None
+    ) -> GroupingSummary:
         """Place every face waiting to be placed; ``full``: forget every automatic placement first and place the
-        whole gallery again (what users did stays: pinned faces, their people, "not this person")."""
+        whole gallery again (what users did stays: pinned faces, their people, "not this person"). ``pending``: how
+        many faces wait, when the caller knows (it chooses between the store's index and every embedding read at
+        once, not what is placed)."""
         self._keep_settings()
         if full:
             self.store.reset_people(self.gallery)
-        pending = self.store.people_pending(self.gallery)
+        if pending is None or full:
+            pending = self.store.people_pending(self.gallery)
         bulk = pending > BULK_PENDING
         return place_pending(
             lambda: self.store.people_batch(self.gallery),

@@ -72,11 +72,15 @@ class PeopleMixin(Connected):
         base.check_gallery_name(gallery)
         check_photos(photos, model)
         with self._transaction() as db:
-            if create_gallery:
+            try:
+                gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
+            except NotFoundError:
+                if not create_gallery:
+                    raise
                 db.execute("INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (gallery,))
-            gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
+                gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
             base.check_model(gallery, stored, model)
-            model_id = self._bind(db, gallery_id, model) if stored is None else self._model_id(db, model)
+            model_id = self._bind(db, gallery_id, model) if stored is None else self._known_model_id(db, model)
             known = self._known(db, gallery_id, [p.photo_key for p in photos])
             new = [p for p in photos if p.photo_key not in known]
             result = AddedPhotos(skipped=[p.reference for p in photos if p.photo_key in known])
@@ -129,6 +133,13 @@ class PeopleMixin(Connected):
                 result.added[photo.reference] = ids[position : position + len(photo.faces)]
                 position += len(photo.faces)
             return result
+
+    def _known_model_id(self, db: Any, model: ModelId) -> int:
+        """A model's id, looked up once per store (a model's row never changes)."""
+        known: dict[ModelId, int] = self.__dict__.setdefault("_people_model_ids", {})
+        if model not in known:
+            known[model] = self._model_id(db, model)
+        return known[model]
 
     def _known(self, db: Any, gallery_id: int, keys: Sequence[str]) -> set[str]:
         rows = db.execute("SELECT key FROM photos WHERE gallery_id = %s AND key = ANY(%s)", (gallery_id, list(keys)))

@@ -36,9 +36,10 @@ class SearchMixin(IndexMixin):
         the choice is made here rather than by the planner, whose statistics lag behind bulk enrolments: sorting
         (which an exact plan needs) is ruled out, and the iterative scan goes on until the gallery filter has let
         through enough faces."""
-        db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
-        db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        db.execute("SET LOCAL enable_sort = off")
+        db.execute(  # one round trip
+            f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}; SET LOCAL hnsw.iterative_scan = relaxed_order; "
+            "SET LOCAL enable_sort = off"
+        )
 
     def _exact_search(
         self, db: Any, gallery_id: int, query: np.ndarray, dim: int, k: int, faces: int
