@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-FILE_MODE = 0o644  # what a plain open() gives under the usual umask; mkstemp's 0600 would hide outputs from others
+PRIVATE_MODE = 0o600  # every file the package writes: faces, embeddings, models and keys are nobody else's business
 VERSION_KEY = "ghostfacenets_version"  # the key of the writing package's version in every file format with room
 
 
@@ -27,8 +27,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Yield a file object whose content replaces ``path`` only if the block finishes without error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, FILE_MODE)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # PRIVATE_MODE
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -48,9 +47,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, FILE_MODE)
     try:
         yield Path(tmp)
+        os.chmod(tmp, PRIVATE_MODE)  # in case the library made the file anew
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(tmp, path)

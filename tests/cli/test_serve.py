@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 
 import pytest
 
@@ -22,7 +24,8 @@ def test_keys_create_list_revoke(capsys, tmp_path) -> None:
     code, out, _ = run(capsys, "keys", "create", "--db", db, "--role", "admin", "--json")
     assert code == 0
     admin = json.loads(out)
-    assert set(admin) == {"id", "key", "role", "gallery"} and admin["role"] == "admin" and admin["gallery"] is None
+    assert set(admin) == {"id", "key", "role", "gallery", "permissions"} and admin["role"] == "admin"
+    assert admin["gallery"] is None and admin["permissions"] == []
     code, out, err = run(capsys, "keys", "create", "--db", db, "--role", "identify", "--gallery", "shop")
     assert code == 0
     secret = out.strip()
@@ -45,6 +48,26 @@ def test_keys_create_list_revoke(capsys, tmp_path) -> None:
     assert secret not in dump and admin["key"] not in dump
     code, _, err = run(capsys, "keys", "revoke", "--db", db, 999)
     assert code == 2 and err.count("\n") == 1
+
+
+def test_keys_with_permissions_written_to_a_private_file(capsys, tmp_path) -> None:
+    db, out_file = tmp_path / "g.sqlite", tmp_path / "door.key"
+    old = os.umask(0o022)
+    try:
+        code, out, err = run(capsys, "keys", "create", "--db", db, "--role", "identify", "--can",
+                             "see-candidates,list-subjects", "--out", out_file)  # fmt: skip
+    finally:
+        os.umask(old)
+    assert code == 0 and out == "" and f"written to {out_file}" in err
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600 and out_file.read_text().startswith("gfn_")
+    listed = json.loads(run(capsys, "keys", "list", "--db", db, "--json")[1])
+    assert listed[0]["permissions"] == ["list-subjects", "see-candidates"]
+    assert "list-subjects,see-candidates" in run(capsys, "keys", "list", "--db", db)[1]
+    code, _, err = run(capsys, "keys", "create", "--db", db, "--role", "admin", "--can", "list-subjects")
+    assert code == 2 and "--can is for identify keys" in err
+    with pytest.raises(SystemExit):
+        main(["keys", "create", "--db", str(db), "--role", "identify", "--can", "see-all"])
+    assert "unknown permission(s) see-all" in capsys.readouterr().err
 
 
 def test_keys_refuse_bad_input(capsys, tmp_path) -> None:

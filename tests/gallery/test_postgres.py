@@ -138,7 +138,8 @@ def test_a_least_privileged_role(pg_url: str) -> None:
         db.execute(
             f"GRANT USAGE ON SCHEMA ghostfacenets TO app_{database};"
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ghostfacenets TO app_{database};"
-            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA ghostfacenets TO app_{database}"
+            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA ghostfacenets TO app_{database};"
+            f"REVOKE UPDATE, DELETE ON ghostfacenets.audit FROM app_{database}"
         )
     rng = np.random.default_rng(3)
     ghostfacenet = ModelId("ghostfacenet", "f" * 64, 512, True)  # the 512-d index comes with the schema
@@ -147,6 +148,7 @@ def test_a_least_privileged_role(pg_url: str) -> None:
         assert store.search("g", unit(rng, 1, 512), ghostfacenet, 1)[0][0].name == "ann"
         assert store.delete_subject("g", enrolled.subject.id) == 2
         store.create_key("admin")
+        assert [e.action for e in store.audit()][-2:] == ["subject.delete", "key.create"]  # recorded by the app role
         with pytest.raises(GalleryError, match="only the owner of schema ghostfacenets may create"):
             store.enroll("h", "x", faces(unit(rng, 1), "x"), MODEL)  # 16-d: a new index, which the owner must make
         assert [g.name for g in store.galleries()] == ["g"]  # nothing of the refused enrolment stayed
@@ -162,6 +164,9 @@ def test_a_least_privileged_role(pg_url: str) -> None:
         assert _status(store, 512).state == "missing"  # type: ignore[arg-type]
     with open_store(pg_url) as owner:
         assert owner.build_index(512).faces == 2  # type: ignore[attr-defined]
+    app = psycopg.connect(_with_user(pg_url, f"app_{database}"), autocommit=True)
+    with app, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("DELETE FROM ghostfacenets.audit")  # the trail is append-only for the app role
     with psycopg.connect(pg_url, autocommit=True) as db:
         db.execute(f"DROP OWNED BY app_{database}; DROP ROLE app_{database}")
 

@@ -1,4 +1,4 @@
-"""Debian's Chromium driven by Playwright for the page tests (Playwright's own browser download cannot work here)."""
+"""Debian's Chromium driven by Playwright (its own browser download cannot work where the tests run)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import missing, require_module
+from tests.helpers import missing, require_module
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]  # fmt: skip
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 360, "height": 760}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 @contextmanager
 def chromium() -> Iterator[Any]:
-    """A headless Chromium (skips, or fails in CI, without Playwright or Debian's chromium)."""
+    """A headless Chromium (skips with the reason where Playwright or the browser is missing)."""
     sync_api = require_module("playwright.sync_api", "test")
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not found: apt-get install chromium")
@@ -30,9 +33,12 @@ def chromium() -> Iterator[Any]:
         finally:
             browser.close()
 
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 360, "height": 760}
+
 
 def screenshot(page: Any, name: str) -> None:
-    """Save a full-page screenshot under ``GHOSTFACENETS_SCREENSHOTS`` when it is set (docs' pictures)."""
+    """Save a full-page screenshot under ``GHOSTFACENETS_SCREENSHOTS`` when it is set (the docs' pictures)."""
     folder = os.environ.get("GHOSTFACENETS_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)

@@ -66,10 +66,13 @@ class RunningService:
                 self.kill()
 
 
-def start_service(model: str | Path, db: str | Path, log: Path, *options: str, timeout: float = 180) -> RunningService:
+def start_service(
+    model: str | Path, db: str | Path | None, log: Path, *options: str, timeout: float = 180
+) -> RunningService:
     """``ghostfacenets serve`` on a free port, once ``/readyz`` answers 200."""
     port = free_port()
-    command = [sys.executable, "-m", "ghostfacenets.cli", "serve", "--model", str(model), "--db", str(db)]
+    command = [sys.executable, "-m", "ghostfacenets.cli", "serve", "--model", str(model)]
+    command += ["--db", str(db)] if db is not None else []  # None: the options name it (--db-file)
     command += ["--port", str(port), *(options if "--log-level" in options else ("--log-level", "warning", *options))]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,39 +11,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import missing, require_module
+from tests.helpers.browser import DESKTOP, PHONE, chromium
+from tests.helpers.browser import screenshot as _screenshot
 from tests.helpers.photos import photo
 
 from .conftest import Served
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 360, "height": 760}
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = require_module("playwright.sync_api", "test")
-    if not Path(CHROMIUM).exists():
-        missing(f"{CHROMIUM} not found: apt-get install chromium")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def _screenshot(page: Any, name: str) -> None:
-    folder = os.environ.get("GHOSTFACENETS_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True, quality=85)
+    with chromium() as launched:
+        yield launched
 
 
 def _open(browser: Any, served: Served, key: str, viewport: dict[str, int]) -> Any:

@@ -1,9 +1,9 @@
 """``ghostfacenets`` command line: a thin layer over the Python API.
 
 Each command group lives in its own module (``models``, ``pipeline``, ``gallery``, ``people``, ``evaluate``,
-``export``, ``train``, ``serve``) with an ``_add_<name>`` function declaring a command's arguments and a ``_run_<name>``
-function doing the work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as one line on stderr
-with exit status 2.
+``export``, ``train``, ``serve``, ``audit``) with an ``_add_<name>`` function declaring a command's arguments and a
+``_run_<name>`` function doing the work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as
+one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import GhostFaceNetsError
-from . import evaluate, export, gallery, models, people, pipeline, serve, train
-from .common import Command, Parser
+from . import audit, evaluate, export, gallery, models, people, pipeline, serve, train
+from .common import Command, Parser, run_with_db
 
 COMMANDS: list[Command] = [
     *models.COMMANDS,
@@ -26,6 +26,7 @@ COMMANDS: list[Command] = [
     *export.COMMANDS,
     *train.COMMANDS,
     *serve.COMMANDS,
+    *audit.COMMANDS,
 ]
 
 
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    return run_with_db(args) if hasattr(args, "db_file") else int(args.run(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = build_parser()
@@ -51,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if os.environ.get("GHOSTFACENETS_DEBUG"):
-        return int(args.run(args))  # full tracebacks for debugging
+        return int(_run(args))  # full tracebacks for debugging
     try:
-        return int(args.run(args))
+        return int(_run(args))
     except GhostFaceNetsError as exc:
         print(f"ghostfacenets {args.command}: error: {exc}", file=sys.stderr)
     except FileNotFoundError as exc:

@@ -10,18 +10,16 @@ import sys
 from typing import Any
 
 from ..errors import GhostFaceNetsError
-from .common import Command, Parser, print_json, print_table
+from .common import Command, Parser, add_db_options, print_json, print_table
 from .pipeline import _add_recognizer_options, _note_several, _recognizer, _threshold_text
 
 DEFAULT_GALLERY = "default"  # = gallery.DEFAULT_GALLERY, without importing numpy at start-up
 
 
 def _add_db(p: argparse.ArgumentParser, created: bool = False) -> None:
-    p.add_argument(
-        "--db",
-        required=True,
-        metavar="DB",
-        help="gallery database: an SQLite file" + (" (created if absent)" if created else "") + " or a "
+    add_db_options(
+        p,
+        "gallery database: an SQLite file" + (" (created if absent)" if created else "") + " or a "
         "postgresql://user@host/dbname URL (docs/gallery.md)",
     )
 

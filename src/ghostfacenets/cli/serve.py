@@ -7,19 +7,14 @@ import os
 import sys
 from typing import Any
 
-from .common import Command, Parser, add_runtime_options, print_json, print_table
+from .common import Command, Parser, add_db_options, add_runtime_options, print_json, print_table
 from .pipeline import _DEFAULT_MODEL
 
 _DEFAULT_DB = "ghostfacenets.sqlite"  # = serve.settings.DEFAULT_DB
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--db",
-        default=_DEFAULT_DB,
-        metavar="PATH_OR_URL",
-        help=f"gallery database: an SQLite file (default {_DEFAULT_DB} here) or a postgresql:// URL",
-    )
+    add_db_options(p, "gallery database: an SQLite file or a postgresql:// URL", _DEFAULT_DB)
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
@@ -102,9 +97,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..errors import GhostFaceNetsError
+    from ..gallery.stores import secrets_in
     from ..serve.app import create_app
     from ..serve.service import load_recognizer, open_gallery_store
-    from ..serve.settings import SETTINGS_ENV
+    from ..serve.settings import SETTINGS_ENV, worker_settings
 
     if args.workers < 1:
         raise GhostFaceNetsError(f"--workers must be at least 1, got {args.workers}")
@@ -112,11 +108,18 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise GhostFaceNetsError("--ssl-certfile and --ssl-keyfile go together")
     settings = _settings(args)
     # Fail here with one line, not in every worker: the database opens and the model loads.
-    open_gallery_store(settings.db).close()
+    with open_gallery_store(settings.db) as store:
+        location = store.location  # without its secrets
+    if args.db_on_command_line and secrets_in(args.db):
+        print(
+            "ghostfacenets serve: warning: the password in --db is visible to every user of this machine in the "
+            "process list; use --db-file, ~/.pgpass, PGSERVICE or PGPASSWORD (docs/gallery.md)",
+            file=sys.stderr,
+        )
     recognizer = load_recognizer(settings)
     scheme = "https" if args.ssl_certfile else "http"
     print(
-        f"ghostfacenets serve: {recognizer.model_id.describe()}, gallery {settings.db}, "
+        f"ghostfacenets serve: {recognizer.model_id.describe()}, gallery {location}, "
         f"{scheme}://{args.host}:{args.port}/ (page), /docs (API), {args.workers} worker(s)",
         file=sys.stderr,
     )
@@ -130,9 +133,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings, recognizer=recognizer), **options)
-    else:
-        del recognizer  # each worker loads its own
-        os.environ[SETTINGS_ENV] = settings.to_json()
+        return 0
+    del recognizer  # each worker loads its own
+    with worker_settings(settings, args.db_file) as handed:  # no secret in the workers' environment
+        os.environ[SETTINGS_ENV] = handed.to_json()
         uvicorn.run("ghostfacenets.serve:create_app", factory=True, workers=args.workers, **options)
     return 0
 
@@ -141,12 +145,28 @@ def _add_keys(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
     create = actions.add_parser("create", help="create a key (printed once; only its hash is stored)")
     _add_db(create)
-    create.add_argument("--role", required=True, choices=["admin", "identify"], help="admin writes; identify reads")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "identify"],
+        help="admin: everything; identify: detect, embed, verify, and identify learning only the match",
+    )
+    create.add_argument(
+        "--can",
+        type=_permissions,
+        default=(),
+        metavar="PERMISSIONS",
+        help="comma-separated permissions for an identify key: see-candidates (the closest subjects below the "
+        "threshold, and a lower threshold), list-subjects (subjects, their metadata and faces' records)",
+    )
     create.add_argument(
         "--gallery", metavar="NAME", help="the only gallery the key reaches (created if new; default: all)"
     )
     create.add_argument("--label", default="", help="a note for `keys list` (who or what uses the key)")
-    create.add_argument("--json", action="store_true", help="print JSON: id, key, role, gallery")
+    create.add_argument("--json", action="store_true", help="print JSON: id, key, role, gallery, permissions")
+    create.add_argument(
+        "--out", metavar="FILE", help="write the key to FILE (made readable by you only) instead of printing it"
+    )
     listing = actions.add_parser("list", help="every key (never the secrets)")
     _add_db(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -156,11 +176,29 @@ def _add_keys(p: argparse.ArgumentParser) -> None:
     revoke.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _permissions(text: str) -> tuple[str, ...]:
+    from ..gallery.base import GalleryError, check_permissions
+
+    try:
+        return check_permissions(p.strip() for p in text.split(",") if p.strip())
+    except GalleryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _scope(key: Any) -> str:
+    """Which galleries a key reaches, for people."""
+    if key.gallery_id is None:
+        return "every gallery"
+    return f"gallery {key.gallery}" if key.gallery is not None else f"gallery #{key.gallery_id} (deleted)"
+
+
 def _key_json(key: Any) -> dict[str, Any]:
     return {
         "id": key.id,
         "role": key.role,
         "gallery": key.gallery,
+        "gallery_id": key.gallery_id,
+        "permissions": list(key.permissions),
         "label": key.label,
         "created": key.created,
         "last_used": key.last_used,
@@ -169,20 +207,30 @@ def _key_json(key: Any) -> dict[str, Any]:
 
 
 def _run_keys(args: argparse.Namespace) -> int:
+    from ..errors import GhostFaceNetsError
+    from ..files import atomic_write
     from ..gallery import open_store
 
     with open_store(args.db) as store:
         if args.action == "create":
+            if args.can and args.role == "admin":
+                raise GhostFaceNetsError("an admin key may do everything already; --can is for identify keys")
             if args.gallery:  # a key for a gallery to be filled through the API
                 store.create_gallery(args.gallery, exist_ok=True)
-            key, secret = store.create_key(args.role, args.gallery, args.label)
+            key, secret = store.create_key(args.role, args.gallery, args.label, args.can)
+            if args.out:
+                with atomic_write(args.out, "w") as f:  # 0600
+                    f.write(secret + "\n")
+            record = {"id": key.id, "role": key.role, "gallery": key.gallery, "permissions": list(key.permissions)}
             if args.json:
-                print_json({"id": key.id, "key": secret, "role": key.role, "gallery": key.gallery})
+                print_json(record if args.out else {**record, "key": secret})
             else:
-                scope = f"gallery {key.gallery}" if key.gallery else "every gallery"
-                print(secret)
+                if not args.out:
+                    print(secret)
+                can = f", can {', '.join(key.permissions)}" if key.permissions else ""
+                where = f"written to {args.out}" if args.out else "shown only now"
                 print(
-                    f"key {key.id}: {key.role}, {scope}. It is shown only now; keep it secret "
+                    f"key {key.id}: {key.role}, {_scope(key)}{can}. It is {where}; keep it secret "
                     "(send it as Authorization: Bearer KEY).",
                     file=sys.stderr,
                 )
@@ -196,21 +244,22 @@ def _run_keys(args: argparse.Namespace) -> int:
                         (
                             k.id,
                             k.role,
-                            k.gallery or "(all)",
+                            _scope(k),
+                            ",".join(k.permissions) or "-",
                             "revoked" if k.revoked else "live",
                             k.last_used or "-",
                             k.label,
                         )
                         for k in keys
                     ],
-                    ("id", "role", "gallery", "state", "last used", "label"),
+                    ("id", "role", "reaches", "can", "state", "last used", "label"),
                 )
         else:
             key = store.revoke_key(args.id)
             if args.json:
                 print_json(_key_json(key))
             else:
-                print(f"revoked key {key.id} ({key.role}, {key.gallery or 'every gallery'})")
+                print(f"revoked key {key.id} ({key.role}, {_scope(key)})")
     return 0
 
 

@@ -26,15 +26,21 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import GhostFaceNetsError
 
+if TYPE_CHECKING:
+    from .audit import AuditEvent
+
 DEFAULT_GALLERY = "default"
 ROLES = ("admin", "identify")
 Role = Literal["admin", "identify"]
+# What a key may do beyond its role's routes (admin keys may do all of it): see the candidates below the threshold
+# (and lower it) when identifying; list a gallery's subjects with their metadata and their faces' records.
+PERMISSIONS = ("see-candidates", "list-subjects")
 MAX_METADATA_BYTES = 65_536  # a subject's metadata, as JSON
 GALLERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # galleries appear in URLs and file names
 
@@ -53,6 +59,10 @@ class ConflictError(GalleryError):
 
 class ModelMismatchError(GalleryError):
     """Embeddings of another model (weights, size or flip) than the gallery's."""
+
+
+class UnavailableError(GalleryError):
+    """The database cannot be reached now (down, restarting, unreachable): nothing was done; try again later."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,9 @@ class ExportedFace:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key's record (never its secret). ``gallery`` None: every gallery."""
+    """An API key's record (never its secret). ``gallery_id`` None: every gallery; otherwise the one gallery the key
+    reaches, by id, and ``gallery`` its name (None once the gallery is gone: such a key reaches nothing).
+    ``permissions``: some of :data:`PERMISSIONS` (an admin key has all of them)."""
 
     id: int
     role: Role
@@ -176,6 +188,16 @@ class ApiKey:
     created: str
     last_used: str | None
     revoked: bool
+    gallery_id: int | None = None
+    permissions: tuple[str, ...] = ()
+
+    def can(self, permission: str) -> bool:
+        """Whether the key has ``permission`` (one of :data:`PERMISSIONS`)."""
+        return self.role == "admin" or permission in self.permissions
+
+    def reaches(self, gallery: str) -> bool:
+        """Whether the key may use the gallery named ``gallery`` (as it is now)."""
+        return self.gallery_id is None or (self.gallery is not None and self.gallery == gallery)
 
 
 @runtime_checkable
@@ -265,7 +287,9 @@ class GalleryStore(Protocol):
         ...
 
     # -------------------------------------------------------------------------------------------- API keys
-    def create_key(self, role: Role, gallery: str | None = None, label: str = "") -> tuple[ApiKey, str]:
+    def create_key(
+        self, role: Role, gallery: str | None = None, label: str = "", permissions: Iterable[str] = ()
+    ) -> tuple[ApiKey, str]:
         """A new key: its record and its secret (shown once; only its hash is stored)."""
         ...
 
@@ -274,7 +298,14 @@ class GalleryStore(Protocol):
     def revoke_key(self, key_id: int) -> ApiKey: ...
 
     def authenticate(self, secret: str) -> ApiKey | None:
-        """The live key with this secret (and its last use recorded), else None."""
+        """The live key with this secret (and its last use recorded), else None; None too for a key made for a
+        gallery that no longer exists."""
+        ...
+
+    # -------------------------------------------------------------------------------------------- audit trail
+    def audit(self, gallery: str | None = None, since: str | None = None, limit: int | None = None) -> list[AuditEvent]:
+        """The recorded changes (:mod:`.audit`), oldest first: of one gallery, from an ISO 8601 time, the last
+        ``limit``."""
         ...
 
     # -------------------------------------------------------------------------------------------- housekeeping
@@ -379,6 +410,24 @@ def check_role(role: str) -> Role:
     if role not in ROLES:
         raise GalleryError(f"role {role!r} is not one of {', '.join(ROLES)}")
     return role  # type: ignore[return-value]
+
+
+def check_permissions(permissions: Iterable[str]) -> tuple[str, ...]:
+    """Known permissions, sorted, each once."""
+    chosen = set(permissions)
+    unknown = sorted(chosen - set(PERMISSIONS))
+    if unknown:
+        raise GalleryError(f"unknown permission(s) {', '.join(unknown)}; known: {', '.join(PERMISSIONS)}")
+    return tuple(sorted(chosen))
+
+
+def permissions_text(permissions: Iterable[str]) -> str:
+    """Permissions as stored: comma-separated."""
+    return ",".join(permissions)
+
+
+def permissions_of(text: str | None) -> tuple[str, ...]:
+    return tuple(p for p in (text or "").split(",") if p)
 
 
 def new_secret() -> tuple[str, str]:

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .images import BodyLimit
 from .problems import install_handlers
-from .routes import faces, galleries, health, people
+from .routes import embeddings, faces, galleries, health, people, web
 from .settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -37,6 +37,14 @@ _PAGE_CSP = (
     b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+# The page and the browser module's files (its WebAssembly runtime, whose threads are workers with their own CSP)
+# compile WebAssembly, and run threads only when cross-origin isolated; nothing else gets either.
+_WASM_PATHS = ("/web/",)
+_WASM_CSP = _PAGE_CSP.replace(b"script-src 'self'", b"script-src 'self' 'wasm-unsafe-eval'")
+_ISOLATION_HEADERS = [
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"require-corp"),
+]
 # The API docs page (Swagger UI at /docs) loads its files from this process (fastapi-offline carries them), so it
 # works without the internet; it starts with an inline script, so it gets no strict CSP. ReDoc is left out: its
 # page fetches a logo from a CDN.
@@ -54,11 +62,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         strict = not scope["path"].startswith(_DOCS_PATHS)
+        wasm = scope["path"] == "/" or scope["path"].startswith(_WASM_PATHS)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", [])) + _SECURITY_HEADERS
-                if strict:
+                if wasm:
+                    headers += [(b"content-security-policy", _WASM_CSP), *_ISOLATION_HEADERS]
+                elif strict:
                     headers.append((b"content-security-policy", _PAGE_CSP))
                 message["headers"] = headers
             await send(message)
@@ -85,7 +96,7 @@ def create_app(
 
         loaded = recognizer if recognizer is not None else await anyio.to_thread.run_sync(load_recognizer, chosen)
         await anyio.to_thread.run_sync(_warm_up, loaded)
-        store = await anyio.to_thread.run_sync(open_gallery_store, chosen.db)
+        store = await anyio.to_thread.run_sync(open_gallery_store, chosen.database())
         try:
             async with FaceService(chosen, loaded, store) as service:
                 app.state.service = service
@@ -114,7 +125,9 @@ def create_app(
     app.include_router(health.router)
     app.include_router(faces.router)
     app.include_router(galleries.router)
+    app.include_router(embeddings.router)
     app.include_router(people.router)
+    app.include_router(web.router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.images import ImageError
 from ..errors import GhostFaceNetsError
-from ..gallery.base import ConflictError, GalleryError, ModelMismatchError, NotFoundError
+from ..gallery.base import ConflictError, GalleryError, ModelMismatchError, NotFoundError, UnavailableError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("ghostfacenets.serve")
@@ -27,6 +27,7 @@ CODES: dict[str, tuple[int, str]] = {
     "MULTIPLE_FACES": (422, "More than one face"),
     "NOT_FOUND": (404, "Not found"),
     "CONFLICT": (409, "Conflict"),
+    "MODEL_MISMATCH": (409, "Embeddings of another model"),
     "UNAUTHORIZED": (401, "Missing or unknown API key"),
     "FORBIDDEN": (403, "Not allowed for this API key"),
     "VALIDATION": (422, "Invalid request"),
@@ -82,7 +83,11 @@ def as_api_error(exc: GhostFaceNetsError, store_location: str | None = None) -> 
 
     detail = str(exc)
     prefix = f"{store_location}: " if store_location else None
-    if isinstance(exc, NotFoundError):
+    headers = None
+    if isinstance(exc, UnavailableError):  # the database is down or busy: at once, not after a long wait
+        code, headers = "UNAVAILABLE", {"Retry-After": str(RETRY_AFTER_S)}
+        log.warning("gallery database unavailable: %s", detail)
+    elif isinstance(exc, NotFoundError):
         code = "NOT_FOUND"
     elif isinstance(exc, (ConflictError, ModelMismatchError)):
         code = "CONFLICT"
@@ -95,7 +100,7 @@ def as_api_error(exc: GhostFaceNetsError, store_location: str | None = None) -> 
         log.error("gallery database error: %s", detail)
     else:
         code = "VALIDATION"  # ThresholdError, GalleryError for bad names, metadata, ...
-    return ApiError(code, detail.removeprefix(prefix) if prefix else detail)
+    return ApiError(code, detail.removeprefix(prefix) if prefix else detail, headers=headers)
 
 
 _HTTP_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE"}
@@ -121,7 +126,7 @@ def install_handlers(app: FastAPI) -> None:
     async def _package_error(request: Request, exc: GhostFaceNetsError) -> JSONResponse:
         service = getattr(request.app.state, "service", None)
         error = as_api_error(exc, service.store.location if service is not None else None)
-        return problem_response(error.code, error.detail, error.status)
+        return problem_response(error.code, error.detail, error.status, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,13 +2,19 @@
 
 ``ghostfacenets serve`` hands the settings to each uvicorn worker process in the environment variable
 :data:`SETTINGS_ENV` (JSON), so that every worker builds the same app with :func:`~ghostfacenets.serve.create_app`.
+No secret goes there (:func:`worker_settings`): a database password reaches the workers in a file only they read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import GhostFaceNetsError
@@ -33,6 +39,7 @@ class ServiceSettings:
 
     model: str = DEFAULT_MODEL
     db: str = DEFAULT_DB
+    db_file: str | None = None  # read the database from this file instead (gallery.stores.read_db_file)
     backend: str = "auto"
     device: str | None = None
     flip: bool = True
@@ -83,6 +90,12 @@ class ServiceSettings:
         if unknown or not self.image_formats:
             raise GhostFaceNetsError(f"image formats must be some of {', '.join(IMAGE_FORMATS)}, got {unknown}")
 
+    def database(self) -> str:
+        """The gallery database: ``db``, or the content of ``db_file``."""
+        from ..gallery.stores import read_db_file
+
+        return read_db_file(self.db_file) if self.db_file else self.db
+
     def with_changes(self, **changes: Any) -> ServiceSettings:
         """A copy with some settings changed (unknown names are refused)."""
         known = {f.name for f in fields(self)}
@@ -105,3 +118,47 @@ class ServiceSettings:
         """The settings ``ghostfacenets serve`` put in :data:`SETTINGS_ENV`, else the defaults."""
         text = os.environ.get(SETTINGS_ENV)
         return cls.from_json(text) if text else cls()
+
+
+@contextlib.contextmanager
+def worker_settings(settings: ServiceSettings, db_file: str | None = None) -> Iterator[ServiceSettings]:
+    """The settings to hand to worker processes, without any secret of the database: when its connection string
+    holds one (or ``PGPASSWORD`` does), the workers read the database from ``db_file`` (the user's ``--db-file``)
+    or from a file of this process's own, readable by its user only and removed when the block ends.
+    ``PGPASSWORD`` and ``GHOSTFACENETS_DB`` leave the environment the workers inherit meanwhile."""
+    from ..files import atomic_write
+    from ..gallery.stores import DB_ENV, is_postgres_url, redact_url, secrets_in
+
+    db = settings.database()
+    removed = {name: os.environ.pop(name) for name in ("PGPASSWORD", DB_ENV) if name in os.environ}
+    password = removed.get("PGPASSWORD") if is_postgres_url(db) else None
+    if password:
+        db = _with_password(db, password)
+    folder = None
+    try:
+        if db_file is not None and not password:
+            yield settings.with_changes(db=redact_url(db), db_file=db_file)
+        elif secrets_in(db):
+            folder = Path(tempfile.mkdtemp(prefix="ghostfacenets-serve-"))  # 0700
+            with atomic_write(folder / "db", "w") as f:  # 0600
+                f.write(db + "\n")
+            yield settings.with_changes(db=redact_url(db), db_file=str(folder / "db"))
+        else:
+            yield settings.with_changes(db=db, db_file=None)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        os.environ.update(removed)
+
+
+def _with_password(db: str, password: str) -> str:
+    """``db`` as a key=value string with ``password`` in it, unless it holds a password already (which libpq
+    prefers to ``PGPASSWORD``)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from ..gallery.postgres import split_options
+
+    conninfo, ours = split_options(db)
+    if "password" not in conninfo_to_dict(conninfo):
+        conninfo = make_conninfo(conninfo, password=password)
+    return " ".join([make_conninfo(conninfo), *(f"{key}={value}" for key, value in ours.items())])

@@ -13,8 +13,8 @@ from .connection import Connected
 class BulkMixin(Connected):
     """The inserts of an enrolment: subjects in one statement, faces and crops by binary COPY."""
 
-    def _subject_ids(self, db: Any, gallery_id: int, wanted: list[tuple[str, str]]) -> dict[str, int]:
-        """Subject name -> id, the new ones (with their metadata) inserted in one batch."""
+    def _subject_ids(self, db: Any, gallery_id: int, wanted: list[tuple[str, str]]) -> tuple[dict[str, int], int]:
+        """Subject name -> id, the new ones (with their metadata) inserted in one batch; and how many were new."""
         names = [name for name, _ in wanted]
         ids = dict(
             db.execute(
@@ -30,7 +30,7 @@ class BulkMixin(Connected):
             ).fetchall()
             ids.update((name, int(subject_id)) for name, subject_id in rows)
             self._count(db, gallery_id, subjects=len(new))
-        return ids
+        return ids, len(new)
 
     def _insert_faces(
         self, db: Any, gallery_id: int, model_id: int, dim: int, plans: list[tuple[int, list[Any], list[str]]]

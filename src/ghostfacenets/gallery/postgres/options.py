@@ -7,6 +7,7 @@ import urllib.parse
 from typing import Any
 
 from ..base import GalleryError
+from ..stores import DSN_PAIR, POSTGRES_SCHEMES, unsplit_url
 
 DEFAULTS: dict[str, Any] = {
     "ef_search": 100,
@@ -24,12 +25,17 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def split_options(url: str) -> tuple[str, dict[str, str]]:
-    """The connection URL without this store's own query parameters, and those parameters."""
+    """The connection string without this store's own parameters (URL query parameters, or ``key=value`` pairs of a
+    libpq string), and those parameters."""
+    if not url.lower().startswith(POSTGRES_SCHEMES):
+        ours = {m.group(1): m.group(3).strip("'") for m in DSN_PAIR.finditer(url) if m.group(1) in DEFAULTS}
+        others = DSN_PAIR.sub(lambda m: "" if m.group(1) in DEFAULTS else m.group(0), url)
+        return " ".join(others.split()) if "'" not in others else others.strip(), ours
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in DEFAULTS}
     rest = [(k, v) for k, v in query if k not in DEFAULTS]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest))), ours
+    return unsplit_url(parts._replace(query=urllib.parse.urlencode(rest))), ours
 
 
 def check_option(name: str, value: Any) -> Any:

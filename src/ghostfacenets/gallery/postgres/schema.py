@@ -8,7 +8,7 @@ from typing import Any
 from ..base import GalleryError
 from .index import _MIGRATION_LOCK, PREPARED_DIM, IndexMixin
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 # Migration n brings the schema from version n - 1 to n; {vector_type} is the embedding column's type.
@@ -71,12 +71,30 @@ CREATE TABLE api_keys (
     revoked timestamptz
 )
 """,
+    # Keys' permissions (base.PERMISSIONS; keys made before have none) and the audit trail (gallery.audit: no
+    # foreign keys, its events outlive what they describe).
+    2: """
+ALTER TABLE api_keys ADD COLUMN permissions text NOT NULL DEFAULT '';
+CREATE TABLE audit (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL,
+    key_id bigint,
+    via text NOT NULL,
+    action text NOT NULL,
+    gallery text,
+    subject_id bigint,
+    detail jsonb NOT NULL
+);
+CREATE INDEX audit_gallery ON audit (gallery);
+CREATE INDEX audit_at ON audit (at)
+""",
     # People (gallery.people): photos, people, "not this person" and grouping settings. An unlabelled face is a row
     # of faces with its photo and no subject until its person is named (the faces of one photo share its key in
     # image_sha256, which stays unique among enrolled faces only); its grouping state lives in people_faces, a narrow
     # table of its own: placing faces updates those rows, never faces' (whose every new row version would also
     # enter the HNSW index).
-    2: """
+    3: """
 CREATE TABLE photos (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,

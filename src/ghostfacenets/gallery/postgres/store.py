@@ -3,12 +3,14 @@ keys; schema, index, bulk loading and search come from their own modules."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .. import base
+from .. import audit, base
+from ..audit import AuditEvent
 from ..base import (
     KEY_USE_RESOLUTION_S,
     ApiKey,
@@ -25,11 +27,12 @@ from ..base import (
     StoredFace,
     Subject,
 )
-from ..stores import redact_url
+from ..stores import hide_in_logs, redact_url
 from .bulk import BulkMixin
+from .connection import Health
 from .options import CONNECT_TIMEOUT_S, DEFAULTS, POOL_TIMEOUT_S, check_option, split_options
 from .people import PeopleMixin
-from .rows import FACE_COLUMNS, KEY_COLUMNS, SUBJECT_COLUMNS, to_face, to_iso, to_key, to_model, to_subject
+from .rows import FACE_COLUMNS, KEYS, SUBJECT_COLUMNS, to_face, to_iso, to_key, to_model, to_subject
 from .schema import SchemaMixin
 from .search import SearchMixin
 
@@ -56,10 +59,12 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             raise GalleryError(f"unknown PostgreSQL option(s) {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
         settings = {**DEFAULTS, **url_options, **{k: v for k, v in options.items() if v is not None}}
         self.options = {name: check_option(name, value) for name, value in settings.items()}
-        self.location = redact_url(conninfo)
+        self._conninfo, self.location = conninfo, redact_url(conninfo)
+        hide_in_logs(conninfo)
         self.schema = self.options["schema"]
         self.ef_search = self.options["ef_search"]
         self.exact_limit = self.options["exact_limit"]
+        self._health, self._closed = Health(), False
         requested_type = "vector_type" in url_options or options.get("vector_type") is not None
         try:
             with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as db:
@@ -73,16 +78,8 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             db.execute("SET TIME ZONE 'UTC'")
             register_vector(db)
 
-        self._conninfo, self._configure = conninfo, configure
-        self._pool = psycopg_pool.ConnectionPool(
-            conninfo,
-            min_size=1,
-            max_size=self.options["pool_size"],
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            configure=configure,
-            timeout=POOL_TIMEOUT_S,
-            open=False,
-        )
+        self._configure = configure
+        self._pool = self._new_pool()
         try:
             self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
         except psycopg_pool.PoolTimeout:
@@ -90,6 +87,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             raise GalleryError(f"{self.location}: no connection within {POOL_TIMEOUT_S} s") from None
 
     def close(self) -> None:
+        self._closed = True
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:
@@ -142,6 +140,8 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             ).fetchone()
             if created is None and not exist_ok:
                 raise ConflictError(f"{self.location}: a gallery named {name!r} exists already")
+            if created is not None:
+                self._record(db, audit.GALLERY_CREATE, name)
             return self._info(db, "WHERE g.name = %s", (name,))[0]
 
     def galleries(self) -> list[GalleryInfo]:
@@ -156,7 +156,9 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
     def delete_gallery(self, name: str) -> None:
         with self._transaction() as db:
             gallery_id, _, _ = self._gallery_row(db, name, lock=True)
+            info = self._info(db, "WHERE g.id = %s", (gallery_id,))[0]
             db.execute("DELETE FROM galleries WHERE id = %s", (gallery_id,))
+            self._record(db, audit.GALLERY_DELETE, name, detail={"subjects": info.subjects, "faces": info.faces})
 
     # ------------------------------------------------------------------------------------------------ subjects
     def add_subject(self, gallery: str, name: str, metadata: Mapping[str, Any] | None = None) -> Subject:
@@ -164,6 +166,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
         with self._transaction() as db:
             gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
             subject_id = self._insert_subject(db, gallery_id, gallery, name, text)
+            self._record(db, audit.SUBJECT_CREATE, gallery, subject_id)
             return self._subject_row(db, gallery_id, gallery, subject_id)
 
     def _insert_subject(self, db: Any, gallery_id: int, gallery: str, name: str, metadata: str) -> int:
@@ -224,6 +227,8 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             if text is not None:
                 db.execute("UPDATE subjects SET metadata = %s::jsonb WHERE id = %s", (text, subject_id))
             db.execute("UPDATE subjects SET updated = now() WHERE id = %s", (subject_id,))
+            changed = [field for field, value in (("name", new_name), ("metadata", text)) if value is not None]
+            self._record(db, audit.SUBJECT_UPDATE, gallery, subject_id, {"changed": changed})
             return self._subject_row(db, gallery_id, gallery, subject_id)
 
     def delete_subject(self, gallery: str, subject_id: int) -> int:
@@ -237,6 +242,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             ).fetchone()
             db.execute("DELETE FROM subjects WHERE id = %s", (subject_id,))
             self._count(db, gallery_id, subjects=-1, faces=-faces, crops=-crops)
+            self._record(db, audit.SUBJECT_DELETE, gallery, subject_id, {"faces": int(faces)})
             return int(faces)
 
     # ------------------------------------------------------------------------------------------------ faces
@@ -261,7 +267,11 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
         ]
         with self._transaction() as db:
             if create_gallery:
-                db.execute("INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (gallery,))
+                made = db.execute(
+                    "INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING RETURNING id", (gallery,)
+                ).fetchone()
+                if made is not None:
+                    self._record(db, audit.GALLERY_CREATE, gallery)
             gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
             base.check_model(gallery, stored, model)
             model_id = self._bind(db, gallery_id, model) if stored is None else self._model_id(db, model)
@@ -274,7 +284,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
                     (gallery_id, images),
                 )
             }
-            subject_ids = self._subject_ids(db, gallery_id, [(name, metadata) for name, metadata, _ in checked])
+            subject_ids, new_subjects = self._subject_ids(db, gallery_id, [(n, m) for n, m, _ in checked])
             plans = []
             for enrolment, (name, _, vectors) in zip(enrolments, checked):
                 subject_id = subject_ids[name]
@@ -297,6 +307,11 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             self._count(db, gallery_id, faces=sum(len(ids) for ids in added_ids), crops=crops)
             changed = [subject_id for (subject_id, _, _), ids in zip(plans, added_ids) if ids]
             db.execute("UPDATE subjects SET updated = now() WHERE id = ANY(%s)", (changed,))
+            summary = audit.enrolment_detail(
+                [(s, len(ids), len(k)) for (s, _, k), ids in zip(plans, added_ids)], new_subjects
+            )
+            if summary is not None:
+                self._record(db, audit.FACES_ADD, gallery, *summary)
             rows = db.execute(
                 f"SELECT {SUBJECT_COLUMNS} FROM subjects s JOIN galleries g ON g.id = s.gallery_id "
                 "WHERE s.id = ANY(%s)",
@@ -341,15 +356,16 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
             gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
             row = db.execute(
                 "DELETE FROM faces f WHERE f.id = %s AND f.gallery_id = %s "
-                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), "
+                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.subject_id, "
                 "(SELECT pf.person_id FROM people_faces pf WHERE pf.face_id = f.id)",
                 (face_id, gallery_id),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{self.location}: no face {face_id} in gallery {gallery!r}")
             self._count(db, gallery_id, faces=-1, crops=-int(row[0]))
-            if row[1] is not None:
-                self._refresh_people(db, gallery_id, [row[1]])
+            if row[2] is not None:
+                self._refresh_people(db, gallery_id, [row[2]])
+            self._record(db, audit.FACE_DELETE, gallery, row[1], {"face": face_id})
 
     def enrolled_images(self, gallery: str) -> dict[str, str]:
         with self._transaction() as db:
@@ -411,59 +427,79 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
                     [(v, model.dim, model_id, i) for i, v in vectors.items()],
                 )
             self._refresh_people(db, gallery_id)
+            self._record(db, audit.GALLERY_REEMBED, gallery, detail={"faces": len(vectors), "model": model.describe()})
 
     # ------------------------------------------------------------------------------------------------ API keys
     def _key_row(self, db: Any, key_id: int) -> ApiKey:
-        row = db.execute(
-            f"SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id WHERE k.id = %s",
-            (key_id,),
-        ).fetchone()
+        row = db.execute(f"{KEYS} WHERE k.id = %s", (key_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"{self.location}: no API key {key_id}")
         return to_key(row)
 
-    def create_key(self, role: Role, gallery: str | None = None, label: str = "") -> tuple[ApiKey, str]:
+    def create_key(
+        self, role: Role, gallery: str | None = None, label: str = "", permissions: Iterable[str] = ()
+    ) -> tuple[ApiKey, str]:
         role = base.check_role(role)
         label = base.check_label(label)
+        allowed = base.check_permissions(permissions)
         secret, digest = base.new_secret()
         with self._transaction() as db:
             gallery_id = self._gallery_row(db, gallery)[0] if gallery is not None else None
             row = db.execute(
-                "INSERT INTO api_keys (secret_sha256, role, gallery_id, label) VALUES (%s, %s, %s, %s) RETURNING id",
-                (digest, role, gallery_id, label),
+                "INSERT INTO api_keys (secret_sha256, role, gallery_id, label, permissions) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (digest, role, gallery_id, label, base.permissions_text(allowed)),
             ).fetchone()
-            return self._key_row(db, int(row[0])), secret
+            key = self._key_row(db, int(row[0]))
+            self._record(db, audit.KEY_CREATE, gallery, detail=audit.key_detail(key))
+            return key, secret
 
     def keys(self) -> list[ApiKey]:
         with self._transaction() as db:
-            rows = db.execute(
-                f"SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id ORDER BY k.id"
-            ).fetchall()
-            return [to_key(r) for r in rows]
+            return [to_key(r) for r in db.execute(f"{KEYS} ORDER BY k.id").fetchall()]
 
     def revoke_key(self, key_id: int) -> ApiKey:
         with self._transaction() as db:
-            self._key_row(db, key_id)
+            before = self._key_row(db, key_id)
             db.execute("UPDATE api_keys SET revoked = now() WHERE id = %s AND revoked IS NULL", (key_id,))
+            if not before.revoked:
+                self._record(db, audit.KEY_REVOKE, before.gallery, detail={"key": key_id})
             return self._key_row(db, key_id)
 
     def authenticate(self, secret: str) -> ApiKey | None:
         digest = base.hash_secret(secret)
         with self._transaction() as db:
-            row = db.execute(
-                f"SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id "
-                "WHERE k.secret_sha256 = %s AND k.revoked IS NULL",
-                (digest,),
-            ).fetchone()
+            row = db.execute(f"{KEYS} WHERE k.secret_sha256 = %s AND k.revoked IS NULL", (digest,)).fetchone()
             if row is None:
                 return None
+            key = to_key(row)
+            if key.gallery_id is not None and key.gallery is None:
+                return None  # its gallery is gone (deleted without the cascade): the key reaches nothing
             used = db.execute(  # at most once a minute, so that authenticating stays (nearly always) a read
                 "UPDATE api_keys SET last_used = now() WHERE id = %s AND "
                 f"(last_used IS NULL OR last_used < now() - interval '{KEY_USE_RESOLUTION_S} seconds') "
                 "RETURNING last_used",
-                (row[0],),
+                (key.id,),
             ).fetchone()
-            key = to_key(row)
-            if used is not None:
-                key = ApiKey(key.id, key.role, key.gallery, key.label, key.created, to_iso(used[0]), key.revoked)
-            return key
+            return dataclasses.replace(key, last_used=to_iso(used[0])) if used is not None else key
+
+    # ------------------------------------------------------------------------------------------------ audit trail
+    def _record(
+        self, db: Any, action: str, gallery: str | None, subject_id: int | None = None, detail: Any = None
+    ) -> None:
+        """Record a change in the audit trail, in the transaction that makes it."""
+        actor = audit.current_actor()
+        db.execute(
+            "INSERT INTO audit (actor, key_id, via, action, gallery, subject_id, detail) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)",
+            (actor.name, actor.key_id, actor.via, action, gallery, subject_id, audit.detail_json(detail)),
+        )
+
+    def audit(self, gallery: str | None = None, since: str | None = None, limit: int | None = None) -> list[AuditEvent]:
+        where, params = audit.event_filter(gallery, since, "%s")
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT * FROM (SELECT {audit.COLUMNS} FROM audit {where} ORDER BY id DESC LIMIT %s) AS e ORDER BY id",
+                (*params, limit),
+            ).fetchall()
+        return [audit.event(row, to_iso(row[1]) or "") for row in rows]

@@ -12,6 +12,7 @@ from .. import base
 from ..base import GalleryError, ModelId, NotFoundError
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before "database is locked"
+ERASE_WAIT_S = 2.0  # how long emptying the WAL after a deletion waits for readers (else: after the next write)
 
 
 class Connected:
@@ -23,6 +24,7 @@ class Connected:
     _connections: list[sqlite3.Connection]
     _lock: threading.Lock  # guards the connection list and the matrix cache
     _closed: bool
+    _erasure_pending: bool  # a deletion's old pages may still be in the WAL
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection."""
@@ -39,9 +41,10 @@ class Connected:
         return db
 
     @contextlib.contextmanager
-    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, write: bool, erase: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction on this thread's connection (IMMEDIATE for writes: the write lock is taken up front, so
-        what is read inside stays true until the commit); SQLite failures become one-line GalleryErrors."""
+        what is read inside stays true until the commit); SQLite failures become one-line GalleryErrors. ``erase``:
+        the transaction deletes or overwrites personal data, which must then leave the WAL too (:meth:`_empty_wal`)."""
         db = self._db()
         try:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -56,6 +59,22 @@ class Connected:
             if isinstance(exc, sqlite3.Error):
                 raise GalleryError(f"{self.path}: {exc}") from None
             raise
+        if write and (erase or self._erasure_pending):
+            self._empty_wal(db)
+
+    def _empty_wal(self, db: sqlite3.Connection) -> None:
+        """Copy the WAL into the database file and truncate it to nothing. With ``secure_delete`` a deletion zeroes
+        the rows in the pages it writes, but the WAL still holds older images of those pages, with what was
+        deleted in them, until a checkpoint; so after a deletion the WAL is emptied at once. Readers of an older
+        snapshot (another process's long export) can hold it up: then it is done after a later write."""
+        db.execute(f"PRAGMA busy_timeout = {int(ERASE_WAIT_S * 1000)}")
+        try:
+            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error:
+            busy = 1
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._erasure_pending = bool(busy)
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import base
 from ..base import GalleryError, ModelId
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE models (
@@ -87,6 +87,24 @@ ALTER TABLE galleries ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX faces_gallery ON faces(gallery_id)
 """
 
+# v3 -> v4. Keys' permissions (base.PERMISSIONS; keys made before have none) and the audit trail (gallery.audit:
+# no foreign keys, its events outlive what they describe).
+_MIGRATE_V3 = """
+ALTER TABLE api_keys ADD COLUMN permissions TEXT NOT NULL DEFAULT '';
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    key_id INTEGER,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    gallery TEXT,
+    subject_id INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_gallery ON audit(gallery);
+CREATE INDEX audit_at ON audit(at)
+"""
 
 # The people step (unlabelled faces grouped into people: gallery.people). faces is rebuilt, as SQLite cannot drop
 # a column's NOT NULL or a table's UNIQUE constraint in place: an unlabelled face has no subject until its person is
@@ -153,7 +171,7 @@ CREATE TABLE people_settings (
 """
 
 # Version n -> n + 1. A new file is made at v3 (_SCHEMA), a v1 file converted to v3, then both go on from there.
-_STEPS = {2: _MIGRATE_V2, 3: _MIGRATE_PEOPLE}
+_STEPS = {2: _MIGRATE_V2, 3: _MIGRATE_V3, 4: _MIGRATE_PEOPLE}
 _BASE_VERSION = 3  # what _SCHEMA creates
 
 

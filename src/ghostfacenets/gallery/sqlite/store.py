@@ -3,17 +3,22 @@ the schema and the search cache come from their own modules."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import base
+from ...files import PRIVATE_MODE
+from .. import audit, base
+from ..audit import AuditEvent
 from ..base import (
     KEY_USE_RESOLUTION_S,
     ApiKey,
@@ -53,7 +58,12 @@ def _face(row: Sequence[Any]) -> StoredFace:
 
 
 def _key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6] is not None)
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6] is not None, row[7],
+                  base.permissions_of(row[8]))  # fmt: skip
+
+
+_KEY_COLUMNS = "k.id, k.role, g.name, k.label, k.created, k.last_used, k.revoked, k.gallery_id, k.permissions"
+_KEYS = f"SELECT {_KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id"
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -72,11 +82,15 @@ class SQLiteStore(SearchCache, PeopleMixin):
             raise NotFoundError(f"{self.path}: no such gallery file (enrol someone first to create it)")
         if not self.path.parent.is_dir():
             raise GalleryError(f"{self.path.parent}: no such folder")
+        if not self.path.exists():
+            with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()  # guards the connection list and the matrix cache
         self._matrices = OrderedDict()
         self._closed = False
+        self._erasure_pending = False
         try:
             migrate(self._db(), self.path)
         except sqlite3.DatabaseError as exc:
@@ -90,6 +104,9 @@ class SQLiteStore(SearchCache, PeopleMixin):
         with self._lock:
             connections, self._connections = self._connections, []
             self._matrices.clear()
+        if self._erasure_pending and connections:
+            with contextlib.suppress(sqlite3.Error):
+                self._empty_wal(connections[0])
         self._closed = True
         for db in connections:
             db.close()
@@ -155,6 +172,7 @@ class SQLiteStore(SearchCache, PeopleMixin):
                     raise ConflictError(f"{self.path}: a gallery named {name!r} exists already")
             else:
                 db.execute("INSERT INTO galleries (name, created) VALUES (?, ?)", (name, base.utc_now()))
+                self._record(db, audit.GALLERY_CREATE, name)
             return self._info(db, "WHERE g.name = ?", (name,))[0]
 
     def galleries(self) -> list[GalleryInfo]:
@@ -167,9 +185,11 @@ class SQLiteStore(SearchCache, PeopleMixin):
             return self._info(db, "WHERE g.name = ?", (name,))[0]
 
     def delete_gallery(self, name: str) -> None:
-        with self._transaction(write=True) as db:
+        with self._transaction(write=True, erase=True) as db:
             gallery_id, _ = self._gallery_row(db, name)
+            info = self._info(db, "WHERE g.id = ?", (gallery_id,))[0]
             db.execute("DELETE FROM galleries WHERE id = ?", (gallery_id,))
+            self._record(db, audit.GALLERY_DELETE, name, detail={"subjects": info.subjects, "faces": info.faces})
 
     # ------------------------------------------------------------------------------------------------ subjects
     def add_subject(self, gallery: str, name: str, metadata: Mapping[str, Any] | None = None) -> Subject:
@@ -177,6 +197,7 @@ class SQLiteStore(SearchCache, PeopleMixin):
         with self._transaction(write=True) as db:
             gallery_id, _ = self._gallery_row(db, gallery)
             subject_id = self._insert_subject(db, gallery_id, gallery, name, text)
+            self._record(db, audit.SUBJECT_CREATE, gallery, subject_id)
             return self._subject_row(db, gallery_id, gallery, subject_id)
 
     def _insert_subject(self, db: sqlite3.Connection, gallery_id: int, gallery: str, name: str, metadata: str) -> int:
@@ -222,7 +243,7 @@ class SQLiteStore(SearchCache, PeopleMixin):
     ) -> Subject:
         new_name = base.check_subject_name(name) if name is not None else None
         text = base.check_metadata(metadata) if metadata is not None else None
-        with self._transaction(write=True) as db:
+        with self._transaction(write=True, erase=True) as db:  # the old name or metadata must not linger
             gallery_id, _ = self._gallery_row(db, gallery)
             current = self._subject_row(db, gallery_id, gallery, subject_id)
             if new_name is not None and new_name != current.name:
@@ -235,14 +256,17 @@ class SQLiteStore(SearchCache, PeopleMixin):
             if text is not None:
                 db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (text, subject_id))
             db.execute("UPDATE subjects SET updated = ? WHERE id = ?", (base.utc_now(), subject_id))
+            changed = [field for field, value in (("name", new_name), ("metadata", text)) if value is not None]
+            self._record(db, audit.SUBJECT_UPDATE, gallery, subject_id, {"changed": changed})
             return self._subject_row(db, gallery_id, gallery, subject_id)
 
     def delete_subject(self, gallery: str, subject_id: int) -> int:
-        with self._transaction(write=True) as db:
+        with self._transaction(write=True, erase=True) as db:
             gallery_id, _ = self._gallery_row(db, gallery)
             subject = self._subject_row(db, gallery_id, gallery, subject_id)
             db.execute("DELETE FROM subjects WHERE id = ?", (subject_id,))
             self._touch(db, gallery_id, rewrite=True)
+            self._record(db, audit.SUBJECT_DELETE, gallery, subject_id, {"faces": subject.faces})
             return subject.faces
 
     # ------------------------------------------------------------------------------------------------ faces
@@ -267,17 +291,22 @@ class SQLiteStore(SearchCache, PeopleMixin):
         ]
         with self._transaction(write=True) as db:
             if create_gallery:
-                db.execute("INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now()))
+                made = db.execute(
+                    "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
+                )
+                if made.rowcount:
+                    self._record(db, audit.GALLERY_CREATE, gallery)
             gallery_id, stored = self._gallery_row(db, gallery)
             base.check_model(gallery, stored, model)
             model_id = self._model_id(db, model)
             if stored is None:
                 db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
-            results = []
+            results, new_subjects = [], 0
             for enrolment, (name, metadata, vectors) in zip(enrolments, checked):
                 row = db.execute("SELECT id FROM subjects WHERE gallery_id = ? AND name = ?", (gallery_id, name))
                 found = row.fetchone()
                 subject_id = found[0] if found else self._insert_subject(db, gallery_id, gallery, name, metadata)
+                new_subjects += found is None
                 added, skipped = [], []
                 for face, vector in zip(enrolment.faces, vectors):
                     owner = db.execute(
@@ -314,6 +343,7 @@ class SQLiteStore(SearchCache, PeopleMixin):
                     db.execute("UPDATE subjects SET updated = ? WHERE id = ?", (base.utc_now(), subject_id))
                 results.append((subject_id, added, skipped))
             self._touch(db, gallery_id)
+            self._record_enrolment(db, gallery, [(s, len(a), len(k)) for s, a, k in results], new_subjects)
             return [
                 Enrolled(self._subject_row(db, gallery_id, gallery, s), self._stored_faces(db, a), k)
                 for s, a, k in results
@@ -339,16 +369,17 @@ class SQLiteStore(SearchCache, PeopleMixin):
             return [_face(r) for r in rows]
 
     def delete_face(self, gallery: str, face_id: int) -> None:
-        with self._transaction(write=True) as db:
+        with self._transaction(write=True, erase=True) as db:
             gallery_id, _ = self._gallery_row(db, gallery)
             row = db.execute(
-                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING person_id", (face_id, gallery_id)
+                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING subject_id, person_id", (face_id, gallery_id)
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{self.path}: no face {face_id} in gallery {gallery!r}")
-            if row[0] is not None:
-                self._refresh_people(db, gallery_id, [row[0]])
+            if row[1] is not None:
+                self._refresh_people(db, gallery_id, [row[1]])
             self._touch(db, gallery_id, rewrite=True)
+            self._record(db, audit.FACE_DELETE, gallery, row[0], {"face": face_id})
 
     def enrolled_images(self, gallery: str) -> dict[str, str]:
         with self._transaction(write=False) as db:
@@ -405,58 +436,93 @@ class SQLiteStore(SearchCache, PeopleMixin):
             db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
             self._refresh_people(db, gallery_id)
             self._touch(db, gallery_id, rewrite=True)
+            self._record(db, audit.GALLERY_REEMBED, gallery, detail={"faces": len(vectors), "model": model.describe()})
 
     # ------------------------------------------------------------------------------------------------ API keys
-    _KEY_COLUMNS = "k.id, k.role, g.name, k.label, k.created, k.last_used, k.revoked"
-
     def _key_row(self, db: sqlite3.Connection, key_id: int) -> ApiKey:
-        row = db.execute(
-            f"SELECT {self._KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id WHERE k.id = ?",
-            (key_id,),
-        ).fetchone()
+        row = db.execute(f"{_KEYS} WHERE k.id = ?", (key_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"{self.path}: no API key {key_id}")
         return _key(row)
 
-    def create_key(self, role: Role, gallery: str | None = None, label: str = "") -> tuple[ApiKey, str]:
+    def create_key(
+        self, role: Role, gallery: str | None = None, label: str = "", permissions: Iterable[str] = ()
+    ) -> tuple[ApiKey, str]:
         role = base.check_role(role)
         label = base.check_label(label)
+        allowed = base.check_permissions(permissions)
         secret, digest = base.new_secret()
         with self._transaction(write=True) as db:
             gallery_id = self._gallery_row(db, gallery)[0] if gallery is not None else None
             cursor = db.execute(
-                "INSERT INTO api_keys (secret_sha256, role, gallery_id, label, created) VALUES (?, ?, ?, ?, ?)",
-                (digest, role, gallery_id, label, base.utc_now()),
+                "INSERT INTO api_keys (secret_sha256, role, gallery_id, label, created, permissions) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (digest, role, gallery_id, label, base.utc_now(), base.permissions_text(allowed)),
             )
-            return self._key_row(db, int(cursor.lastrowid or 0)), secret
+            key = self._key_row(db, int(cursor.lastrowid or 0))
+            self._record(db, audit.KEY_CREATE, gallery, detail=audit.key_detail(key))
+            return key, secret
 
     def keys(self) -> list[ApiKey]:
         with self._transaction(write=False) as db:
-            rows = db.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id ORDER BY k.id"
-            ).fetchall()
-            return [_key(r) for r in rows]
+            return [_key(r) for r in db.execute(f"{_KEYS} ORDER BY k.id").fetchall()]
 
     def revoke_key(self, key_id: int) -> ApiKey:
         with self._transaction(write=True) as db:
-            self._key_row(db, key_id)
+            before = self._key_row(db, key_id)
             db.execute("UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (base.utc_now(), key_id))
+            if not before.revoked:
+                self._record(db, audit.KEY_REVOKE, before.gallery, detail={"key": key_id})
             return self._key_row(db, key_id)
 
     def authenticate(self, secret: str) -> ApiKey | None:
         digest = base.hash_secret(secret)
         with self._transaction(write=False) as db:
-            row = db.execute(
-                f"SELECT {self._KEY_COLUMNS} FROM api_keys k LEFT JOIN galleries g ON g.id = k.gallery_id "
-                "WHERE k.secret_sha256 = ? AND k.revoked IS NULL",
-                (digest,),
-            ).fetchone()
+            row = db.execute(f"{_KEYS} WHERE k.secret_sha256 = ? AND k.revoked IS NULL", (digest,)).fetchone()
         if row is None:
             return None
         key = _key(row)
+        if key.gallery_id is not None and key.gallery is None:
+            return None  # its gallery is gone (deleted without the cascade): the key reaches nothing
         now = base.utc_now()
         if key.last_used is None or base.seconds_between(key.last_used, now) >= KEY_USE_RESOLUTION_S:
             with self._transaction(write=True) as db:
                 db.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (now, key.id))
-            key = ApiKey(key.id, key.role, key.gallery, key.label, key.created, now, key.revoked)
+            key = dataclasses.replace(key, last_used=now)
         return key
+
+    # ------------------------------------------------------------------------------------------------ audit trail
+    def _record(
+        self,
+        db: sqlite3.Connection,
+        action: str,
+        gallery: str | None,
+        subject_id: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a change in the audit trail, in the transaction that makes it."""
+        actor = audit.current_actor()
+        db.execute(
+            "INSERT INTO audit (at, actor, key_id, via, action, gallery, subject_id, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (base.utc_now(), actor.name, actor.key_id, actor.via, action, gallery, subject_id,
+             audit.detail_json(detail)),
+        )  # fmt: skip
+
+    def _record_enrolment(
+        self, db: sqlite3.Connection, gallery: str, results: Sequence[tuple[int, int, int]], new_subjects: int
+    ) -> None:
+        """One event for an enrolment of (subject id, faces added, faces skipped) per subject, if it changed
+        anything."""
+        summary = audit.enrolment_detail(results, new_subjects)
+        if summary is not None:
+            self._record(db, audit.FACES_ADD, gallery, *summary)
+
+    def audit(self, gallery: str | None = None, since: str | None = None, limit: int | None = None) -> list[AuditEvent]:
+        where, params = audit.event_filter(gallery, since, "?")
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                f"SELECT * FROM (SELECT {audit.COLUMNS} FROM audit {where} ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (*params, -1 if limit is None else limit),
+            ).fetchall()
+        return [audit.event(row, row[1]) for row in rows]

@@ -10,10 +10,12 @@ from pydantic import BaseModel, Field
 
 from ...data.images import encode_png
 from ...gallery.base import GALLERY_NAME as _GALLERY_NAME
-from ...gallery.base import MAX_METADATA_BYTES, GalleryInfo, NewFace, StoredFace, Subject
-from ..auth import Key, Reader, Service, Writer, check_admin, check_gallery
+from ...gallery.base import MAX_METADATA_BYTES, ApiKey, GalleryInfo, NewFace, StoredFace, Subject
+from ...pipeline.recognizer import Threshold
+from ..auth import Key, Reader, Service, SubjectReader, Writer, check_admin, check_gallery
 from ..images import openapi_body, read_images
 from ..problems import ApiError
+from ..service import FaceService
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
@@ -88,8 +90,8 @@ async def create_gallery(body: NewGallery, svc: Service, key: Key) -> dict[str, 
 
 @router.get("", summary="The galleries this key reaches")
 async def list_galleries(svc: Service, key: Key) -> dict[str, Any]:
-    if key.gallery is not None:
-        galleries = [await svc.in_thread(svc.store.gallery, key.gallery)]
+    if key.gallery_id is not None:
+        galleries = [await svc.in_thread(svc.store.gallery, key.gallery)] if key.gallery is not None else []
     else:
         galleries = await svc.in_thread(svc.store.galleries)
     return {"galleries": [gallery_json(g) for g in galleries]}
@@ -112,11 +114,11 @@ async def create_subject(gallery: GalleryName, body: NewSubject, svc: Service, k
     return subject_json(await svc.in_thread(svc.store.add_subject, gallery, body.name, body.metadata))
 
 
-@router.get("/{gallery}/subjects", summary="Subjects by id, a page at a time")
+@router.get("/{gallery}/subjects", summary="Subjects by id, a page at a time (permission list-subjects)")
 async def list_subjects(
     gallery: GalleryName,
     svc: Service,
-    key: Reader,
+    key: SubjectReader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
@@ -127,8 +129,8 @@ async def list_subjects(
     return {"subjects": [subject_json(s) for s in page], "next_cursor": page[-1].id if more else None}
 
 
-@router.get("/{gallery}/subjects/{subject_id}", summary="A subject")
-async def get_subject(gallery: GalleryName, subject_id: SubjectId, svc: Service, key: Reader) -> dict[str, Any]:
+@router.get("/{gallery}/subjects/{subject_id}", summary="A subject (permission list-subjects)")
+async def get_subject(gallery: GalleryName, subject_id: SubjectId, svc: Service, key: SubjectReader) -> dict[str, Any]:
     return subject_json(await svc.in_thread(svc.store.subject, gallery, subject_id))
 
 
@@ -194,8 +196,11 @@ async def add_faces(
     }
 
 
-@router.get("/{gallery}/subjects/{subject_id}/faces", summary="A subject's faces (no embeddings, no photos)")
-async def list_faces(gallery: GalleryName, subject_id: SubjectId, svc: Service, key: Reader) -> dict[str, Any]:
+@router.get(
+    "/{gallery}/subjects/{subject_id}/faces",
+    summary="A subject's faces (no embeddings, no photos; permission list-subjects)",
+)
+async def list_faces(gallery: GalleryName, subject_id: SubjectId, svc: Service, key: SubjectReader) -> dict[str, Any]:
     faces = await svc.in_thread(svc.store.faces, gallery, subject_id)
     return {"faces": [face_record_json(f) for f in faces]}
 
@@ -209,7 +214,7 @@ async def delete_face(gallery: GalleryName, face_id: FaceId, svc: Service, key: 
 # ---------------------------------------------------------------------------------------------------- identify
 @router.post(
     "/{gallery}/identify",
-    summary="Who is in a photo: every face with the gallery's closest subjects",
+    summary="Who is in a photo: every face and whom it matched (and the closest subjects, permission see-candidates)",
     openapi_extra=openapi_body("image"),
 )
 async def identify(
@@ -217,14 +222,21 @@ async def identify(
     gallery: GalleryName,
     svc: Service,
     key: Reader,
-    top_k: Annotated[int, Query(ge=1, le=100, description="candidates per face")] = 5,
+    top_k: Annotated[
+        int, Query(ge=1, le=100, description="candidates per face (keys with the see-candidates permission)")
+    ] = 5,
     threshold: Annotated[
-        float | None, Query(ge=-1.0, le=1.0, description="cosine threshold of a match (default: the service's)")
+        float | None,
+        Query(
+            ge=-1.0,
+            le=1.0,
+            description="cosine threshold of a match (default: the service's; lower only with see-candidates)",
+        ),
     ] = None,
     max_faces: Annotated[int | None, Query(ge=1, description="at most this many faces, largest first")] = None,
 ) -> dict[str, Any]:
     body = await read_images(request, ("image",), svc.settings)
-    chosen = svc.threshold(threshold)
+    chosen = allowed_threshold(svc, key, threshold)
     await svc.in_thread(svc.store.gallery, gallery)  # 404 before any work
     async with svc.admitted():
         image, faces, count = await svc.find_faces(body.one("image"), "image", max_faces)
@@ -232,22 +244,46 @@ async def identify(
     results = []
     if embedded:
         queries = np.stack([f.embedding for f in embedded if f.embedding is not None])
-        found = await svc.in_thread(svc.store.search, gallery, queries, svc.model_id, top_k)
-        for face, candidates in zip(embedded, found):
-            best = candidates[0] if candidates else None
-            results.append(
-                {
-                    **face.to_json(),
-                    "candidates": [
-                        {"subject_id": c.subject_id, "name": c.name, "similarity": round(c.similarity, 6)}
-                        for c in candidates
-                    ],
-                    "match": best.subject_id if best is not None and best.similarity > chosen.value else None,
-                }
-            )
+        found = await visible_matches(svc, key, gallery, queries, top_k, chosen)
+        results = [{**face.to_json(), **matches} for face, matches in zip(embedded, found)]
     return {
         "image": image.size,
         "faces": results,
         "faces_in_image": count,
         "threshold": {"value": chosen.value, "source": chosen.source},
     }
+
+
+def allowed_threshold(svc: FaceService, key: ApiKey, threshold: float | None) -> Threshold:
+    """The threshold of an identification: a key without see-candidates may raise it, not lower it (403)."""
+    chosen = svc.threshold(threshold)
+    if not key.can("see-candidates") and chosen.value < svc.threshold().value:
+        raise ApiError(
+            "FORBIDDEN",
+            f"this API key may not lower the threshold below the service's ({svc.threshold().value:.4f}); a key "
+            "with the see-candidates permission may",
+        )
+    return chosen
+
+
+async def visible_matches(
+    svc: FaceService, key: ApiKey, gallery: str, queries: np.ndarray, top_k: int, chosen: Threshold
+) -> list[dict[str, Any]]:
+    """For each query, ``candidates`` and ``match`` as the key may see them: every candidate with see-candidates,
+    else only whom the face matched (above the threshold)."""
+    seen = key.can("see-candidates")
+    found = await svc.in_thread(svc.store.search, gallery, queries, svc.model_id, top_k if seen else 1)
+    results = []
+    for candidates in found:
+        best = candidates[0] if candidates else None
+        match = best if best is not None and best.similarity > chosen.value else None
+        shown = candidates if seen else [match] if match is not None else []
+        results.append(
+            {
+                "candidates": [
+                    {"subject_id": c.subject_id, "name": c.name, "similarity": round(c.similarity, 6)} for c in shown
+                ],
+                "match": match.subject_id if match is not None else None,
+            }
+        )
+    return results

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..auth import Key, Service
-from ..problems import problem_response
+from ..problems import RETRY_AFTER_S, problem_response
 
 router = APIRouter(tags=["health"])
 
@@ -20,14 +20,16 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="The model is loaded and the database answers", response_model=None)
 async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+    """A status and nothing more: the route needs no key, so it names neither the model nor the database."""
     svc = getattr(request.app.state, "service", None)
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if svc is None:
-        return problem_response("UNAVAILABLE", "the model is still loading")
+        return problem_response("UNAVAILABLE", "not ready: the model is loading", headers=retry)
     try:
         await svc.in_thread(svc.store.ping)
     except Exception:  # any failure to answer means not ready; the reason stays in the server
-        return problem_response("UNAVAILABLE", f"the gallery database ({svc.store.location}) does not answer")
-    return {"status": "ready", "model": svc.model_id.name, "queued_faces": svc.queue.queued}
+        return problem_response("UNAVAILABLE", "not ready: the gallery database does not answer", headers=retry)
+    return {"status": "ready"}
 
 
 @router.get("/v1/info", summary="The model, its embedding size, flip, the decision threshold and the version")

@@ -190,6 +190,24 @@ function setUpPhotoSlots() {
   }
 }
 
+// The answer of a verification (from the service, or computed on this device by ondevice.js) with both photos.
+async function showVerification(r, a, b) {
+  const output = $("#verify-result");
+  const relation = r.is_same ? ">" : "≤";
+  output.replaceChildren();
+  const big = document.createElement("div");
+  big.className = "big";
+  big.textContent = `similarity ${r.similarity.toFixed(4)}`;
+  const decision = document.createElement("div");
+  decision.className = r.is_same ? "same" : "different";
+  decision.textContent = r.is_same ? "Same person" : "Different people";
+  const detail = document.createElement("div");
+  detail.textContent = `${r.similarity.toFixed(4)} ${relation} threshold ${r.threshold.toFixed(4)} (${r.threshold_source})`;
+  output.append(big, decision, detail);
+  await drawPhoto($("#verify-a").closest("fieldset").querySelector("canvas"), a, [r.face_a]);
+  await drawPhoto($("#verify-b").closest("fieldset").querySelector("canvas"), b, [r.face_b]);
+}
+
 async function verify(event) {
   event.preventDefault();
   const output = $("#verify-result");
@@ -208,19 +226,7 @@ async function verify(event) {
     form.append("image_a", a);
     form.append("image_b", b);
     const r = await api("POST", "/v1/verify", form);
-    const relation = r.is_same ? ">" : "≤";
-    output.replaceChildren();
-    const big = document.createElement("div");
-    big.className = "big";
-    big.textContent = `similarity ${r.similarity.toFixed(4)}`;
-    const decision = document.createElement("div");
-    decision.className = r.is_same ? "same" : "different";
-    decision.textContent = r.is_same ? "Same person" : "Different people";
-    const detail = document.createElement("div");
-    detail.textContent = `${r.similarity.toFixed(4)} ${relation} threshold ${r.threshold.toFixed(4)} (${r.threshold_source})`;
-    output.append(big, decision, detail);
-    await drawPhoto($("#verify-a").closest("fieldset").querySelector("canvas"), a, [r.face_a]);
-    await drawPhoto($("#verify-b").closest("fieldset").querySelector("canvas"), b, [r.face_b]);
+    await showVerification(r, a, b);
   } catch (error) {
     showError(output, error);
   } finally {
@@ -303,6 +309,35 @@ async function enroll(event) {
 }
 
 // ------------------------------------------------------------------------------------------------ identify
+// The faces of an identification (from the service, or from embeddings made on this device) on the photo.
+async function showIdentification(r, file) {
+  const output = $("#identify-result");
+  const labels = r.faces.map((face) => {
+    const best = face.candidates[0];
+    return face.match !== null
+      ? { text: `${best.name} ${best.similarity.toFixed(3)}`, known: true }
+      : { text: "unknown", known: false };
+  });
+  await drawPhoto($("#identify-preview"), file, r.faces, labels);
+  if (!r.faces.length) {
+    output.textContent = "No face found.";
+    return;
+  }
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th>Face</th><th>Who</th><th>Similarity</th></tr></thead>";
+  const body = table.createTBody();
+  r.faces.forEach((face, i) => {
+    const row = body.insertRow();
+    const best = face.candidates[0];
+    row.insertCell().textContent = String(i + 1);
+    row.insertCell().textContent = face.match !== null ? best.name : `unknown${best ? ` (closest: ${best.name})` : ""}`;
+    row.insertCell().textContent = best ? best.similarity.toFixed(4) : "–";
+  });
+  const note = document.createElement("p");
+  note.textContent = `threshold ${r.threshold.value.toFixed(4)} (${r.threshold.source})`;
+  output.replaceChildren(table, note);
+}
+
 async function identify(event) {
   event.preventDefault();
   const output = $("#identify-result");
@@ -315,30 +350,7 @@ async function identify(event) {
     const form = new FormData();
     form.append("image", file);
     const r = await api("POST", `/v1/galleries/${gallery()}/identify`, form);
-    const labels = r.faces.map((face) => {
-      const best = face.candidates[0];
-      return face.match !== null
-        ? { text: `${best.name} ${best.similarity.toFixed(3)}`, known: true }
-        : { text: "unknown", known: false };
-    });
-    await drawPhoto($("#identify-preview"), file, r.faces, labels);
-    if (!r.faces.length) {
-      output.textContent = "No face found.";
-      return;
-    }
-    const table = document.createElement("table");
-    table.innerHTML = "<thead><tr><th>Face</th><th>Who</th><th>Similarity</th></tr></thead>";
-    const body = table.createTBody();
-    r.faces.forEach((face, i) => {
-      const row = body.insertRow();
-      const best = face.candidates[0];
-      row.insertCell().textContent = String(i + 1);
-      row.insertCell().textContent = face.match !== null ? best.name : `unknown${best ? ` (closest: ${best.name})` : ""}`;
-      row.insertCell().textContent = best ? best.similarity.toFixed(4) : "–";
-    });
-    const note = document.createElement("p");
-    note.textContent = `threshold ${r.threshold.value.toFixed(4)} (${r.threshold.source})`;
-    output.replaceChildren(table, note);
+    await showIdentification(r, file);
   } catch (error) {
     showError(output, error);
   } finally {
