@@ -356,7 +356,6 @@ def test_gallery_enrolled_through_the_service_moves_to_another_model(served: Ser
 def test_no_image_or_embedding_in_the_log(served: Served) -> None:
     """The server's whole output (access log at level info) after the session's requests."""
     import hashlib
-
     import re
 
     with served.service.client(served.reader) as http:

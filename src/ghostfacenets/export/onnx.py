@@ -271,7 +271,8 @@ def quantize_int8(
     batch_size: int = 16,
 ) -> Path:
     """Post-training static int8 quantisation (onnxruntime, QDQ format, uint8 activations, int8 weights per output
-    channel in a 7-bit range, which AVX2's integer kernels cannot saturate) of an exported float32 ONNX file, calibrated on uint8 RGB face crops (N, H, W, 3).
+    channel in a 7-bit range, which AVX2's integer kernels cannot saturate) of an exported float32 ONNX file,
+    calibrated on uint8 RGB face crops (N, H, W, 3).
 
     ``method``: "minmax" (fast, sensitive to outliers), "percentile" (99.999 %) or "entropy".
     ``keep_float_blocks``: leave the stem and the first K of the 16 blocks in float32; the early, high-resolution
