@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from ghostfacenets.gallery import DEFAULT_GALLERY, Enrolment, GalleryError, NotFoundError, open_store
-from ghostfacenets.gallery.sqlite import SCHEMA_VERSION, SQLiteStore, schema
-from tests.helpers.galleries import MODEL, brute_force, call_store, enrol_pairs, faces, sha, unit
+from ghostfacenets.gallery.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.helpers.galleries import MODEL, brute_force, call_store, enrol_pairs, faces, sha, unit, v3_sqlite_file
 
 # The v1 schema of ghostfacenets 0.1 (one model per file), written out here as that version created it.
 V1_SCHEMA = """
@@ -184,30 +184,10 @@ def test_a_locked_file_through_the_cli(locked: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1 and "database is locked" in err and err.startswith("ghostfacenets gallery: error:")
 
 
-def _v3_file(path: Path, vectors: np.ndarray, crops: bool = False) -> None:
-    """A v3 file as ghostfacenets 0.3 made it (the schema the migrations start from), with subject ann and one
-    face per vector (and its crop)."""
-    db = sqlite3.connect(path)
-    db.executescript(schema._SCHEMA + "PRAGMA user_version = 3;")
-    db.execute("INSERT INTO models VALUES (1, ?, ?, ?, ?)", (MODEL.name, MODEL.sha256, MODEL.dim, int(MODEL.flip)))
-    db.execute("INSERT INTO galleries (id, name, model_id, created) VALUES (1, 'g', 1, '2024-01-02T03:04:05+00:00')")
-    db.execute("INSERT INTO subjects VALUES (1, 1, 'ann', '{}', '2024-01-02', '2024-01-02')")
-    for i, v in enumerate(vectors, start=1):
-        db.execute(
-            "INSERT INTO faces (gallery_id, subject_id, model_id, embedding, image_sha256, source, created) "
-            "VALUES (1, 1, 1, ?, ?, 'ann.jpg', '2024-01-02')",
-            (v.astype("<f4").tobytes(), sha(f"ann-{i}")),
-        )
-        if crops:
-            db.execute("INSERT INTO crops VALUES (?, ?)", (i, f"png-{i}".encode()))
-    db.commit()
-    db.close()
-
-
 def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
     path = tmp_path / "v2.sqlite"
     vectors = unit(np.random.default_rng(6), 3)
-    _v3_file(path, vectors)
+    v3_sqlite_file(path, vectors)
     db = sqlite3.connect(path)
     db.executescript("DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch; PRAGMA user_version = 2;")
     db.close()
@@ -229,7 +209,7 @@ def test_a_v3_file_gains_people_and_keeps_its_faces_crops_and_ids(tmp_path: Path
     unique, and the file's references hold."""
     path = tmp_path / "v3.sqlite"
     vectors = unit(np.random.default_rng(8), 4)
-    _v3_file(path, vectors, crops=True)
+    v3_sqlite_file(path, vectors, crops=True)
     db = sqlite3.connect(path)
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("DELETE FROM faces WHERE id = 4")  # the highest id: its number must not come back

@@ -33,6 +33,7 @@ def chromium() -> Iterator[Any]:
         finally:
             browser.close()
 
+
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 360, "height": 760}
 

@@ -101,9 +101,11 @@ def test_photos_people_and_corrections(served: Served, recognizer) -> None:  # t
 
 
 def test_people_routes_need_the_right_key(served: Served) -> None:
-    with served.service.client(served.reader) as http:
+    with served.service.client(served.reader) as http:  # an identify key learns whom a face matched, no more
         refused = http.post(f"/v1/galleries/{GALLERY}/photos", files=_files("img2.jpg"))
         assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+        assert "list-subjects" in http.get(f"/v1/galleries/{GALLERY}/people").json()["detail"]
+        assert http.get(f"/v1/galleries/{GALLERY}/unsorted").status_code == 403
         assert http.post(f"/v1/galleries/{GALLERY}/people/cluster").status_code == 403
         assert http.post(f"/v1/galleries/{GALLERY}/faces/ignore", json={"faces": [1]}).status_code == 403
     with served.service.client(served.scoped) as http:

@@ -372,7 +372,8 @@ class SQLiteStore(SearchCache, PeopleMixin):
         with self._transaction(write=True, erase=True) as db:
             gallery_id, _ = self._gallery_row(db, gallery)
             row = db.execute(
-                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING subject_id, person_id", (face_id, gallery_id)
+                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING subject_id, person_id",
+                (face_id, gallery_id),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{self.path}: no face {face_id} in gallery {gallery!r}")

@@ -1,5 +1,6 @@
 """People: photos added without names, their faces grouped into persons, and the corrections (name, merge, split,
-"not this person", move, ignore). Reads need any key of the gallery, changes an admin key; errors are problem+json."""
+"not this person", move, ignore). Reads need a key of the gallery that may list its subjects (admin, or
+``--can list-subjects``), changes an admin key; errors are problem+json."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from ...gallery.people import MAX_REFERENCE, Person, PersonFace, PhotoFaces
 from ...people.library import PeopleLibrary
-from ..auth import Reader, Service, Writer
+from ..auth import Service, SubjectReader, Writer
 from ..images import openapi_body, read_images
 from ..problems import ApiError
 from .galleries import GalleryName
@@ -141,7 +142,7 @@ async def cluster(gallery: GalleryName, svc: Service, key: Writer, body: Cluster
 async def list_people(
     gallery: GalleryName,
     svc: Service,
-    key: Reader,
+    key: SubjectReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
@@ -155,7 +156,7 @@ async def list_people(
 
 
 @router.get("/people/{person_id}", summary="A person")
-async def get_person(gallery: GalleryName, person_id: PersonId, svc: Service, key: Reader) -> dict[str, Any]:
+async def get_person(gallery: GalleryName, person_id: PersonId, svc: Service, key: SubjectReader) -> dict[str, Any]:
     return person_json(await svc.in_thread(_library(svc, gallery).person, person_id))
 
 
@@ -171,14 +172,19 @@ Cursor = Annotated[int | None, Query(ge=0, description="next_cursor of the previ
 
 @router.get("/people/{person_id}/faces", summary="A person's faces (no embeddings, no photos)")
 async def person_faces(
-    gallery: GalleryName, person_id: PersonId, svc: Service, key: Reader, limit: Limit = 100, cursor: Cursor = None
+    gallery: GalleryName,
+    person_id: PersonId,
+    svc: Service,
+    key: SubjectReader,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     return await _faces(svc, gallery, person_id, cursor, limit)
 
 
 @router.get("/unsorted", summary="The faces in no person (low quality, alone, or ignored)")
 async def unsorted_faces(
-    gallery: GalleryName, svc: Service, key: Reader, limit: Limit = 100, cursor: Cursor = None
+    gallery: GalleryName, svc: Service, key: SubjectReader, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     return await _faces(svc, gallery, None, cursor, limit)
 
@@ -189,7 +195,7 @@ async def unsorted_faces(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-async def face_crop(gallery: GalleryName, face_id: FaceId, svc: Service, key: Reader) -> Response:
+async def face_crop(gallery: GalleryName, face_id: FaceId, svc: Service, key: SubjectReader) -> Response:
     png = await svc.in_thread(_library(svc, gallery).crop, face_id)
     if png is None:
         raise ApiError("NOT_FOUND", f"face {face_id} was stored without its crop (serve --store-crops keeps them)")
