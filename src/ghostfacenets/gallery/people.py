@@ -288,6 +288,10 @@ class CorrectionSession(Protocol):
         (with any faces enrolled under it) into ``target``'s subject."""
         ...
 
+    def record(self, action: str, person: int | None, detail: Mapping[str, Any]) -> None:
+        """Record the correction in the gallery's audit trail (ids and counts, never names), in its transaction."""
+        ...
+
 
 def encode_total(total: np.ndarray) -> bytes:
     """A person's sum of embeddings as stored: little-endian float64."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from ..gallery import audit
 from ..gallery.base import ConflictError, GalleryError
 from ..gallery.people import CorrectionSession
 
@@ -35,6 +36,7 @@ def name_person(session: CorrectionSession, person: int, name: str) -> None:
         raise ConflictError(f"person {owner} is called {name!r} already: merge the two people instead")
     session.pin(members)
     session.set_name(person, name)
+    session.record(audit.PERSON_NAME, person, {"faces": len(members)})
 
 
 def merge_people(session: CorrectionSession, target: int, sources: Sequence[int]) -> None:
@@ -53,6 +55,7 @@ def merge_people(session: CorrectionSession, target: int, sources: Sequence[int]
     for source in sources:
         session.move_rejections(source, target)
         session.remove_person(source)
+    session.record(audit.PEOPLE_MERGE, target, {"merged": sources, "faces": len(faces)})
 
 
 def split_person(session: CorrectionSession, person: int, faces: Collection[int]) -> int:
@@ -69,6 +72,7 @@ def split_person(session: CorrectionSession, person: int, faces: Collection[int]
     new = session.start_person()
     session.assign(chosen, new)
     session.pin(members - chosen)
+    session.record(audit.PERSON_SPLIT, person, {"new_person": new, "faces": len(chosen)})
     return new
 
 
@@ -84,6 +88,7 @@ def reject_face(session: CorrectionSession, face: int, person: int | None = None
     if current == person:
         session.requeue([face])
         session.pin(session.members(person))
+    session.record(audit.FACE_REJECT, person, {"face": face})
     return person
 
 
@@ -94,9 +99,11 @@ def move_faces(session: CorrectionSession, faces: Collection[int], person: int) 
         if current is not None and current != person:
             session.reject(face, current)
     session.assign(faces, person)
+    session.record(audit.FACES_MOVE, person, {"faces": sorted(faces)})
 
 
 def ignore_faces(session: CorrectionSession, faces: Collection[int]) -> None:
     """Pin ``faces`` unsorted: never grouped (not a face, a poster, a stranger)."""
     session.people_of(faces)
     session.assign(faces, None)
+    session.record(audit.FACES_IGNORE, None, {"faces": sorted(faces)})

@@ -5,7 +5,8 @@ are exact (matrix products)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -163,6 +164,9 @@ class MemoryPeople:
 
     def set_name(self, person: int, name: str) -> None:
         self.names[person] = name
+
+    def record(self, action: str, person: int | None, detail: Mapping[str, Any]) -> None:
+        """The in-memory reference keeps no audit trail."""
 
     def absorb_name(self, target: int, source: int) -> None:
         name = self.names.pop(source)

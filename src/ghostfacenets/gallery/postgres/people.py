@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import base
+from .. import audit, base
 from ..base import GalleryError, ModelId, NotFoundError
 from ..people import (
     AddedPhotos,
@@ -62,6 +62,7 @@ class PeopleMixin(Connected):
     _index_name: Callable[[int], str]
     _use_index: Callable[[Any], None]
     _vector_value: Callable[[], Callable[[np.ndarray], Any]]
+    _record: Callable[..., None]
 
     # -------------------------------------------------------------------------------------------- adding
     def add_photos(
@@ -77,7 +78,11 @@ class PeopleMixin(Connected):
             except NotFoundError:
                 if not create_gallery:
                     raise
-                db.execute("INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (gallery,))
+                made = db.execute(
+                    "INSERT INTO galleries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING RETURNING id", (gallery,)
+                ).fetchone()
+                if made is not None:
+                    self._record(db, audit.GALLERY_CREATE, gallery)
                 gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
             base.check_model(gallery, stored, model)
             model_id = self._bind(db, gallery_id, model) if stored is None else self._known_model_id(db, model)
@@ -128,6 +133,7 @@ class PeopleMixin(Connected):
                         for row in crops:
                             copy.write_row(row)
             self._count(db, gallery_id, faces=len(faces), crops=len(crops))
+            self._record(db, audit.PEOPLE_ADD, gallery, detail={"photos": len(new), "faces": len(faces)})
             position = 0
             for photo in new:
                 result.added[photo.reference] = ids[position : position + len(photo.faces)]
@@ -167,7 +173,7 @@ class PeopleMixin(Connected):
         """One grouping batch (:class:`~ghostfacenets.gallery.people.PlacementBatch`) holding the gallery's lock."""
         with self._transaction() as db:
             gallery_id, model, faces = self._gallery_row(db, gallery, lock=True)
-            yield Batch(self, db, gallery_id, model.dim if model else 0, faces)
+            yield Batch(self, db, gallery, gallery_id, model.dim if model else 0, faces)
 
     @contextlib.contextmanager
     def people_corrections(self, gallery: str) -> Iterator[Corrections]:
@@ -205,6 +211,7 @@ class PeopleMixin(Connected):
                 (gallery_id,),
             )
             self._refresh_people(db, gallery_id)
+            self._record(db, audit.PEOPLE_RESET, gallery)
 
     def _refresh_people(self, db: Any, gallery_id: int, people: Collection[int] | None = None) -> None:
         """Recompute people's sizes and sums (all of the gallery's when ``people`` is None) from their faces."""
@@ -232,6 +239,7 @@ class PeopleMixin(Connected):
                 "ON CONFLICT (gallery_id) DO UPDATE SET settings = excluded.settings",
                 (gallery_id, text),
             )
+            self._record(db, audit.PEOPLE_SETTINGS, gallery, detail=dict(settings))
 
     # -------------------------------------------------------------------------------------------- reading
     def people(self, gallery: str, offset: int = 0, limit: int = 100) -> list[Person]:

@@ -4,12 +4,12 @@ memory, people's sums recomputed from their faces."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import base
+from .. import audit, base
 from ..base import ConflictError, NotFoundError
 from ..people import ExactNeighbours, FaceState, PersonState, Placement, decode_total, encode_total
 from .index import MAX_INDEXED_DIM
@@ -58,8 +58,9 @@ def refresh_people(db: Any, people: Collection[int]) -> None:
 class Batch:
     """:class:`~ghostfacenets.gallery.people.PlacementBatch` over one transaction holding the gallery's lock."""
 
-    def __init__(self, store: PeopleMixin, db: Any, gallery_id: int, dim: int, faces: int) -> None:
-        self.store, self.db, self.gallery_id, self.dim, self.gallery_faces = store, db, gallery_id, dim, faces
+    def __init__(self, store: PeopleMixin, db: Any, gallery: str, gallery_id: int, dim: int, faces: int) -> None:
+        self.store, self.db, self.gallery, self.gallery_id, self.dim = store, db, gallery, gallery_id, dim
+        self.gallery_faces = faces
 
     def pending(self, limit: int) -> list[int]:
         rows = self.db.execute(
@@ -170,6 +171,8 @@ class Batch:
             "JOIN people p ON p.id = n.person WHERE f.id = n.id AND p.subject_id IS NOT NULL",
             (faces, people),
         )
+        detail = {"faces": len(faces), "grouped": sum(p is not None for p in people), "people_started": len(given)}
+        self.store._record(db, audit.PEOPLE_PLACE, self.gallery, detail=detail)
         return given
 
 
@@ -316,6 +319,10 @@ class Corrections:
             self.db.execute("DELETE FROM subjects WHERE id = %s", (theirs,))
             self.store._count(self.db, self.gallery_id, subjects=-1)
         self.touched |= {source, target}
+
+    def record(self, action: str, person: int | None, detail: Mapping[str, Any]) -> None:
+        subject = self._subject_of(person) if person is not None else None
+        self.store._record(self.db, action, self.gallery, subject, {"person": person, **detail})
 
     def finish(self) -> None:
         """Bring the touched people's sizes and sums up to date; drop unnamed people left empty."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import base
+from .. import audit, base
 from ..base import ConflictError, GalleryError, ModelId, NotFoundError
 from ..people import (
     AddedPhotos,
@@ -64,6 +64,7 @@ class PeopleMixin(Connected):
 
     _touch: Callable[..., None]  # SQLiteStore's
     _model_id: Callable[[sqlite3.Connection, ModelId], int]
+    _record: Callable[..., None]
 
     # -------------------------------------------------------------------------------------------- adding
     def add_photos(
@@ -75,7 +76,11 @@ class PeopleMixin(Connected):
         check_photos(photos, model)
         with self._transaction(write=True) as db:
             if create_gallery:
-                db.execute("INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now()))
+                made = db.execute(
+                    "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
+                )
+                if made.rowcount:
+                    self._record(db, audit.GALLERY_CREATE, gallery)
             gallery_id, stored = self._gallery_row(db, gallery)
             base.check_model(gallery, stored, model)
             model_id = self._model_id(db, model)
@@ -106,6 +111,8 @@ class PeopleMixin(Connected):
                 result.added[photo.reference] = ids
                 known.add(photo.photo_key)
             self._touch(db, gallery_id)
+            if result.added:
+                self._record(db, audit.PEOPLE_ADD, gallery, detail={"photos": len(result.added), "faces": result.faces})
             return result
 
     def _known(self, db: sqlite3.Connection, gallery_id: int, keys: Sequence[str]) -> set[str]:
@@ -137,7 +144,7 @@ class PeopleMixin(Connected):
         """One grouping batch (:class:`~ghostfacenets.gallery.people.PlacementBatch`) in a write transaction."""
         with self._transaction(write=True) as db:
             gallery_id, model = self._gallery_row(db, gallery)
-            yield _Batch(self, db, gallery_id, model.dim if model else 0)
+            yield _Batch(self, db, gallery, gallery_id, model.dim if model else 0)
 
     @contextlib.contextmanager
     def people_corrections(self, gallery: str) -> Iterator[_Corrections]:
@@ -172,6 +179,7 @@ class PeopleMixin(Connected):
             people = [r[0] for r in db.execute("SELECT id FROM people WHERE gallery_id = ?", (gallery_id,))]
             _refresh(db, people, model.dim if model else 0)
             self._touch(db, gallery_id, rewrite=True)
+            self._record(db, audit.PEOPLE_RESET, gallery)
 
     def _refresh_people(self, db: sqlite3.Connection, gallery_id: int, people: Collection[int] | None = None) -> None:
         """Recompute people's sizes and sums (all of the gallery's when ``people`` is None) after their faces were
@@ -196,13 +204,18 @@ class PeopleMixin(Connected):
         base.check_gallery_name(gallery)
         with self._transaction(write=True) as db:
             if create_gallery:
-                db.execute("INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now()))
+                made = db.execute(
+                    "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
+                )
+                if made.rowcount:
+                    self._record(db, audit.GALLERY_CREATE, gallery)
             gallery_id, _ = self._gallery_row(db, gallery)
             db.execute(
                 "INSERT INTO people_settings (gallery_id, settings) VALUES (?, ?) "
                 "ON CONFLICT (gallery_id) DO UPDATE SET settings = excluded.settings",
                 (gallery_id, text),
             )
+            self._record(db, audit.PEOPLE_SETTINGS, gallery, detail=dict(settings))
 
     # -------------------------------------------------------------------------------------------- reading
     def people(self, gallery: str, offset: int = 0, limit: int = 100) -> list[Person]:
@@ -319,8 +332,8 @@ def _refresh(db: sqlite3.Connection, people: Collection[int], dim: int) -> None:
 class _Batch:
     """:class:`~ghostfacenets.gallery.people.PlacementBatch` over one write transaction."""
 
-    def __init__(self, store: PeopleMixin, db: sqlite3.Connection, gallery_id: int, dim: int) -> None:
-        self.store, self.db, self.gallery_id, self.dim = store, db, gallery_id, dim
+    def __init__(self, store: PeopleMixin, db: sqlite3.Connection, gallery: str, gallery_id: int, dim: int) -> None:
+        self.store, self.db, self.gallery, self.gallery_id, self.dim = store, db, gallery, gallery_id, dim
 
     def pending(self, limit: int) -> list[int]:
         rows = self.db.execute(
@@ -396,6 +409,9 @@ class _Batch:
         self.db.executemany("UPDATE faces SET person_id = ?, subject_id = ?, placed = 1 WHERE id = ?", rows)
         named = any(row[1] is not None for row in rows)
         self.store._touch(self.db, self.gallery_id, rewrite=named)  # faces that joined a subject: searches reload
+        grouped = sum(person is not None for person, _, _ in rows)
+        detail = {"faces": len(rows), "grouped": grouped, "people_started": len(given)}
+        self.store._record(self.db, audit.PEOPLE_PLACE, self.gallery, detail=detail)
         return given
 
 
@@ -532,6 +548,10 @@ class _Corrections:
             self.db.execute("UPDATE faces SET subject_id = ? WHERE subject_id = ?", (ours, theirs))
             self.db.execute("DELETE FROM subjects WHERE id = ?", (theirs,))
         self.touched |= {source, target}
+
+    def record(self, action: str, person: int | None, detail: Mapping[str, Any]) -> None:
+        subject = self._subject_of(person) if person is not None else None
+        self.store._record(self.db, action, self.gallery, subject, {"person": person, **detail})
 
     def finish(self) -> None:
         """Bring the touched people's sizes and sums up to date; drop unnamed people left empty."""
