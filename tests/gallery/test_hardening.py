@@ -16,7 +16,9 @@ import pytest
 
 from ghostfacenets.gallery import GalleryError, GalleryStore, NewFace, open_store
 from ghostfacenets.gallery.audit import Actor, acting_as
-from tests.helpers.galleries import MODEL, faces, sha, unit
+from ghostfacenets.gallery.postgres import SCHEMA_VERSION as POSTGRES_VERSION
+from ghostfacenets.gallery.sqlite import SCHEMA_VERSION as SQLITE_VERSION
+from tests.helpers.galleries import MODEL, UNDO_POSTGRES_PEOPLE, faces, sha, unit, v3_sqlite_file
 
 NAME, METADATA = "Zelda Quux-Marker", {"passport": "PX-7731-marker"}  # what an erasure must leave nowhere
 
@@ -168,12 +170,8 @@ def test_a_deleted_subject_is_in_no_file_of_the_database_while_it_is_open(tmp_pa
 # ------------------------------------------------------------------------------------------------ migrations
 def test_a_v3_sqlite_file_gains_permissions_and_the_audit_trail(tmp_path: Path) -> None:
     path = tmp_path / "v3.sqlite"
-    with open_store(path) as store:
-        store.enroll("g", "ann", faces(unit(np.random.default_rng(3), 2), "ann"), MODEL)
-        _key, secret = store.create_key("identify", "g")
-    db = sqlite3.connect(path)
-    db.executescript("DROP TABLE audit; ALTER TABLE api_keys DROP COLUMN permissions; PRAGMA user_version = 3;")
-    db.close()
+    secret = "gfn_an-old-key"
+    v3_sqlite_file(path, unit(np.random.default_rng(3), 2), key=secret)
     with open_store(path) as store:
         key = store.authenticate(secret)
         assert key is not None and key.permissions == () and key.gallery == "g"  # no new powers for old keys
@@ -181,7 +179,7 @@ def test_a_v3_sqlite_file_gains_permissions_and_the_audit_trail(tmp_path: Path) 
         store.delete_gallery("g")
         assert [e.action for e in store.audit()] == ["gallery.delete"]
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SQLITE_VERSION
     db.close()
 
 
@@ -193,8 +191,8 @@ def test_a_v1_postgres_schema_gains_permissions_and_the_audit_trail(pg_url: str)
         _key, secret = store.create_key("identify", "g")
     with psycopg.connect(pg_url, autocommit=True) as db:
         db.execute(
-            "DROP TABLE ghostfacenets.audit; ALTER TABLE ghostfacenets.api_keys DROP COLUMN permissions; "
-            "UPDATE ghostfacenets.schema_version SET version = 1"
+            UNDO_POSTGRES_PEOPLE + "; DROP TABLE ghostfacenets.audit; ALTER TABLE ghostfacenets.api_keys "
+            "DROP COLUMN permissions; UPDATE ghostfacenets.schema_version SET version = 1"
         )
     with open_store(pg_url) as store:
         key = store.authenticate(secret)
@@ -203,4 +201,4 @@ def test_a_v1_postgres_schema_gains_permissions_and_the_audit_trail(pg_url: str)
         store.delete_gallery("g")
         assert [e.action for e in store.audit()] == ["gallery.delete"]
     with psycopg.connect(pg_url, autocommit=True) as db:
-        assert db.execute("SELECT version FROM ghostfacenets.schema_version").fetchall() == [(2,)]
+        assert db.execute("SELECT version FROM ghostfacenets.schema_version").fetchall() == [(POSTGRES_VERSION,)]

@@ -16,7 +16,7 @@ import pytest
 
 from ghostfacenets.gallery import DEFAULT_GALLERY, Enrolment, GalleryError, NotFoundError, open_store
 from ghostfacenets.gallery.sqlite import SCHEMA_VERSION, SQLiteStore
-from tests.helpers.galleries import MODEL, brute_force, call_store, enrol_pairs, faces, sha, unit
+from tests.helpers.galleries import MODEL, brute_force, call_store, enrol_pairs, faces, sha, unit, v3_sqlite_file
 
 # The v1 schema of ghostfacenets 0.1 (one model per file), written out here as that version created it.
 V1_SCHEMA = """
@@ -184,18 +184,12 @@ def test_a_locked_file_through_the_cli(locked: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1 and "database is locked" in err and err.startswith("ghostfacenets gallery: error:")
 
 
-# What v4 added, taken away again: a file as ghostfacenets with schema v3 left it.
-V4_TO_V3 = "DROP TABLE audit; ALTER TABLE api_keys DROP COLUMN permissions; PRAGMA user_version = 3;"
-
-
 def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
     path = tmp_path / "v2.sqlite"
     vectors = unit(np.random.default_rng(6), 3)
-    with SQLiteStore(path) as store:
-        store.enroll("g", "ann", faces(vectors, "ann"), MODEL)
+    v3_sqlite_file(path, vectors)
     db = sqlite3.connect(path)
-    db.executescript(V4_TO_V3 + "DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch;")
-    db.execute("PRAGMA user_version = 2")
+    db.executescript("DROP INDEX faces_gallery; ALTER TABLE galleries DROP COLUMN epoch; PRAGMA user_version = 2;")
     db.close()
     with SQLiteStore(path) as store:
         assert store.search("g", vectors[1], MODEL, 1)[0][0].name == "ann" and store.gallery("g").faces == 3
@@ -204,9 +198,35 @@ def test_a_v2_file_gains_the_epoch(tmp_path: Path) -> None:
         store.delete_face("g", store.faces("g", ann.id)[0].id)
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert db.execute("SELECT generation, epoch FROM galleries").fetchall() == [(2, 1)]  # enrolment, deletion
+    assert db.execute("SELECT generation, epoch FROM galleries").fetchall() == [(1, 1)]  # the deletion
     plan = db.execute("EXPLAIN QUERY PLAN SELECT embedding FROM faces WHERE gallery_id = 1 AND id > 0 ORDER BY id")
     assert [row[-1] for row in plan] == ["SEARCH faces USING INDEX faces_gallery (gallery_id=? AND rowid>?)"]
+    db.close()
+
+
+def test_a_v3_file_gains_people_and_keeps_its_faces_crops_and_ids(tmp_path: Path) -> None:
+    """The people step rebuilds faces: every face and crop stays, ids are never reused, enrolled images stay
+    unique, and the file's references hold."""
+    path = tmp_path / "v3.sqlite"
+    vectors = unit(np.random.default_rng(8), 4)
+    v3_sqlite_file(path, vectors, crops=True)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("DELETE FROM faces WHERE id = 4")  # the highest id: its number must not come back
+    db.commit()
+    db.close()
+    with SQLiteStore(path) as store:
+        ann = store.find_subject("g", "ann")
+        assert ann is not None and [f.id for f in store.faces("g", ann.id)] == [1, 2, 3]
+        assert dict(store.crops("g")) == {i: f"png-{i}".encode() for i in (1, 2, 3)}
+        assert store.search("g", vectors[2], MODEL, 1)[0][0].similarity == pytest.approx(1.0, abs=1e-6)
+        assert store.enroll("g", "ann", faces(vectors[:1], "ann-x"), MODEL).added[0].id == 5
+        with pytest.raises(GalleryError, match="already enrolled"):
+            store.enroll("g", "bob", faces(vectors[1:2], "ann-x"), MODEL)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert {"photos", "people", "people_rejections"} <= {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
 
 

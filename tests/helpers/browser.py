@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,3 +32,15 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 360, "height": 760}
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Save a full-page screenshot under ``GHOSTFACENETS_SCREENSHOTS`` when it is set (the docs' pictures)."""
+    folder = os.environ.get("GHOSTFACENETS_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True, quality=85)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
 from ghostfacenets.gallery import Enrolment, ModelId, NewFace, open_store
+from ghostfacenets.gallery.base import hash_secret
 
 MODEL = ModelId("test-model", "a" * 64, 16, True)
 
@@ -84,3 +86,42 @@ def enrol_pairs(db: str, gallery: str, pairs: np.ndarray, pause_s: float) -> Non
             enrolments = [Enrolment(f"pair{i}-a", faces(a[None], f"pair{i}-a")),
                           Enrolment(f"pair{i}-b", faces(b[None], f"pair{i}-b"))]  # fmt: skip
             store.enroll_many(gallery, enrolments, MODEL)
+
+
+def v3_sqlite_file(path: str | Path, vectors: np.ndarray, crops: bool = False, key: str | None = None) -> None:
+    """An SQLite gallery file at schema v3 (what ghostfacenets 0.3 made; the base the migrations start from): gallery
+    g with subject ann, one face per vector (and its crop), and an identify key of g with secret ``key``."""
+    import sqlite3
+
+    from ghostfacenets.gallery.sqlite import schema
+
+    db = sqlite3.connect(path)
+    db.executescript(schema._SCHEMA + "PRAGMA user_version = 3;")
+    db.execute("INSERT INTO models VALUES (1, ?, ?, ?, ?)", (MODEL.name, MODEL.sha256, MODEL.dim, int(MODEL.flip)))
+    db.execute("INSERT INTO galleries (id, name, model_id, created) VALUES (1, 'g', 1, '2024-01-02T03:04:05+00:00')")
+    db.execute("INSERT INTO subjects VALUES (1, 1, 'ann', '{}', '2024-01-02', '2024-01-02')")
+    for i, v in enumerate(vectors, start=1):
+        db.execute(
+            "INSERT INTO faces (gallery_id, subject_id, model_id, embedding, image_sha256, source, created) "
+            "VALUES (1, 1, 1, ?, ?, 'ann.jpg', '2024-01-02')",
+            (v.astype("<f4").tobytes(), sha(f"ann-{i}")),
+        )
+        if crops:
+            db.execute("INSERT INTO crops VALUES (?, ?)", (i, f"png-{i}".encode()))
+    if key is not None:
+        db.execute(
+            "INSERT INTO api_keys (secret_sha256, role, gallery_id, label, created) VALUES (?, 'identify', 1, '', ?)",
+            (hash_secret(key), "2024-01-02"),
+        )
+    db.commit()
+    db.close()
+
+
+# What the PostgreSQL people migration (schema v3) adds, taken away again from a schema without people data.
+UNDO_POSTGRES_PEOPLE = """
+DROP TABLE ghostfacenets.people_settings, ghostfacenets.people_rejections, ghostfacenets.people_faces;
+ALTER TABLE ghostfacenets.faces DROP COLUMN photo_id;
+DROP TABLE ghostfacenets.photos, ghostfacenets.people;
+ALTER TABLE ghostfacenets.faces ADD CONSTRAINT faces_gallery_id_image_sha256_key UNIQUE (gallery_id, image_sha256),
+    ALTER COLUMN subject_id SET NOT NULL
+"""

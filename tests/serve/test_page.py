@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,26 +11,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.browser import chromium
+from tests.helpers.browser import DESKTOP, PHONE, chromium
+from tests.helpers.browser import screenshot as _screenshot
 from tests.helpers.photos import photo
 
 from .conftest import Served
-
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 360, "height": 760}
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as launched:
         yield launched
-
-
-def _screenshot(page: Any, name: str) -> None:
-    folder = os.environ.get("GHOSTFACENETS_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=True, quality=85)
 
 
 def _open(browser: Any, served: Served, key: str, viewport: dict[str, int]) -> Any:

@@ -1,8 +1,8 @@
 """``ghostfacenets`` command line: a thin layer over the Python API.
 
-Each command group lives in its own module (``models``, ``pipeline``, ``gallery``, ``evaluate``, ``export``,
-``train``, ``serve``, ``audit``, ``video``) with an ``_add_<name>`` function declaring a command's arguments and a
-``_run_<name>`` function doing the work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as
+Each command group lives in its own module (``models``, ``pipeline``, ``gallery``, ``people``, ``evaluate``,
+``export``, ``train``, ``serve``, ``audit``, ``video``) with an ``_add_<name>`` function declaring a command's
+arguments and a ``_run_<name>`` function doing the work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as
 one line on stderr with exit status 2.
 """
 
@@ -14,13 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import GhostFaceNetsError
-from . import audit, evaluate, export, gallery, models, pipeline, serve, train, video
+from . import audit, evaluate, export, gallery, models, people, pipeline, serve, train, video
 from .common import Command, Parser, run_with_db
 
 COMMANDS: list[Command] = [
     *models.COMMANDS,
     *pipeline.COMMANDS,
     *gallery.COMMANDS,
+    *people.COMMANDS,
     *evaluate.COMMANDS,
     *export.COMMANDS,
     *train.COMMANDS,

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import GhostFaceNetsError
 from .common import Command, add_runtime_options, print_json, print_table
 from .liveness import add_pad_options
+from .people import add_clustering_options, run_clustering_evaluation
 
 DEFAULT_FAR = 1e-3  # = evaluate.fairness.DEFAULT_FAR, without importing torch at start-up
 
@@ -132,6 +133,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
         "per --rfw, grouped set and --megaface beside it (ROC-<name>.png; format from the suffix: .png, .svg, ...)",
     )
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (128)")
+    add_clustering_options(p)
     add_runtime_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_pad_options(p)
@@ -303,6 +305,12 @@ def _print_ijb(name: str, r: dict[str, Any]) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    if args.clustering:
+        if args.bin or args.bin_dir or args.folder or args.pairs or args.ijb or args.rfw or args.megaface:
+            raise GhostFaceNetsError("--clustering is evaluated on its own: leave out the verification sets")
+        return run_clustering_evaluation(args)
+    if args.tune_on:
+        raise GhostFaceNetsError("--tune-on tunes --clustering: add --clustering DIR")
     from ..evaluate.distributed import embed_job_sharded
     from ..evaluate.fairness import GroupedEvaluation, GroupedPairSet, read_grouped_folder, read_pairs_set
     from ..evaluate.ijb import check_ijb_embedder, read_ijb

@@ -1,7 +1,8 @@
 """The audit trail: who changed a gallery, how and when.
 
 Every change a store makes (a gallery created or deleted, a subject added, renamed or deleted, faces enrolled,
-imported or deleted, a re-embedding, an API key created or revoked) records one :class:`AuditEvent` in the same
+imported or deleted, a re-embedding, an API key created or revoked; photos added without names, faces grouped into
+people and each correction of the people) records one :class:`AuditEvent` in the same
 transaction as the change: no change without its record. An event holds the actor (an API key's id, or the user of
 the command line or of the Python API), the route or command it came through, the time, the gallery's name and ids
 and counts; never images, embeddings, subject names or metadata, so that an erased person leaves nothing behind in
@@ -35,6 +36,16 @@ FACE_DELETE = "face.delete"
 GALLERY_REEMBED = "gallery.reembed"
 KEY_CREATE = "key.create"
 KEY_REVOKE = "key.revoke"
+PEOPLE_ADD = "people.add"  # photos added without names (gallery.people)
+PEOPLE_PLACE = "people.place"  # faces grouped automatically
+PEOPLE_RESET = "people.reset"  # the start of a full re-run
+PEOPLE_SETTINGS = "people.settings"
+PERSON_NAME = "person.name"
+PEOPLE_MERGE = "people.merge"
+PERSON_SPLIT = "person.split"
+FACE_REJECT = "face.reject"
+FACES_MOVE = "faces.move"
+FACES_IGNORE = "faces.ignore"
 
 
 @dataclass(frozen=True)

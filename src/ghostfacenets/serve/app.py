@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .guard import Guard
 from .problems import install_handlers
-from .routes import embeddings, faces, galleries, health, liveness, video, web
+from .routes import embeddings, faces, galleries, health, liveness, people, video, web
 from .settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ def create_app(
     app.include_router(faces.router)
     app.include_router(galleries.router)
     app.include_router(embeddings.router)
+    app.include_router(people.router)
     app.include_router(web.router)
     app.include_router(liveness.router)
     app.include_router(video.router)

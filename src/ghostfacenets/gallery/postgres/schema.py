@@ -8,7 +8,7 @@ from typing import Any
 from ..base import GalleryError
 from .index import _MIGRATION_LOCK, PREPARED_DIM, IndexMixin
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 # Migration n brings the schema from version n - 1 to n; {vector_type} is the embedding column's type.
@@ -88,6 +88,59 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_gallery ON audit (gallery);
 CREATE INDEX audit_at ON audit (at)
+""",
+    # People (gallery.people): photos, people, "not this person" and grouping settings. An unlabelled face is a row
+    # of faces with its photo and no subject until its person is named (the faces of one photo share its key in
+    # image_sha256, which stays unique among enrolled faces only); its grouping state lives in people_faces, a narrow
+    # table of its own: placing faces updates those rows, never faces' (whose every new row version would also
+    # enter the HNSW index).
+    3: """
+CREATE TABLE photos (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    key text NOT NULL,
+    reference text NOT NULL,
+    faces integer NOT NULL,
+    created timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (gallery_id, key)
+);
+CREATE TABLE people (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gallery_id bigint NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject_id bigint UNIQUE REFERENCES subjects(id) ON DELETE CASCADE,
+    faces integer NOT NULL DEFAULT 0,
+    total bytea,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX people_gallery ON people (gallery_id, faces);
+ALTER TABLE faces ALTER COLUMN subject_id DROP NOT NULL,
+    ADD COLUMN photo_id bigint REFERENCES photos(id) ON DELETE CASCADE,
+    DROP CONSTRAINT faces_gallery_id_image_sha256_key;
+CREATE UNIQUE INDEX faces_image ON faces (gallery_id, image_sha256) WHERE photo_id IS NULL;
+CREATE INDEX faces_photo ON faces (photo_id) WHERE photo_id IS NOT NULL;
+CREATE TABLE people_faces (
+    face_id bigint PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    gallery_id bigint NOT NULL,
+    person_id bigint REFERENCES people(id) ON DELETE SET NULL,
+    quality real NOT NULL,
+    placed boolean NOT NULL DEFAULT false,
+    pinned boolean NOT NULL DEFAULT false
+);
+CREATE INDEX people_faces_gallery ON people_faces (gallery_id, face_id);
+CREATE INDEX people_faces_pending ON people_faces (gallery_id, face_id) WHERE NOT placed;
+CREATE INDEX people_faces_person ON people_faces (person_id) WHERE person_id IS NOT NULL;
+CREATE TABLE people_rejections (
+    face_id bigint NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id bigint NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    created timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (face_id, person_id)
+);
+CREATE INDEX people_rejections_person ON people_rejections (person_id);
+CREATE TABLE people_settings (
+    gallery_id bigint PRIMARY KEY REFERENCES galleries(id) ON DELETE CASCADE,
+    settings jsonb NOT NULL
+)
 """,
 }
 

@@ -36,9 +36,10 @@ class SearchMixin(IndexMixin):
         the choice is made here rather than by the planner, whose statistics lag behind bulk enrolments: sorting
         (which an exact plan needs) is ruled out, and the iterative scan goes on until the gallery filter has let
         through enough faces."""
-        db.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
-        db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        db.execute("SET LOCAL enable_sort = off")
+        db.execute(  # one round trip
+            f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}; SET LOCAL hnsw.iterative_scan = relaxed_order; "
+            "SET LOCAL enable_sort = off"
+        )
 
     def _exact_search(
         self, db: Any, gallery_id: int, query: np.ndarray, dim: int, k: int, faces: int
@@ -63,7 +64,8 @@ class SearchMixin(IndexMixin):
         while True:
             rows = db.execute(
                 f"WITH nearest AS MATERIALIZED (SELECT subject_id, embedding::{typed} <=> %(q)s::{typed} AS distance "
-                f"FROM faces WHERE gallery_id = %(g)s AND dim = {dim} ORDER BY embedding::{typed} <=> %(q)s::{typed} "
+                f"FROM faces WHERE gallery_id = %(g)s AND dim = {dim} AND subject_id IS NOT NULL "
+                f"ORDER BY embedding::{typed} <=> %(q)s::{typed} "
                 "LIMIT %(n)s) SELECT n.subject_id, s.name, 1 - min(n.distance) AS similarity FROM nearest n "
                 "JOIN subjects s ON s.id = n.subject_id GROUP BY n.subject_id, s.name "
                 "ORDER BY similarity DESC, n.subject_id LIMIT %(k)s",

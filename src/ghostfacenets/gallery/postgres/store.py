@@ -31,12 +31,13 @@ from ..stores import hide_in_logs, redact_url
 from .bulk import BulkMixin
 from .connection import Health
 from .options import CONNECT_TIMEOUT_S, DEFAULTS, POOL_TIMEOUT_S, check_option, split_options
+from .people import PeopleMixin
 from .rows import FACE_COLUMNS, KEYS, SUBJECT_COLUMNS, to_face, to_iso, to_key, to_model, to_subject
 from .schema import SchemaMixin
 from .search import SearchMixin
 
 
-class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
+class PostgresStore(SchemaMixin, SearchMixin, BulkMixin, PeopleMixin):
     """Galleries in the PostgreSQL database ``url`` (``postgresql://user:password@host:port/dbname``, or
     ``?host=/socket/dir``); the schema is created or migrated on first use. See the module for the options."""
 
@@ -279,7 +280,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
                 row[0]: (row[1], row[2])
                 for row in db.execute(
                     "SELECT f.image_sha256, f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                    "WHERE f.gallery_id = %s AND f.image_sha256 = ANY(%s)",
+                    "WHERE f.gallery_id = %s AND f.image_sha256 = ANY(%s) AND f.photo_id IS NULL",
                     (gallery_id, images),
                 )
             }
@@ -355,12 +356,15 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
             gallery_id, _, _ = self._gallery_row(db, gallery, lock=True)
             row = db.execute(
                 "DELETE FROM faces f WHERE f.id = %s AND f.gallery_id = %s "
-                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.subject_id",
+                "RETURNING EXISTS (SELECT 1 FROM crops c WHERE c.face_id = f.id), f.subject_id, "
+                "(SELECT pf.person_id FROM people_faces pf WHERE pf.face_id = f.id)",
                 (face_id, gallery_id),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{self.location}: no face {face_id} in gallery {gallery!r}")
             self._count(db, gallery_id, faces=-1, crops=-int(row[0]))
+            if row[2] is not None:
+                self._refresh_people(db, gallery_id, [row[2]])
             self._record(db, audit.FACE_DELETE, gallery, row[1], {"face": face_id})
 
     def enrolled_images(self, gallery: str) -> dict[str, str]:
@@ -368,7 +372,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
             gallery_id, _, _ = self._gallery_row(db, gallery)
             rows = db.execute(
                 "SELECT f.image_sha256, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                "WHERE f.gallery_id = %s",
+                "WHERE f.gallery_id = %s AND f.photo_id IS NULL",
                 (gallery_id,),
             )
             return dict(rows.fetchall())
@@ -396,7 +400,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
             "SELECT s.name, s.metadata, f.embedding::vector, f.image_sha256, f.source, f.detection, c.png, "
             "m.name, m.sha256, m.dim, m.flip FROM faces f JOIN subjects s ON s.id = f.subject_id "
             "JOIN models m ON m.id = f.model_id LEFT JOIN crops c ON c.face_id = f.id "
-            "WHERE f.gallery_id = %s ORDER BY f.subject_id, f.id",
+            "WHERE f.gallery_id = %s AND f.photo_id IS NULL ORDER BY f.subject_id, f.id",
             (gallery_id,),
             convert,
         )
@@ -422,6 +426,7 @@ class PostgresStore(SchemaMixin, SearchMixin, BulkMixin):
                     f"UPDATE faces SET embedding = %s::{self.vector_type}, dim = %s, model_id = %s WHERE id = %s",
                     [(v, model.dim, model_id, i) for i, v in vectors.items()],
                 )
+            self._refresh_people(db, gallery_id)
             self._record(db, audit.GALLERY_REEMBED, gallery, detail={"faces": len(vectors), "model": model.describe()})
 
     # ------------------------------------------------------------------------------------------------ API keys

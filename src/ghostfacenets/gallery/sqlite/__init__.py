@@ -12,8 +12,9 @@ then it reloads the gallery whole. Either way the cache is one committed state o
 
 Schema versions (``PRAGMA user_version``): 1, one model and its ``identities``/``embeddings`` (ghostfacenets 0.1);
 2, named galleries, subjects with metadata, faces, crops, API keys; 3, the galleries' ``epoch`` and an index of
-faces by gallery; 4, keys' permissions and the audit trail. Older files are migrated on first open, in one
-transaction (a v1 file becomes gallery ``default``).
+faces by gallery; 4, keys' permissions and the audit trail; 5, people (photos, people, faces without a subject:
+``faces`` rebuilt). Older files are migrated on first open, in one transaction (a v1 file becomes gallery
+``default``).
 
 Privacy: a new file is made 0600 (its ``-wal`` and ``-shm`` take its mode), ``secure_delete`` zeroes deleted rows,
 and after every deletion (of a subject, a face, a gallery, or a subject's old name or metadata) the WAL is copied

@@ -17,6 +17,7 @@ from .connection import Connected
 
 CACHED_GALLERIES = 4  # embedding matrices kept in memory (least recently searched dropped first)
 FETCH_ROWS = 8192  # faces read at a time into the cache
+_NAMED = " AND subject_id IS NOT NULL"  # unlabelled faces (gallery.people) are searched once their person is named
 
 
 class _Rows:
@@ -113,9 +114,9 @@ class SearchCache(Connected):
         self, db: sqlite3.Connection, gallery: str, gallery_id: int, model: ModelId | None, generation: int, epoch: int
     ) -> _Matrix:
         """The gallery read whole."""
-        count = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ?", (gallery_id,)).fetchone()[0]
+        count = db.execute(f"SELECT COUNT(*) FROM faces WHERE gallery_id = ?{_NAMED}", (gallery_id,)).fetchone()[0]
         rows = _Rows(model.dim if model is not None else 0, count)
-        ids, subjects = self._read_faces(db, gallery, rows.array[:count], "gallery_id = ?", (gallery_id,))
+        ids, subjects = self._read_faces(db, gallery, rows.array[:count], f"gallery_id = ?{_NAMED}", (gallery_id,))
         names = dict(db.execute("SELECT id, name FROM subjects WHERE gallery_id = ?", (gallery_id,)).fetchall())
         last = int(ids[-1]) if count else 0
         return _Matrix(generation, epoch, model, rows, count, last, subjects, *_grouping(subjects), names)
@@ -125,7 +126,7 @@ class SearchCache(Connected):
     ) -> _Matrix:
         """``cached`` with the faces added since it was read."""
         after = (gallery_id, cached.last_face)
-        added = db.execute("SELECT COUNT(*) FROM faces WHERE gallery_id = ? AND id > ?", after).fetchone()[0]
+        added = db.execute(f"SELECT COUNT(*) FROM faces WHERE gallery_id = ? AND id > ?{_NAMED}", after).fetchone()[0]
         count = cached.count + added
         with self._lock:  # reserve rows past the cached ones: in the shared buffer if nobody wrote there yet
             rows = cached.rows
@@ -134,7 +135,7 @@ class SearchCache(Connected):
                 rows.array[: cached.count] = cached.embeddings
             rows.used = count
         new_rows = rows.array[cached.count : count]
-        ids, subjects = self._read_faces(db, gallery, new_rows, "gallery_id = ? AND id > ?", after)
+        ids, subjects = self._read_faces(db, gallery, new_rows, f"gallery_id = ? AND id > ?{_NAMED}", after)
         unknown = sorted(set(subjects.tolist()) - cached.names.keys())
         if unknown:
             new_names = db.execute(

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import base
 from ..base import GalleryError, ModelId
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE models (
@@ -106,8 +106,72 @@ CREATE INDEX audit_gallery ON audit(gallery);
 CREATE INDEX audit_at ON audit(at)
 """
 
+# The people step (unlabelled faces grouped into people: gallery.people). faces is rebuilt, as SQLite cannot drop
+# a column's NOT NULL or a table's UNIQUE constraint in place: an unlabelled face has no subject until its person is
+# named, and the faces of one photo share its key in image_sha256, which stays unique among enrolled faces only.
+# Ids are kept, and the AUTOINCREMENT counter too (ids are never reused). The rebuild runs with foreign keys off
+# (migrate() turns them off around its transaction), so that dropping the old table deletes no crop.
+_MIGRATE_PEOPLE = """
+CREATE TABLE photos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    faces INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    UNIQUE (gallery_id, key)
+);
+CREATE TABLE people (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject_id INTEGER UNIQUE REFERENCES subjects(id) ON DELETE CASCADE,
+    faces INTEGER NOT NULL DEFAULT 0,
+    total BLOB,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX people_gallery ON people(gallery_id, faces);
+CREATE TABLE faces_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gallery_id INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
+    subject_id INTEGER REFERENCES subjects(id) ON DELETE CASCADE,
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    embedding BLOB NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detection TEXT,
+    created TEXT NOT NULL,
+    photo_id INTEGER REFERENCES photos(id) ON DELETE CASCADE,
+    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+    quality REAL,
+    placed INTEGER NOT NULL DEFAULT 1,
+    pinned INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO faces_new (id, gallery_id, subject_id, model_id, embedding, image_sha256, source, detection, created)
+    SELECT id, gallery_id, subject_id, model_id, embedding, image_sha256, source, detection, created FROM faces;
+DROP TABLE faces;
+ALTER TABLE faces_new RENAME TO faces;
+CREATE UNIQUE INDEX faces_image ON faces(gallery_id, image_sha256) WHERE photo_id IS NULL;
+CREATE INDEX faces_subject ON faces(subject_id);
+CREATE INDEX faces_gallery ON faces(gallery_id);
+CREATE INDEX faces_person ON faces(person_id) WHERE person_id IS NOT NULL;
+CREATE INDEX faces_photo ON faces(photo_id) WHERE photo_id IS NOT NULL;
+CREATE INDEX faces_pending ON faces(gallery_id, id) WHERE placed = 0;
+CREATE TABLE people_rejections (
+    face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    created TEXT NOT NULL,
+    PRIMARY KEY (face_id, person_id)
+);
+CREATE INDEX people_rejections_person ON people_rejections(person_id);
+CREATE TABLE people_settings (
+    gallery_id INTEGER PRIMARY KEY REFERENCES galleries(id) ON DELETE CASCADE,
+    settings TEXT NOT NULL
+)
+"""
+
 # Version n -> n + 1. A new file is made at v3 (_SCHEMA), a v1 file converted to v3, then both go on from there.
-_STEPS = {2: _MIGRATE_V2, 3: _MIGRATE_V3}
+_STEPS = {2: _MIGRATE_V2, 3: _MIGRATE_V3, 4: _MIGRATE_PEOPLE}
 _BASE_VERSION = 3  # what _SCHEMA creates
 
 
@@ -122,6 +186,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     db.execute("PRAGMA journal_mode = WAL")  # persistent; cannot change inside a transaction
+    db.execute("PRAGMA foreign_keys = OFF")  # for the rebuild of faces (no effect inside a transaction)
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
@@ -135,13 +200,25 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
             _migrate_v1(db, path)
             version = _BASE_VERSION
         for step in range(version, SCHEMA_VERSION):
+            counter = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'faces'").fetchone()
             for statement in filter(str.strip, _STEPS[step].split(";")):
                 db.execute(statement)
+            if counter is not None:  # a rebuilt faces table keeps its AUTOINCREMENT counter
+                db.execute("DELETE FROM sqlite_sequence WHERE name = 'faces' AND seq < ?", counter)
+                db.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) SELECT 'faces', ? "
+                    "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'faces')",
+                    counter,
+                )
+        if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+            raise GalleryError(f"{path}: the gallery file's references do not hold; the file is damaged")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    finally:
+        db.execute("PRAGMA foreign_keys = ON")
 
 
 def _migrate_v1(db: sqlite3.Connection, path: Path) -> None:

@@ -36,6 +36,7 @@ from ..base import (
     Subject,
 )
 from .cache import SearchCache
+from .people import PeopleMixin
 from .schema import migrate
 
 _SUBJECT_COLUMNS = (
@@ -69,7 +70,7 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
-class SQLiteStore(SearchCache):
+class SQLiteStore(SearchCache, PeopleMixin):
     """Galleries in the SQLite file ``path`` (created on first use unless ``create=False``)."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
@@ -310,7 +311,7 @@ class SQLiteStore(SearchCache):
                 for face, vector in zip(enrolment.faces, vectors):
                     owner = db.execute(
                         "SELECT f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                        "WHERE f.gallery_id = ? AND f.image_sha256 = ?",
+                        "WHERE f.gallery_id = ? AND f.image_sha256 = ? AND f.photo_id IS NULL",
                         (gallery_id, face.image_sha256),
                     ).fetchone()
                     if owner is not None:
@@ -371,10 +372,13 @@ class SQLiteStore(SearchCache):
         with self._transaction(write=True, erase=True) as db:
             gallery_id, _ = self._gallery_row(db, gallery)
             row = db.execute(
-                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING subject_id", (face_id, gallery_id)
+                "DELETE FROM faces WHERE id = ? AND gallery_id = ? RETURNING subject_id, person_id",
+                (face_id, gallery_id),
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"{self.path}: no face {face_id} in gallery {gallery!r}")
+            if row[1] is not None:
+                self._refresh_people(db, gallery_id, [row[1]])
             self._touch(db, gallery_id, rewrite=True)
             self._record(db, audit.FACE_DELETE, gallery, row[0], {"face": face_id})
 
@@ -383,7 +387,7 @@ class SQLiteStore(SearchCache):
             gallery_id, _ = self._gallery_row(db, gallery)
             rows = db.execute(
                 "SELECT f.image_sha256, s.name FROM faces f JOIN subjects s ON s.id = f.subject_id "
-                "WHERE f.gallery_id = ?",
+                "WHERE f.gallery_id = ? AND f.photo_id IS NULL",
                 (gallery_id,),
             )
             return dict(rows.fetchall())
@@ -396,7 +400,7 @@ class SQLiteStore(SearchCache):
                 "SELECT s.name, s.metadata, f.embedding, f.image_sha256, f.source, f.detection, c.png, "
                 "m.name, m.sha256, m.dim, m.flip FROM faces f JOIN subjects s ON s.id = f.subject_id "
                 "JOIN models m ON m.id = f.model_id LEFT JOIN crops c ON c.face_id = f.id "
-                "WHERE f.gallery_id = ? ORDER BY f.subject_id, f.id",
+                "WHERE f.gallery_id = ? AND f.photo_id IS NULL ORDER BY f.subject_id, f.id",
                 (gallery_id,),
             )
             for row in rows:
@@ -431,6 +435,7 @@ class SQLiteStore(SearchCache):
                 ((_blob(v), model_id, i) for i, v in vectors.items()),
             )
             db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+            self._refresh_people(db, gallery_id)
             self._touch(db, gallery_id, rewrite=True)
             self._record(db, audit.GALLERY_REEMBED, gallery, detail={"faces": len(vectors), "model": model.describe()})
 
