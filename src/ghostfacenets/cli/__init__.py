@@ -2,8 +2,8 @@
 
 Each command group lives in its own module (``models``, ``pipeline``, ``gallery``, ``people``, ``evaluate``,
 ``export``, ``train``, ``serve``, ``audit``, ``video``) with an ``_add_<name>`` function declaring a command's
-arguments and a ``_run_<name>`` function doing the work, listed in the module's ``COMMANDS``. Errors a user can fix are printed as
-one line on stderr with exit status 2.
+arguments and a ``_run_<name>`` function doing the work, listed in the module's ``COMMANDS``.
+Errors a user can fix are printed as one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
