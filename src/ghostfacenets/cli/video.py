@@ -1,4 +1,5 @@
-"""Video commands: ``watch`` (faces in a video file, stream or camera, tracked and identified, as events)."""
+"""Video commands: ``watch`` (faces in a video file, stream or camera, tracked and identified, as events) and
+``index`` (a video file's tracks into a people library as unlabelled faces)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import GhostFaceNetsError
-from .common import Command
+from .common import Command, print_json
 from .pipeline import _add_recognizer_options, _recognizer
 
 WEBHOOK_SECRET_ENV = "GHOSTFACENETS_WEBHOOK_SECRET"
@@ -64,7 +65,7 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _watcher(args: argparse.Namespace, store: Any) -> Any:
+def _watcher(args: argparse.Namespace, store: Any, crops: bool = False) -> Any:
     from ..video import TrackerSettings, VideoWatcher
 
     settings = TrackerSettings(
@@ -83,6 +84,7 @@ def _watcher(args: argparse.Namespace, store: Any) -> Any:
         far=getattr(args, "far", None),
         detect_every=args.detect_every,
         tracker=settings,
+        crops=crops,
     )
 
 
@@ -184,11 +186,101 @@ def _run_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ index
+def _add_index(p: argparse.ArgumentParser) -> None:
+    from .gallery import _add_db, _add_gallery_name
+    from .people import _add_settings
+
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (each indexed whole)")
+    _add_db(p, created=True)
+    _add_gallery_name(p)
+    p.add_argument(
+        "--fps", type=float, default=10.0, help="frames analysed per second of video (default 10; 0: every frame)"
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=2,
+        metavar="N",
+        help="detect faces in every N-th analysed frame and follow them by optical flow in between (default 2)",
+    )
+    p.add_argument(
+        "--store-crops", action="store_true", help="keep each track's best aligned face crop (shown by the page)"
+    )
+    p.add_argument("--no-cluster", action="store_true", help="only add the faces; `people cluster` groups them")
+    p.add_argument("--batch", type=int, default=32, metavar="N", help="tracks per transaction (32)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_settings(p)
+    _add_tracking_options(p)
+    _add_recognizer_options(p, thresholds=False)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from ..gallery import open_store
+    from ..people import PeopleLibrary
+    from ..video import VideoSource
+    from ..video.index import index_video
+    from .gallery import _shown
+    from .people import _changed_settings, _print_summary, _summary_json
+
+    if args.fps < 0:
+        raise GhostFaceNetsError(f"--fps must be 0 (every frame) or more, got {args.fps}")
+    if args.batch < 1:
+        raise GhostFaceNetsError("--batch must be at least 1")
+    fps = args.fps or None
+    for video in args.videos:  # every video opens before the model loads
+        VideoSource(video, fps=fps).open()
+    watcher = _watcher(args, None, crops=True)
+    videos = []
+    with open_store(args.db, create=True) as store:
+        library = PeopleLibrary(store, args.gallery, watcher.recognizer)
+        changed = _changed_settings(args, library.settings)
+        if changed is not None:
+            library.save_settings(changed)
+        for video in args.videos:
+            done = index_video(
+                video, library, watcher, fps=fps, store_crops=args.store_crops, place=False, progress=not args.json,
+                batch=args.batch,
+            )  # fmt: skip
+            videos.append(done.to_dict())
+            if not args.json:
+                print(f"{video}: " + ("indexed before, skipped" if done.already_indexed else
+                      f"{done.tracks} track(s) in {done.seconds:.1f} s, {done.faces_added} face(s) added"
+                      + (f", {done.tracks_skipped} held before" if done.tracks_skipped else "")))  # fmt: skip
+        added = sum(v["faces_added"] for v in videos)
+        grouping = None if args.no_cluster or not added else library.cluster().to_dict()
+        summary = _summary_json(library.summary())
+    record = {
+        "gallery": args.gallery,
+        "db": _shown(args.db),
+        "videos": videos,
+        "tracks": sum(v["tracks"] for v in videos),
+        "faces_added": added,
+        "already_indexed": sum(v["already_indexed"] for v in videos),
+        "tracks_skipped": sum(v["tracks_skipped"] for v in videos),
+        "grouping": grouping,
+        "summary": summary,
+    }
+    if args.json:
+        print_json(record)
+    else:
+        print(f"{record['tracks']} track(s) found, {added} face(s) added, {record['already_indexed']} video(s) "
+              f"indexed before; {summary['people']} people now")  # fmt: skip
+        _print_summary(summary)
+    return 0
+
+
 COMMANDS = [
     Command(
         "watch",
         "faces in a video file, stream or camera: tracked, identified once per track, events as they happen",
         _add_watch,
         _run_watch,
+    ),
+    Command(
+        "index",
+        "add the faces of video files to a people library: one unlabelled face per track, grouped into people",
+        _add_index,
+        _run_index,
     ),
 ]

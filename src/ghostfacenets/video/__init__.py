@@ -1,8 +1,10 @@
 """Faces in video files, streams and cameras: sampled frames (PyAV), faces tracked across frames, one identity
-decision per track from its best sightings, and events (appeared, identified, left) as JSON or to a webhook."""
+decision per track from its best sightings, events (appeared, identified, left) as JSON or to a webhook, and a
+video's tracks indexed into a people library (:func:`index_video`)."""
 
 from .events import TrackEvent, WebhookSender
 from .identity import Identity
+from .index import VideoIndexSummary, index_video
 from .source import (
     Frame,
     VideoError,
@@ -29,6 +31,7 @@ __all__ = [
     "VideoAnalysis",
     "VideoError",
     "VideoFormatError",
+    "VideoIndexSummary",
     "VideoInfo",
     "VideoLimitError",
     "VideoLimits",
@@ -36,4 +39,5 @@ __all__ = [
     "VideoSupportMissing",
     "VideoWatcher",
     "WebhookSender",
+    "index_video",
 ]

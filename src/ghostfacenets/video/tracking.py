@@ -73,16 +73,22 @@ class Sighting:
     score: float
     quality: float = 0.0
     embedding: np.ndarray | None = None
+    crop: np.ndarray | None = None  # the aligned 112x112 crop, kept only when asked (VideoWatcher's ``crops``)
 
 
 @dataclass
 class BestFace:
-    """One of a track's best sightings: its quality, time, box and embedding."""
+    """One of a track's best sightings: its quality, time, frame, box, detector score, landmarks, embedding and,
+    when the watcher keeps them, its aligned crop."""
 
     quality: float
     time: float
+    frame: int
     box: np.ndarray
+    score: float
+    landmarks: np.ndarray
     embedding: np.ndarray
+    crop: np.ndarray | None = None
 
 
 @dataclass
@@ -163,7 +169,18 @@ class Track:
             mixed = 0.7 * self.appearance + 0.3 * e
             self.appearance = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
         if len(self.best) < best_faces or sighting.quality > self.best[-1].quality:
-            self.best.append(BestFace(sighting.quality, sighting.time, np.asarray(sighting.box), sighting.embedding))
+            self.best.append(
+                BestFace(
+                    sighting.quality,
+                    sighting.time,
+                    sighting.frame,
+                    np.asarray(sighting.box),
+                    sighting.score,
+                    np.asarray(sighting.landmarks),
+                    sighting.embedding,
+                    sighting.crop,
+                )
+            )
             self.best.sort(key=lambda b: -b.quality)
             del self.best[best_faces:]
             self.changed = True

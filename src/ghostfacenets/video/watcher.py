@@ -4,7 +4,8 @@ Every ``detect_every``-th sampled frame is a detection frame: faces are detected
 recognizer's own stages (``detect``, ``align``, ``embed_aligned``) and associated with the tracks
 (:mod:`~ghostfacenets.video.tracking`); in the frames between, the tracks are followed by optical flow
 (:mod:`~ghostfacenets.video.motion`). Identities come from the gallery (:mod:`~ghostfacenets.video.identity`).
-No frame, crop or photo is kept: a track holds its box, its few best embeddings and a 24x24 grey patch.
+No frame, crop or photo is kept: a track holds its box, its few best embeddings and a 24x24 grey patch (and, only
+when asked with ``crops``, the aligned crops of those few best sightings, in memory while the track lasts).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,7 @@ class _Run:
     tracker: FaceTracker
     judge: IdentityJudge | None
     name: str
+    ended: Callable[[Track], None] | None = None
     states: dict[int, _State] = field(default_factory=dict)
     previous: GreyFrame | None = None
     last: Frame | None = None
@@ -121,6 +123,8 @@ class VideoWatcher:
     identities, only tracks). ``threshold``/``far``: the decision threshold (default: the recognizer's).
     ``detect_every``: detect in every n-th sampled frame and follow faces by optical flow in between (1: detect in
     every sampled frame). ``tracker``: :class:`TrackerSettings`. ``k``: gallery subjects kept per track.
+    ``crops``: keep the aligned 112x112 crop of each track's best sightings (``Track.best``; in memory, for
+    :func:`~ghostfacenets.video.index.index_video`).
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class VideoWatcher:
         detect_every: int = DEFAULT_DETECT_EVERY,
         tracker: TrackerSettings | None = None,
         k: int = 5,
+        crops: bool = False,
     ) -> None:
         if detect_every < 1:
             raise GhostFaceNetsError(f"detect_every must be at least 1, got {detect_every}")
@@ -147,6 +152,7 @@ class VideoWatcher:
         self.settings = settings
         self.detect_every = detect_every
         self.k = k
+        self.crops = crops
         self.times = StageTimes()
 
     @contextlib.contextmanager
@@ -185,6 +191,8 @@ class VideoWatcher:
             embeddings = recognizer.embed_aligned(np.stack([crops[i] for i in wanted]))
             for i, embedding in zip(wanted, embeddings):
                 sightings[i].embedding = embedding
+                if self.crops:
+                    sightings[i].crop = crops[i]
             self.times.faces_embedded += len(wanted)
         self.times.embed += time.perf_counter() - judged
         return sightings
@@ -211,16 +219,22 @@ class VideoWatcher:
         )
 
     # ------------------------------------------------------------------------------------------------ the loop
-    def watch(self, source: VideoSource | str | Path | int | bytes, progress: bool = False) -> Iterator[TrackEvent]:
+    def watch(
+        self,
+        source: VideoSource | str | Path | int | bytes,
+        progress: bool = False,
+        ended: Callable[[Track], None] | None = None,
+    ) -> Iterator[TrackEvent]:
         """The events of ``source`` (a :class:`VideoSource`, or anything it takes, sampled at the default
         ``fps``), as they happen. ``times`` holds the stage times as the video goes. ``progress``: a progress bar
-        on stderr for a file. When the source fails or the watch is interrupted, the open tracks leave first."""
+        on stderr for a file. ``ended(track)``: called with each track as it leaves, before its "left" event.
+        When the source fails or the watch is interrupted, the open tracks leave first."""
         if not isinstance(source, VideoSource):
             source = VideoSource(source, fps=DEFAULT_FPS)
         self.times = StageTimes()
         bar = None
         with self._judge() as judge:
-            run = _Run(FaceTracker(self.settings), judge, source.name)
+            run = _Run(FaceTracker(self.settings), judge, source.name, ended)
             frames = source.frames()
             try:
                 for n, frame in enumerate(frames):
@@ -302,6 +316,8 @@ class VideoWatcher:
 
     def _left(self, run: _Run, track: Track, frame: Frame) -> TrackEvent:
         state = run.states.pop(track.id, _State())
+        if run.ended is not None:
+            run.ended(track)
         if run.judge is not None:
             run.judge.forget(track)
         return self._event("left", track, frame, state, run.name)
