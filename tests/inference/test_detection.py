@@ -21,7 +21,9 @@ PHOTOS = [f"img{i}.jpg" for i in range(1, 26)]
 def detectors() -> tuple[RetinaFaceDetector, RetinaFaceDetector]:
     require_module("executorch", "mobile")
     require_module("onnx", "onnx")
-    return RetinaFaceDetector(backend="onnxruntime"), RetinaFaceDetector(backend="executorch")
+    # fast_size: the fast path (detect_largest) at its measured size, off by default
+    onnx = RetinaFaceDetector(backend="onnxruntime", fast_size=320)
+    return onnx, RetinaFaceDetector(backend="executorch", fast_size=320)
 
 
 def _assert_same(reference: list, candidate: list, name: str) -> None:

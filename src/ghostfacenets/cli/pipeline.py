@@ -28,10 +28,10 @@ def _add_detector_options(p: argparse.ArgumentParser, fast_path: bool = True) ->
         p.add_argument(
             "--det-fast-size",
             type=int,
-            default=320,
+            default=0,
             metavar="PIXELS",
             help="where one face per photo is used, detect at this size first and at --det-size only when no face "
-            "of 48 pixels or more is found there (default 320; 0: always --det-size)",
+            "of 48 pixels or more is found there, e.g. 320 (default 0: always --det-size)",
         )
     p.add_argument(
         "--det-backend",

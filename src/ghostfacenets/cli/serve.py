@@ -39,9 +39,9 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--det-fast-size",
         type=int,
-        default=320,
+        default=0,
         metavar="PIXELS",
-        help="verify, enrol and identify detect at this size first (default 320; 0: always --det-size)",
+        help="verify, enrol and identify detect at this size first, e.g. 320 (default 0: always --det-size)",
     )
     p.add_argument(
         "--det-backend",

@@ -105,10 +105,10 @@ class RetinaFaceDetector(FaceDetector):
     within the anchors: at full resolution a 500-pixel face gets visibly wrong landmarks. Raise it to find small
     faces in large group photos. ``fast_size``: callers that want only the largest face
     (:meth:`detect_largest`: verify, embed, enrol, identify) detect at this size first and at ``max_size`` only when
-    no face, or only one smaller than :data:`FAST_MIN_FACE` pixels at that size, is found (None: always
-    ``max_size``). ``min_face``: smaller faces (shorter box side, original pixels) are dropped. ``backend``: "auto",
-    "executorch" or "onnxruntime"; ``threads``: onnxruntime's threads per detection (default: all cores; a server
-    running detections in parallel wants 1).
+    no face, or only one smaller than :data:`FAST_MIN_FACE` pixels at that size, is found (None, the default: always
+    ``max_size``; 320 is the measured choice, docs/pipeline.md). ``min_face``: smaller faces (shorter box side,
+    original pixels) are dropped. ``backend``: "auto", "executorch" or "onnxruntime"; ``threads``: onnxruntime's
+    threads per detection (default: all cores; a server running detections in parallel wants 1).
     """
 
     name = "retinaface-mobilenet0.25"
@@ -119,7 +119,7 @@ class RetinaFaceDetector(FaceDetector):
         nms_threshold: float = 0.4,
         max_size: int = 640,
         min_face: float = 0.0,
-        fast_size: int | None = 320,
+        fast_size: int | None = None,
         backend: str = "auto",
         threads: int | None = None,
     ) -> None:

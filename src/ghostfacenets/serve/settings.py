@@ -67,7 +67,7 @@ class ServiceSettings:
     far: float | None = None
     det_threshold: float = 0.9
     det_size: int = 640
-    det_fast_size: int = 320  # 0: every detection at det_size
+    det_fast_size: int = 0  # 0: every detection at det_size
     det_backend: str = "auto"
     store_crops: bool = False
     threads: int | None = 1
