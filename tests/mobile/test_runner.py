@@ -12,6 +12,7 @@ import pytest
 from ghostfacenets.data.images import load_image
 from ghostfacenets.mobile import MobilePipeline
 from ghostfacenets.mobile.runner import MobileFace, window
+from ghostfacenets.models.retinaface import anchor_grid
 from ghostfacenets.pipeline import FaceRecognizer
 from tests.helpers import require_module, shared_path
 from tests.helpers.photos import photo
@@ -80,7 +81,11 @@ def test_files_state_their_contract(pipeline: MobilePipeline) -> None:
         [np.zeros((1, 640, 640, 3), np.float32), np.array([[480, 640]], np.float32)]
     )
     assert scores.shape == (1, 16800) and boxes.shape == (1, 16800, 4) and landmarks.shape == (1, 16800, 10)
-    assert scores[0, 8000:].max() == 0  # anchors beyond the 480 rows of the photo's area
+    # anchors whose centre lies below the photo's 480 rows score 0: 20 rows of 80 cells at stride 8, 10 of 40 at 16,
+    # 5 of 20 at 32, two anchors a cell
+    beyond = anchor_grid(640, 640)[:, 1] >= 480
+    assert beyond.sum() == 2 * (20 * 80 + 10 * 40 + 5 * 20)
+    assert scores[0, beyond].max() == 0 and scores[0, ~beyond].max() > 0
 
 
 def test_window_cuts_the_photo_around_the_face() -> None:
