@@ -38,7 +38,7 @@ def test_running_programs_leaves_the_exporter_unloaded(model_file: Path) -> None
     code = f"""
 import sys
 from ghostfacenets.pipeline import FaceRecognizer
-recognizer = FaceRecognizer({str(model_file)!r})
+recognizer = FaceRecognizer({str(model_file)!r}, detector_backend="executorch")  # both as ExecuTorch programs
 recognizer.embed({str(photo("img5.jpg"))!r})
 loaded = sorted(m for m in sys.modules if m.startswith(("torchao", "executorch.exir", "litert_torch")))
 print(recognizer.embedder.name, recognizer.detector.backend, loaded)
