@@ -86,31 +86,11 @@ def _changed_settings(args: argparse.Namespace, current: Any) -> Any:
     return replace(current, **changes) if changes else None
 
 
-def _person_json(person: Any) -> dict[str, Any]:
-    return {
-        "id": person.id,
-        "name": person.name,
-        "subject_id": person.subject_id,
-        "faces": person.faces,
-        "pinned": person.pinned,
-        "cover_face": person.cover_face,
-        "created": person.created,
-        "updated": person.updated,
-    }
-
-
 def _face_json(face: Any) -> dict[str, Any]:
-    return {
-        "id": face.id,
-        "person_id": face.person_id,
-        "reference": face.reference,
-        "box": face.box,
-        "quality": round(face.quality, 4),
-        "det_score": (face.detection or {}).get("score"),
-        "pinned": face.pinned,
-        "placed": face.placed,
-        "has_crop": face.has_crop,
-    }
+    """A face as the service gives it, without its creation time."""
+    record = face.to_dict()
+    del record["created"]
+    return record
 
 
 def _summary_json(summary: Any) -> dict[str, Any]:
@@ -212,7 +192,7 @@ def _list(args: argparse.Namespace, library: Any) -> dict[str, Any]:
         rows = [(p.id, p.name or "-", p.faces, p.pinned, p.cover_face or "-") for p in people]
         if rows:
             print_table(rows, ("person", "name", "faces", "pinned", "cover face"))
-    return {"people": [_person_json(p) for p in people], "summary": summary}
+    return {"people": [p.to_dict() for p in people], "summary": summary}
 
 
 def _show(args: argparse.Namespace, library: Any) -> dict[str, Any]:
@@ -224,13 +204,13 @@ def _show(args: argparse.Namespace, library: Any) -> dict[str, Any]:
         rows = [(f.id, f.reference, f"{f.quality:.2f}", "yes" if f.pinned else "") for f in faces]
         if rows:
             print_table(rows, ("face", "photo", "quality", "pinned"))
-    return {"person": None if person is None else _person_json(person), "faces": [_face_json(f) for f in faces]}
+    return {"person": None if person is None else person.to_dict(), "faces": [_face_json(f) for f in faces]}
 
 
 def _correction(done: str, person: Any, args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print(f"{done}: person {person.id} ({person.name or 'unnamed'}), {person.faces} face(s)")
-    return {"person": _person_json(person)}
+    return {"person": person.to_dict()}
 
 
 def _name(args: argparse.Namespace, library: Any) -> dict[str, Any]:

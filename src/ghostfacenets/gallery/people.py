@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -137,6 +137,10 @@ class Person:
     created: str
     updated: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """The person as the CLI's JSON and the service's answers give it."""
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class PersonFace:
@@ -156,6 +160,21 @@ class PersonFace:
     @property
     def box(self) -> list[float] | None:
         return (self.detection or {}).get("box")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The face as the service's answers give it (no embedding, no photo key)."""
+        return {
+            "id": self.id,
+            "person_id": self.person_id,
+            "reference": self.reference,
+            "box": self.box,
+            "quality": round(self.quality, 4),
+            "det_score": (self.detection or {}).get("score"),
+            "pinned": self.pinned,
+            "placed": self.placed,
+            "has_crop": self.has_crop,
+            "created": self.created,
+        }
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from ...gallery.people import MAX_REFERENCE, Person, PersonFace, PhotoFaces
+from ...gallery.people import MAX_REFERENCE, PhotoFaces
 from ...people.library import PeopleLibrary
 from ..auth import Service, SubjectReader, Writer
 from ..images import openapi_body, read_images
@@ -45,34 +45,6 @@ class Rejection(BaseModel):
 
 class Clustering(BaseModel):
     full: bool = Field(default=False, description="forget every automatic placement and place every face again")
-
-
-def person_json(person: Person) -> dict[str, Any]:
-    return {
-        "id": person.id,
-        "name": person.name,
-        "subject_id": person.subject_id,
-        "faces": person.faces,
-        "pinned": person.pinned,
-        "cover_face": person.cover_face,
-        "created": person.created,
-        "updated": person.updated,
-    }
-
-
-def face_json(face: PersonFace) -> dict[str, Any]:
-    return {
-        "id": face.id,
-        "person_id": face.person_id,
-        "reference": face.reference,
-        "box": face.box,
-        "quality": round(face.quality, 4),
-        "det_score": (face.detection or {}).get("score"),
-        "pinned": face.pinned,
-        "placed": face.placed,
-        "has_crop": face.has_crop,
-        "created": face.created,
-    }
 
 
 def _library(svc: Any, gallery: str) -> PeopleLibrary:
@@ -149,7 +121,7 @@ async def list_people(
     library = _library(svc, gallery)
     people = await svc.in_thread(library.people, offset, limit + 1)
     return {
-        "people": [person_json(p) for p in people[:limit]],
+        "people": [p.to_dict() for p in people[:limit]],
         "next_offset": offset + limit if len(people) > limit else None,
         "summary": await _summary(svc, library),
     }
@@ -157,13 +129,13 @@ async def list_people(
 
 @router.get("/people/{person_id}", summary="A person")
 async def get_person(gallery: GalleryName, person_id: PersonId, svc: Service, key: SubjectReader) -> dict[str, Any]:
-    return person_json(await svc.in_thread(_library(svc, gallery).person, person_id))
+    return (await svc.in_thread(_library(svc, gallery).person, person_id)).to_dict()
 
 
 async def _faces(svc: Any, gallery: str, person: int | None, after: int | None, limit: int) -> dict[str, Any]:
     faces = await svc.in_thread(_library(svc, gallery).faces, person, after, limit + 1)
     more = len(faces) > limit
-    return {"faces": [face_json(f) for f in faces[:limit]], "next_cursor": faces[limit - 1].id if more else None}
+    return {"faces": [f.to_dict() for f in faces[:limit]], "next_cursor": faces[limit - 1].id if more else None}
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -207,21 +179,21 @@ async def face_crop(gallery: GalleryName, face_id: FaceId, svc: Service, key: Su
 async def name_person(
     gallery: GalleryName, person_id: PersonId, body: Naming, svc: Service, key: Writer
 ) -> dict[str, Any]:
-    return person_json(await svc.in_thread(_library(svc, gallery).name, person_id, body.name))
+    return (await svc.in_thread(_library(svc, gallery).name, person_id, body.name)).to_dict()
 
 
 @router.post("/people/{person_id}/merge", summary="Merge other people into this one")
 async def merge_people(
     gallery: GalleryName, person_id: PersonId, body: PeopleIds, svc: Service, key: Writer
 ) -> dict[str, Any]:
-    return person_json(await svc.in_thread(_library(svc, gallery).merge, person_id, body.people))
+    return (await svc.in_thread(_library(svc, gallery).merge, person_id, body.people)).to_dict()
 
 
 @router.post("/people/{person_id}/split", status_code=201, summary="Move some of a person's faces to a new person")
 async def split_person(
     gallery: GalleryName, person_id: PersonId, body: FaceIds, svc: Service, key: Writer
 ) -> dict[str, Any]:
-    return person_json(await svc.in_thread(_library(svc, gallery).split, person_id, body.faces))
+    return (await svc.in_thread(_library(svc, gallery).split, person_id, body.faces)).to_dict()
 
 
 @router.post("/faces/{face_id}/reject", summary="Not this person: the face leaves it for good and is placed again")
@@ -230,12 +202,12 @@ async def reject_face(
 ) -> dict[str, Any]:
     library = _library(svc, gallery)
     await svc.in_thread(lambda: library.reject(face_id, body.person if body else None))
-    return face_json(await svc.in_thread(library.face, face_id))
+    return (await svc.in_thread(library.face, face_id)).to_dict()
 
 
 @router.post("/faces/move", summary="Put faces in a person")
 async def move_faces(gallery: GalleryName, body: Move, svc: Service, key: Writer) -> dict[str, Any]:
-    return person_json(await svc.in_thread(_library(svc, gallery).move, body.faces, body.person))
+    return (await svc.in_thread(_library(svc, gallery).move, body.faces, body.person)).to_dict()
 
 
 @router.post("/faces/ignore", status_code=204, summary="Never group these faces (not a face, a stranger)")
