@@ -63,8 +63,8 @@ class PeopleMixin(Connected):
     """The people part of :class:`~.store.SQLiteStore`."""
 
     _touch: Callable[..., None]  # SQLiteStore's
-    _model_id: Callable[[sqlite3.Connection, ModelId], int]
     _record: Callable[..., None]
+    _gallery_for: Callable[..., tuple[int, int | None]]
 
     # -------------------------------------------------------------------------------------------- adding
     def add_photos(
@@ -75,17 +75,7 @@ class PeopleMixin(Connected):
         base.check_gallery_name(gallery)
         check_photos(photos, model)
         with self._transaction(write=True) as db:
-            if create_gallery:
-                made = db.execute(
-                    "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
-                )
-                if made.rowcount:
-                    self._record(db, audit.GALLERY_CREATE, gallery)
-            gallery_id, stored = self._gallery_row(db, gallery)
-            base.check_model(gallery, stored, model)
-            model_id = self._model_id(db, model)
-            if stored is None:
-                db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+            gallery_id, model_id = self._gallery_for(db, gallery, create_gallery, model)
             known = self._known(db, gallery_id, [p.photo_key for p in photos])
             result = AddedPhotos()
             now = base.utc_now()
@@ -203,13 +193,7 @@ class PeopleMixin(Connected):
         text = check_settings(settings)
         base.check_gallery_name(gallery)
         with self._transaction(write=True) as db:
-            if create_gallery:
-                made = db.execute(
-                    "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
-                )
-                if made.rowcount:
-                    self._record(db, audit.GALLERY_CREATE, gallery)
-            gallery_id, _ = self._gallery_row(db, gallery)
+            gallery_id, _ = self._gallery_for(db, gallery, create_gallery)
             db.execute(
                 "INSERT INTO people_settings (gallery_id, settings) VALUES (?, ?) "
                 "ON CONFLICT (gallery_id) DO UPDATE SET settings = excluded.settings",

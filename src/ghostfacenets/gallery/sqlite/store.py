@@ -117,6 +117,26 @@ class SQLiteStore(SearchCache, PeopleMixin):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _gallery_for(
+        self, db: sqlite3.Connection, gallery: str, create: bool, model: ModelId | None = None
+    ) -> tuple[int, int | None]:
+        """(gallery id, model id) of a gallery about to be written: created first when ``create`` (and the creation
+        recorded), and with a ``model`` checked against the gallery's and bound to a gallery that has none."""
+        if create:
+            made = db.execute(
+                "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
+            )
+            if made.rowcount:
+                self._record(db, audit.GALLERY_CREATE, gallery)
+        gallery_id, stored = self._gallery_row(db, gallery)
+        if model is None:
+            return gallery_id, None
+        base.check_model(gallery, stored, model)
+        model_id = self._model_id(db, model)
+        if stored is None:
+            db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+        return gallery_id, model_id
+
     def _model_id(self, db: sqlite3.Connection, model: ModelId) -> int:
         key = (model.name, model.sha256, model.dim, int(model.flip))
         db.execute("INSERT OR IGNORE INTO models (name, sha256, dim, flip) VALUES (?, ?, ?, ?)", key)
@@ -290,17 +310,7 @@ class SQLiteStore(SearchCache, PeopleMixin):
             for e in enrolments
         ]
         with self._transaction(write=True) as db:
-            if create_gallery:
-                made = db.execute(
-                    "INSERT OR IGNORE INTO galleries (name, created) VALUES (?, ?)", (gallery, base.utc_now())
-                )
-                if made.rowcount:
-                    self._record(db, audit.GALLERY_CREATE, gallery)
-            gallery_id, stored = self._gallery_row(db, gallery)
-            base.check_model(gallery, stored, model)
-            model_id = self._model_id(db, model)
-            if stored is None:
-                db.execute("UPDATE galleries SET model_id = ? WHERE id = ?", (model_id, gallery_id))
+            gallery_id, model_id = self._gallery_for(db, gallery, create_gallery, model)
             results, new_subjects = [], 0
             for enrolment, (name, metadata, vectors) in zip(enrolments, checked):
                 row = db.execute("SELECT id FROM subjects WHERE gallery_id = ? AND name = ?", (gallery_id, name))
