@@ -5,10 +5,13 @@ two photos in the page; the first visit's time and bytes, cold and from the cach
 
 Native and browser take turns in rounds, so that they share whatever load the machine has; each figure is the median
 of its rounds' medians, and each ratio is taken within a round. The 1-minute load average is recorded before and
-after. Weights are random (speed does not depend on them).
+after. Weights are random (speed does not depend on them), with BatchNorm statistics measured on random images
+(``tests.helpers.models.randomized``) so that activations keep a trained model's scale: the int8 weights'
+agreement with float32 means something only then (an untrained model's embeddings are 1e6 long and chaotic).
 
     python bench/browser.py [--model ghostfacenetv1-1.3-1] [--rounds 5] [--repeats 20] [--json out.json]
     python bench/browser.py --onnx model-int8.onnx     # serve (and time) a given ONNX file, e.g. an int8 export
+    python bench/browser.py --web-weights float32     # browsers get the float32 file (default: int8 weights)
     python bench/browser.py --litert-js     # also LiteRT.js (@litertjs/core from npm) on the model's .tflite export
 
 With ``--litert-js`` the same rounds also time LiteRT.js (``npm pack @litertjs/core@2.5.3`` and its wasm-utils,
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' helpers: the service as a process, Chromium with Playwright
 
 from tests.helpers.browser import chromium  # noqa: E402
+from tests.helpers.models import randomized  # noqa: E402
 from tests.helpers.service import start_service  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "data" / "deepface_testpairs"
@@ -109,13 +113,13 @@ def native_runners(onnx: Path, pte: Path | None, photo: np.ndarray) -> dict[str,
     return runners
 
 
-def native_reference(onnx: Path) -> np.ndarray:
-    """The raw embedding of the bench crop by onnxruntime, natively, from the file the browser runs."""
+def native_reference(onnx: bytes) -> np.ndarray:
+    """The raw embedding of the bench crop by onnxruntime, natively, from an ONNX file's bytes."""
     import onnxruntime as ort
 
     from ghostfacenets.data.transforms import to_array
 
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
     return session.run(None, {"input": to_array(bench_crop())})[0][0]
 
 
@@ -250,16 +254,22 @@ def main() -> None:
     parser.add_argument("--onnx", type=Path, help="serve and time this ONNX file instead of exporting --model")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--web-weights",
+        choices=("int8", "float32"),
+        default="int8",
+        help="the embedder browsers get (serve --web-weights; default int8 weights, as serve)",
+    )
     parser.add_argument("--litert-js", action="store_true", help="also time LiteRT.js on the .tflite export")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     import ghostfacenets as gfn
     from ghostfacenets.export.executorch import executorch_available, export_executorch
-    from ghostfacenets.export.onnx import export_onnx
+    from ghostfacenets.export.onnx import compress_weights, export_onnx
 
     work = Path(tempfile.mkdtemp(prefix="bench-browser-"))
-    model = gfn.create_model(args.model).eval()
+    model = randomized(gfn.create_model(args.model))
     onnx = args.onnx or export_onnx(model, work / "model.onnx")
     pte = export_executorch(model, work / "model.pte") if executorch_available() and not args.onnx else None
     tflite = None
@@ -276,11 +286,14 @@ def main() -> None:
     }
     native = native_runners(onnx, pte, photo)
     loads = [os.getloadavg()[0]]
-    service = start_service(onnx, work / "gallery.sqlite", work / "serve.log")
+    service = start_service(onnx, work / "gallery.sqlite", work / "serve.log", "--web-weights", args.web_weights)
     rows: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
     agreement: list[float] = []
-    reference = native_reference(onnx)
+    float32 = Path(onnx).read_bytes()
+    served = compress_weights(float32) if args.web_weights == "int8" else float32
+    reference, float32_reference = native_reference(served), native_reference(float32)
+    versus_float32: list[float] = []
     try:
         with chromium() as browser:
             visits = first_visit(browser, service.url)
@@ -300,7 +313,9 @@ def main() -> None:
                     timed = page.evaluate(BROWSER_TIMES, args.repeats)
                     if tflite is not None and threads == 1:
                         mine[f"embed litert.js browser {threads}t"] = page.evaluate(LITERT_TIMES, args.repeats)
-                    agreement.append(cosine(timed.pop("raw embedding"), reference))
+                    raw = timed.pop("raw embedding")
+                    agreement.append(cosine(raw, reference))
+                    versus_float32.append(cosine(raw, float32_reference))
                     for name, ms in timed.items():
                         mine[f"{name} browser {threads}t"] = ms
                 for name, ms in mine.items():
@@ -334,10 +349,13 @@ def main() -> None:
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
         "model": args.model if not args.onnx else str(args.onnx),
         "onnx_bytes": sizes,
+        "web_weights": args.web_weights,
+        "served_embedder_bytes": len(served),
         "loadavg_1min": loads,
         "median_ms": {name: round(statistics.median(v), 2) for name, v in sorted(rows.items())},
         "ratio_median": {name: round(statistics.median(v), 2) for name, v in ratios.items()},
-        "browser_vs_native_cosine_min": round(min(agreement), 7),
+        "browser_vs_native_cosine_min": round(min(agreement), 7),  # the same file
+        "browser_vs_float32_cosine_min": round(min(versus_float32), 7),
         "first_visit": visits,
     }
     print(json.dumps(result, indent=1))

@@ -46,7 +46,8 @@ def on_device(onnx_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     folder = tmp_path_factory.mktemp("on-device")
     db = folder / "gallery.sqlite"
     admin = str(create_key(db, "admin")["key"])
-    service = start_service(onnx_model, db, folder / "serve.log")
+    # float32 weights: the browser runs the service's own file, so every number can be compared exactly
+    service = start_service(onnx_model, db, folder / "serve.log", "--web-weights", "float32")
     try:
         yield OnDevice(service, onnx_model, admin)
     finally:
@@ -113,6 +114,66 @@ def test_browser_pipeline_equals_python(browser: Any, on_device: OnDevice) -> No
             assert mine["score"] == pytest.approx(theirs.face.score, abs=1e-3)
             cosine = float(np.dot(mine["embedding"], theirs.embedding))
             assert cosine >= 0.9999, (name, cosine)
+    page.close()
+
+
+def test_int8_weights_by_default_keep_embeddings_in_a_phone_download(
+    browser: Any, served: Served, on_device: OnDevice, tmp_path: Path
+) -> None:
+    """By default browsers get the embedder with int8 weights: a third of the bytes, the first visit's download
+    (runtime, detector, embedder, compressed) under 10 MB, and in Chromium the same embeddings as Python with the
+    served file (cosine >= 0.9999) and within cosine 0.999 of the service's float32 model."""
+    from ghostfacenets import FaceRecognizer
+
+    with served.service.client() as http:
+        manifest = http.get("/web/manifest.json").json()
+        assert manifest["embedder"]["weights"] == "int8"
+        served_file = tmp_path / "embedder.int8.onnx"
+        served_file.write_bytes(http.get(f"/web/{manifest['embedder']['url']}").content)
+        urls = [manifest["runtime"][k] for k in ("module", "glue", "wasm")]
+        urls += [manifest[part]["url"] for part in ("detector", "embedder")]
+        download = sum(
+            int(http.get(f"/web/{url}", headers={"Accept-Encoding": "gzip"}).headers["content-length"]) for url in urls
+        )
+    assert served_file.stat().st_size < 0.35 * on_device.onnx.stat().st_size
+    assert download < 10_000_000, download
+    names = ["img2.jpg", "img10.jpg", "img17.jpg"]
+    page = browser.new_page()
+    page.goto(served.service.url + "/")
+    found = _browser_faces(page, names)["faces"]
+    page.close()
+    same_file = FaceRecognizer(str(served_file), threshold=0.3)
+    float32 = FaceRecognizer(str(on_device.onnx), threshold=0.3)
+    for name in names:
+        expected, reference = same_file.embed_faces(photo(name)), float32.embed_faces(photo(name))
+        assert len(found[name]) == len(expected) == len(reference) > 0, name
+        for mine, theirs, full in zip(found[name], expected, reference):
+            assert float(np.dot(mine["embedding"], theirs.embedding)) >= 0.9999, name
+            assert float(np.dot(mine["embedding"], full.embedding)) >= 0.999, name
+
+
+def test_area_shrinking_equals_opencv(browser: Any, on_device: OnDevice) -> None:
+    """The module's INTER_AREA shrinking equals OpenCV's, byte for byte, on random images: halving (the fast path's
+    own loop), another integer factor, and a fractional one."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    page = browser.new_page()
+    page.goto(on_device.service.url + "/")
+    sizes = [((640, 480), (320, 240)), ((600, 450), (200, 150)), ((1000, 700), (640, 448))]
+    for (width, height), (out_w, out_h) in sizes:
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        shrunk = page.evaluate(
+            """async ([b64, width, height, outW, outH]) => {
+              const g = await import("/web/ghostfacenets.mjs");
+              const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+              return Array.from(g.resizeArea({data, width, height}, outW, outH));
+            }""",
+            [base64.b64encode(image.tobytes()).decode(), width, height, out_w, out_h],
+        )
+        expected = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        got = np.array(shrunk, np.uint8).reshape(out_h, out_w, 3)
+        assert np.array_equal(got, expected), (width, height, int(np.abs(got.astype(int) - expected).max()))
     page.close()
 
 

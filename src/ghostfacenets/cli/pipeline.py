@@ -37,7 +37,7 @@ def _add_detector_options(p: argparse.ArgumentParser, fast_path: bool = True) ->
         "--det-backend",
         choices=("auto", "executorch", "onnxruntime"),
         default="auto",
-        help="how the detector runs (default auto: ExecuTorch with the mobile extra, else onnxruntime)",
+        help="how the detector runs (default auto: onnxruntime, measured the faster on CPUs)",
     )
 
 

@@ -24,6 +24,7 @@ SETTINGS_ENV = "GHOSTFACENETS_SERVE_SETTINGS"
 DEFAULT_DB = "ghostfacenets.sqlite"
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # Pillow's names of the formats accepted
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+WEB_WEIGHTS = ("int8", "float32")  # the browser module's embedder: weights in int8 (float32 compute), or as served
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class ServiceSettings:
 
     ``det_size``: the detection size; ``det_fast_size``: requests that use one face per
     image (verify, enrol, identify) detect at this size first (0: always ``det_size``); ``det_backend``: the
-    detector's runtime (:mod:`ghostfacenets.inference.detection`).
+    detector's runtime (:mod:`ghostfacenets.inference.detection`). ``web_weights``: the embedder the browser module
+    downloads, "int8" (weights stored in int8, computed in float32: a third of the bytes) or "float32" (the file the
+    service runs, bit for bit; docs/browser.md).
     """
 
     model: str = DEFAULT_MODEL
@@ -70,6 +73,7 @@ class ServiceSettings:
     det_fast_size: int = 0  # 0: every detection at det_size
     det_backend: str = "auto"
     store_crops: bool = False
+    web_weights: str = "int8"
     threads: int | None = 1
     compute_threads: int | None = None
     max_body_bytes: int = 32 * 1024 * 1024
@@ -133,6 +137,8 @@ class ServiceSettings:
             raise GhostFaceNetsError(f"liveness_threshold lies in [0, 1], got {self.liveness_threshold}")
         if not self.max_video_seconds > 0 or not self.video_deadline_s > 0:
             raise GhostFaceNetsError("max_video_seconds and video_deadline_s must be positive")
+        if self.web_weights not in WEB_WEIGHTS:
+            raise GhostFaceNetsError(f"web_weights must be one of {', '.join(WEB_WEIGHTS)}, got {self.web_weights!r}")
         if self.det_fast_size < 0:
             raise GhostFaceNetsError(f"det_fast_size must not be negative, got {self.det_fast_size}")
         if self.batch_wait_ms < 0:

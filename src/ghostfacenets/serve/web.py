@@ -131,7 +131,14 @@ class WebFiles:
     def _build(self) -> dict[str, WebFile]:
         runtime = _runtime_files()
         detector = WebFile.hashed("retinaface-mobilenet0.25", ".onnx", detector_onnx())
-        embedder = WebFile.hashed("embedder", ".onnx", embedder_onnx(self.settings.model))
+        served = embedder_onnx(self.settings.model)
+        weights, embedder_bytes = "as served", served
+        if self.settings.web_weights == "int8":
+            from ..export.onnx import compress_weights
+
+            embedder_bytes = compress_weights(served)
+            weights = "as served" if embedder_bytes == served else "int8"  # an int8 export has no float32 weights
+        embedder = WebFile.hashed("embedder", ".onnx", embedder_bytes)
         files = [*runtime, detector, embedder]
         manifest = {
             "format": "ghostfacenets-web/1",
@@ -159,6 +166,7 @@ class WebFiles:
             "embedder": {
                 "url": f"files/{embedder.name}",
                 "bytes": len(embedder.data),
+                "weights": weights,
                 "input": {"name": "input", "size": 112, "mean": 127.5, "std": 128.0, "layout": "NCHW", "color": "RGB"},
                 "output": "embedding",
                 "alignment": "arcface-5-point",
