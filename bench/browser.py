@@ -266,7 +266,7 @@ def main() -> None:
 
     import ghostfacenets as gfn
     from ghostfacenets.export.executorch import executorch_available, export_executorch
-    from ghostfacenets.export.onnx import compress_weights, export_onnx
+    from ghostfacenets.export.onnx import export_onnx
 
     work = Path(tempfile.mkdtemp(prefix="bench-browser-"))
     model = randomized(gfn.create_model(args.model))
@@ -290,11 +290,11 @@ def main() -> None:
     rows: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
     agreement: list[float] = []
-    float32 = Path(onnx).read_bytes()
-    served = compress_weights(float32) if args.web_weights == "int8" else float32
-    reference, float32_reference = native_reference(served), native_reference(float32)
     versus_float32: list[float] = []
     try:
+        with service.client() as http:  # the embedder exactly as the service gives it to browsers
+            served = http.get(f"/web/{http.get('/web/manifest.json').json()['embedder']['url']}").content
+        reference, float32_reference = native_reference(served), native_reference(Path(onnx).read_bytes())
         with chromium() as browser:
             visits = first_visit(browser, service.url)
             pages = {}
