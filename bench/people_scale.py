@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,7 +128,47 @@ def main(argv: list[str] | None = None) -> int:
         differ = len(incremental ^ again)
         print(f"full re-run after the adds: {time.perf_counter() - started:.1f} s; its groups equal the incremental "
               f"ones: {incremental == again} ({differ} of {len(again):,} groups differ) ({load()})")  # fmt: skip
+        floor = 1000 * database_floor(store, rng, [f.embedding for p in later for f in p.faces])
+        print(f"the database alone, per face (insert with its HNSW upkeep, commit, 32 nearest through the index): "
+              f"p50 {np.median(floor):.1f} ms, p99 {np.percentile(floor, 99):.1f} ms; add + place / this: "
+              f"p50 {p50 / np.median(floor):.2f}x, p99 {p99 / np.percentile(floor, 99):.2f}x ({load()})")  # fmt: skip
     return 0
+
+
+def database_floor(store: Any, rng: np.random.Generator, like: list[np.ndarray]) -> np.ndarray:
+    """Seconds per face of what any placement through the index costs at least: one face row inserted and committed
+    (its HNSW upkeep included) and one nearest-neighbour query of the store's settings, for faces like ``like``
+    (added to a gallery of their own, deleted afterwards; searched for among the library's faces)."""
+    dim = MODEL.dim
+    typed = f"{store.vector_type}({dim})"
+    times = []
+    with store._transaction() as db:  # the floor's gallery, its faces invisible to the people of "scale"
+        library = db.execute("SELECT id FROM galleries WHERE name = 'scale'").fetchone()[0]
+        gallery = db.execute("INSERT INTO galleries (name) VALUES ('floor') RETURNING id").fetchone()[0]
+        model = store._bind(db, gallery, MODEL)
+    try:
+        for i, base in enumerate(like):
+            vector = base + 0.5 * rng.normal(size=dim).astype(np.float32) / np.sqrt(dim)
+            vector /= np.linalg.norm(vector)
+            started = time.perf_counter()
+            with store._transaction() as db:
+                db.execute(
+                    "INSERT INTO faces (gallery_id, model_id, dim, embedding, image_sha256, source) "
+                    "VALUES (%s, %s, %s, %s, %s, 'floor')",
+                    (gallery, model, dim, vector, f"{i:064x}"),
+                )
+            with store._transaction() as db:
+                store._use_index(db)
+                db.execute(
+                    f"SELECT id FROM faces WHERE gallery_id = %s AND dim = {dim} "
+                    f"ORDER BY embedding::{typed} <=> %s::{typed} LIMIT 32",
+                    (library, vector),
+                ).fetchall()
+            times.append(time.perf_counter() - started)
+    finally:
+        with store._transaction() as db:
+            db.execute("DELETE FROM galleries WHERE id = %s", (gallery,))
+    return np.array(times)
 
 
 def _groups(people: PeopleLibrary) -> set[frozenset[int]]:

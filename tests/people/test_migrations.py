@@ -101,3 +101,37 @@ def test_a_v2_postgres_schema_gains_people_and_keeps_its_audit_trail_and_keys(pg
         _takes_people(store, vectors[1:])
     with psycopg.connect(pg_url, autocommit=True) as db:
         assert db.execute("SELECT version FROM ghostfacenets.schema_version").fetchall() == [(POSTGRES_VERSION,)]
+
+
+def test_a_v3_postgres_schema_keeps_its_people_and_gains_the_pinned_index_and_inline_sums(pg_url: str) -> None:
+    """v3 -> v4: the pinned faces get an index of their own (placing a face no longer scans the gallery's faces) and
+    people's sums stay in their rows; the people, their names and sums come through whole."""
+    rng = np.random.default_rng(13)
+    vectors = unit(rng, 1) + 0.05 * unit(rng, 4)  # one person's faces
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with open_store(pg_url) as store:
+        library = PeopleLibrary(store, "g", model=MODEL, settings=SETTINGS)
+        library.add([PhotoFaces(f"{i}.jpg", [UnlabelledFace(v, 1.0)]) for i, v in enumerate(vectors[:3])])
+        (person,) = library.people()
+        library.name(person.id, "Ada")
+        before = library.people()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(
+            "DROP INDEX ghostfacenets.people_faces_pinned; "
+            "ALTER TABLE ghostfacenets.people ALTER COLUMN total SET STORAGE EXTENDED; "
+            "UPDATE ghostfacenets.schema_version SET version = 3"
+        )
+    with open_store(pg_url) as store:
+        library = PeopleLibrary(store, "g", model=MODEL)
+        assert library.people() == before
+        library.add([PhotoFaces("3.jpg", [UnlabelledFace(vectors[3], 1.0)])])
+        (ada,) = library.people()
+        assert (ada.name, ada.faces) == ("Ada", 4)
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        assert db.execute("SELECT version FROM ghostfacenets.schema_version").fetchall() == [(POSTGRES_VERSION,)]
+        assert db.execute("SELECT to_regclass('ghostfacenets.people_faces_pinned')").fetchone()[0] is not None
+        storage = db.execute(
+            "SELECT attstorage FROM pg_attribute "
+            "WHERE attrelid = 'ghostfacenets.people'::regclass AND attname = 'total'"
+        ).fetchone()
+        assert storage == ("m",)

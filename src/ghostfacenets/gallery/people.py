@@ -230,11 +230,30 @@ class Placement:
         return sorted((p for p in self.people if p < 0), reverse=True)
 
 
+@dataclass
+class BatchView:
+    """What one grouping batch decides on: the batch's faces' nearest neighbours (``near``), the other faces of
+    their photos and of their neighbours' photos (``mates``), the states of all those faces (embeddings of the
+    batch's faces and their neighbours; a mate's may be left empty), the people they belong to (``persons``) and the
+    people each face was rejected from. It may hold more than that (never less)."""
+
+    near: dict[int, list[tuple[int, float]]]
+    mates: dict[int, list[int]]
+    states: dict[int, FaceState]
+    persons: dict[int, PersonState]
+    rejected: dict[int, set[int]]
+
+
 class PlacementBatch(Protocol):
     """What grouping needs from a store for one batch, in one transaction holding the gallery's write lock."""
 
     def pending(self, limit: int) -> list[int]:
         """Up to ``limit`` ids of faces waiting to be placed, smallest first."""
+        ...
+
+    def view(self, ids: Sequence[int], k: int, min_similarity: float) -> BatchView:
+        """What the batch of faces ``ids`` decides on (:func:`read_view`'s answer, in as few round trips as the
+        store can)."""
         ...
 
     def faces(self, ids: Collection[int], embeddings: bool = True) -> dict[int, FaceState]:
@@ -259,6 +278,22 @@ class PlacementBatch(Protocol):
     def apply(self, placement: Placement) -> dict[int, int]:
         """Write the batch's decisions; returns the ids given to the people it started (negative id -> id)."""
         ...
+
+
+def read_view(
+    batch: PlacementBatch, ids: Sequence[int], k: int, min_similarity: float, exact: ExactNeighbours | None = None
+) -> BatchView:
+    """What the batch of faces ``ids`` decides on, read through ``batch``'s methods one after another (neighbours
+    from ``exact`` instead when given: it holds every face of ``ids`` and the embeddings)."""
+    near = (exact or batch).neighbours(ids, k, min_similarity)
+    seen = set(ids) | {n for found in near.values() for n, _ in found}
+    mates = batch.photo_mates(seen)
+    states = batch.faces(seen | {m for found in mates.values() for m in found}, embeddings=exact is None)
+    if exact is not None:  # the embeddings are in memory already: only the states were read
+        for state in states.values():
+            state.embedding = exact.vector(state.id)
+    persons = batch.people({s.person for s in states.values() if s.person is not None})
+    return BatchView(near, mates, states, persons, batch.rejections(seen))
 
 
 class CorrectionSession(Protocol):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GhostFaceNetsError
-from ..gallery.people import ExactNeighbours, FaceState, PersonState, Placement, PlacementBatch
+from ..gallery.people import ExactNeighbours, FaceState, PersonState, Placement, PlacementBatch, read_view
 
 SETTINGS_FAR = 1e-2  # link and join at the model's threshold for this FAR (docs/people.md)
 
@@ -107,17 +107,12 @@ class _Batch:
     ) -> None:
         self.settings = settings
         self.ids = ids
-        cached = exact if exact is not None and all(i in exact for i in ids) else None
-        self.near = (cached or store).neighbours(ids, settings.neighbours, settings.link)
-        near = set(ids) | {n for found in self.near.values() for n, _ in found}
-        self.mates = store.photo_mates(near)
-        wanted = near | {m for found in self.mates.values() for m in found}
-        self.states = store.faces(wanted, embeddings=cached is None)
-        if cached is not None:  # the embeddings are in memory already: only the states were read
-            for state in self.states.values():
-                state.embedding = cached.vector(state.id)
-        self.persons = store.people({s.person for s in self.states.values() if s.person is not None})
-        self.rejected = store.rejections(near)
+        if exact is not None and all(i in exact for i in ids):
+            view = read_view(store, ids, settings.neighbours, settings.link, exact)
+        else:
+            view = store.view(ids, settings.neighbours, settings.link)
+        self.near, self.mates, self.states = view.near, view.mates, view.states
+        self.persons, self.rejected = view.persons, view.rejected
         self.placement = Placement()
         self.summary = GroupingSummary()
         self._next_person = -1

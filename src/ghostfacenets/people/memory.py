@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..gallery.base import NotFoundError
-from ..gallery.people import ExactNeighbours, FaceState, PersonState, Placement
+from ..gallery.people import BatchView, ExactNeighbours, FaceState, PersonState, Placement, read_view
 from .grouping import GroupingSettings, GroupingSummary, place_pending
 
 
@@ -84,6 +84,9 @@ class MemoryPeople:
 
     def faces(self, ids: Collection[int], embeddings: bool = True) -> dict[int, FaceState]:
         return {i: self.states[i] for i in ids}
+
+    def view(self, ids: Sequence[int], k: int, min_similarity: float) -> BatchView:
+        return read_view(self, ids, k, min_similarity)
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
         pinned = np.array([s.pinned for s in self.states.values()], bool)

@@ -3,9 +3,10 @@ subject, people with their sums of embeddings, "not this person" records and eac
 grouping state (person, quality, placed, pinned) is a row of ``people_faces``: placing faces never rewrites ``faces``
 rows, whose new versions would all enter the HNSW index again (only a face joining a named person gets its subject).
 
-A face's nearest neighbours come from the HNSW index (one query per face, pgvector's iterative scan so that the
-gallery and visibility filters never starve it) when the gallery holds more than ``exact_limit`` unlabelled faces,
-and from an exact search below. Grouping and corrections hold the gallery's row lock, as every write does."""
+A face's nearest neighbours come from the HNSW index (pgvector's iterative scan, so that the gallery and visibility
+filters never starve it) when the gallery holds more than ``exact_limit`` unlabelled faces, in the one statement
+that reads all a grouping batch decides on; below, from an exact search. Grouping and corrections hold the gallery's
+row lock, as every write does."""
 
 from __future__ import annotations
 
@@ -86,18 +87,23 @@ class PeopleMixin(Connected):
                 gallery_id, stored, _ = self._gallery_row(db, gallery, lock=True)
             base.check_model(gallery, stored, model)
             model_id = self._bind(db, gallery_id, model) if stored is None else self._known_model_id(db, model)
-            known = self._known(db, gallery_id, [p.photo_key for p in photos])
-            new = [p for p in photos if p.photo_key not in known]
-            result = AddedPhotos(skipped=[p.reference for p in photos if p.photo_key in known])
-            if not new:
-                return result
-            by_key = dict(
+            by_key = dict(  # the photos the gallery holds already are skipped
                 db.execute(
                     "INSERT INTO photos (gallery_id, key, reference, faces) "
-                    "SELECT %s, k, r, f FROM unnest(%s::text[], %s::text[], %s::int[]) AS n(k, r, f) RETURNING key, id",
-                    (gallery_id, [p.photo_key for p in new], [p.reference for p in new], [len(p.faces) for p in new]),
+                    "SELECT %s, k, r, f FROM unnest(%s::text[], %s::text[], %s::int[]) AS n(k, r, f) "
+                    "ON CONFLICT (gallery_id, key) DO NOTHING RETURNING key, id",
+                    (
+                        gallery_id,
+                        [p.photo_key for p in photos],
+                        [p.reference for p in photos],
+                        [len(p.faces) for p in photos],
+                    ),
                 ).fetchall()
             )
+            new = [p for p in photos if p.photo_key in by_key]
+            result = AddedPhotos(skipped=[p.reference for p in photos if p.photo_key not in by_key])
+            if not new:
+                return result
             photo_ids = [int(by_key[p.photo_key]) for p in new]
             faces = [(photo_id, photo, face) for photo_id, photo in zip(photo_ids, new) for face in photo.faces]
             ids = [
@@ -132,8 +138,9 @@ class PeopleMixin(Connected):
                         copy.set_types(["int8", "bytea"])
                         for row in crops:
                             copy.write_row(row)
-            self._count(db, gallery_id, faces=len(faces), crops=len(crops))
-            self._record(db, audit.PEOPLE_ADD, gallery, detail={"photos": len(new), "faces": len(faces)})
+            with db.pipeline():  # one round trip
+                self._count(db, gallery_id, faces=len(faces), crops=len(crops))
+                self._record(db, audit.PEOPLE_ADD, gallery, detail={"photos": len(new), "faces": len(faces)})
             position = 0
             for photo in new:
                 result.added[photo.reference] = ids[position : position + len(photo.faces)]

@@ -11,7 +11,16 @@ import numpy as np
 
 from .. import audit, base
 from ..base import ConflictError, NotFoundError
-from ..people import ExactNeighbours, FaceState, PersonState, Placement, decode_total, encode_total
+from ..people import (
+    BatchView,
+    ExactNeighbours,
+    FaceState,
+    PersonState,
+    Placement,
+    decode_total,
+    encode_total,
+    read_view,
+)
 from .index import MAX_INDEXED_DIM
 
 if TYPE_CHECKING:
@@ -55,6 +64,43 @@ def refresh_people(db: Any, people: Collection[int]) -> None:
         )
 
 
+# What a grouping batch decides on (BatchView), in one statement through the HNSW index: the batch's faces (q), their
+# nearest earlier faces of the gallery and the pinned later ones (near), those at least %(min)s alike with the batch
+# (seen), the other faces of seen faces' photos (mates), then one row per face of seen and mates: its state (the
+# embedding for seen ones), for the batch's faces their neighbours best first, for seen faces their mates and
+# rejections, and the first row of each person carries the person's sum.
+VIEW_SQL = """
+WITH q AS MATERIALIZED (SELECT id, embedding FROM faces WHERE id = ANY(%(ids)s)),
+near AS MATERIALIZED (
+    SELECT q.id AS face, n.id AS other, 1 - n.distance AS similarity FROM q CROSS JOIN LATERAL (
+        SELECT f.id, f.embedding::{typed} <=> q.embedding::{typed} AS distance FROM faces f
+        WHERE f.gallery_id = %(g)s AND f.dim = {dim} AND f.photo_id IS NOT NULL AND f.id < q.id
+        ORDER BY f.embedding::{typed} <=> q.embedding::{typed} LIMIT %(k)s) n
+    UNION ALL
+    SELECT q.id, f.id, 1 - (f.embedding::{typed} <=> q.embedding::{typed}) FROM q
+    JOIN people_faces pf ON pf.gallery_id = %(g)s AND pf.pinned AND pf.face_id > q.id JOIN faces f ON f.id = pf.face_id
+),
+seen AS MATERIALIZED (SELECT id FROM q UNION SELECT other FROM near WHERE similarity >= %(min)s),
+wanted AS MATERIALIZED (
+    SELECT id, true AS seen FROM seen
+    UNION
+    SELECT m.id, false FROM seen s JOIN faces f ON f.id = s.id JOIN faces m ON m.photo_id = f.photo_id
+    WHERE m.id NOT IN (SELECT id FROM seen)
+)
+SELECT f.id, f.photo_id, pf.quality, CASE WHEN w.seen THEN f.embedding::vector END, pf.person_id, pf.pinned,
+    pf.placed,
+    CASE WHEN f.id = ANY(%(ids)s) THEN ARRAY(SELECT n.other FROM near n WHERE n.face = f.id
+        AND n.similarity >= %(min)s ORDER BY n.similarity DESC, n.other) END,
+    CASE WHEN f.id = ANY(%(ids)s) THEN ARRAY(SELECT n.similarity FROM near n WHERE n.face = f.id
+        AND n.similarity >= %(min)s ORDER BY n.similarity DESC, n.other) END,
+    CASE WHEN w.seen THEN ARRAY(SELECT m.id FROM faces m WHERE m.photo_id = f.photo_id AND m.id <> f.id) END,
+    CASE WHEN w.seen THEN ARRAY(SELECT r.person_id FROM people_rejections r WHERE r.face_id = f.id) END,
+    p.faces, CASE WHEN row_number() OVER (PARTITION BY pf.person_id ORDER BY f.id) = 1 THEN p.total END
+FROM wanted w JOIN faces f ON f.id = w.id JOIN people_faces pf ON pf.face_id = w.id
+LEFT JOIN people p ON p.id = pf.person_id
+"""
+
+
 class Batch:
     """:class:`~ghostfacenets.gallery.people.PlacementBatch` over one transaction holding the gallery's lock."""
 
@@ -84,7 +130,8 @@ class Batch:
             for r in rows
         }  # fmt: skip
 
-    def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
+    def view(self, ids: Sequence[int], k: int, min_similarity: float) -> BatchView:
+        """One statement when the HNSW index serves the gallery (:data:`VIEW_SQL`), else :func:`read_view`."""
         store, db = self.store, self.db
         indexed = (
             self.gallery_faces > store.exact_limit  # as search decides: on all faces of the gallery
@@ -92,30 +139,27 @@ class Batch:
             and store._index_row(db, store._index_name(self.dim))[1]
         )
         if not indexed:
-            return read_vectors(db, self.gallery_id, self.dim).neighbours(ids, k, min_similarity)
+            return read_view(self, ids, k, min_similarity)
         store._use_index(db)
-        typed = f"{store.vector_type}({self.dim})"
-        distance = f"f.embedding::{typed} <=> q.embedding::{typed}"
-        params = {"g": self.gallery_id, "k": k, "ids": list(ids)}
-        # the nearest earlier faces through the index (the gallery's unlabelled ones), and the pinned later ones
-        rows = db.execute(
-            f"SELECT q.id, n.id, 1 - n.distance FROM faces q CROSS JOIN LATERAL (SELECT f.id, {distance} AS distance "
-            f"FROM faces f WHERE f.gallery_id = %(g)s AND f.dim = {self.dim} AND f.photo_id IS NOT NULL "
-            f"AND f.id < q.id ORDER BY {distance} LIMIT %(k)s) n WHERE q.id = ANY(%(ids)s)",
-            params,
-        ).fetchall()
-        rows += db.execute(
-            f"SELECT q.id, f.id, 1 - ({distance}) FROM faces q JOIN people_faces pf ON pf.gallery_id = %(g)s "
-            f"AND pf.pinned AND pf.face_id > q.id JOIN faces f ON f.id = pf.face_id WHERE q.id = ANY(%(ids)s)",
-            params,
-        ).fetchall()
-        found: dict[int, list[tuple[int, float]]] = {int(i): [] for i in ids}
-        for face, other, similarity in rows:
-            if similarity >= min_similarity:
-                found[face].append((int(other), float(similarity)))
-        for face, near in found.items():
-            found[face] = sorted(near, key=lambda item: (-item[1], item[0]))[:k]
-        return found
+        params = {"g": self.gallery_id, "k": k, "ids": list(ids), "min": min_similarity}
+        with db.cursor(binary=True) as cursor:
+            rows = cursor.execute(VIEW_SQL.format(typed=f"{store.vector_type}({self.dim})", dim=self.dim), params)
+            view = BatchView({int(i): [] for i in ids}, {}, {}, {}, {})
+            empty = np.zeros(0, np.float32)
+            for face, photo, quality, vector, person, pinned, placed, near, alike, mates, rejected, size, total in rows:
+                embedding = empty if vector is None else vector.to_numpy().astype(np.float32)
+                view.states[face] = FaceState(face, photo, float(quality), embedding, person, pinned, placed)
+                if near is not None:
+                    view.near[face] = list(zip(near, alike))[:k]
+                if mates is not None:
+                    view.mates[face] = mates
+                    view.rejected[face] = set(rejected)
+                if total is not None:
+                    view.persons[person] = PersonState(person, size, decode_total(total, self.dim))
+        return view
+
+    def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
+        return read_vectors(self.db, self.gallery_id, self.dim).neighbours(ids, k, min_similarity)
 
     def photo_mates(self, ids: Collection[int]) -> dict[int, list[int]]:
         mates: dict[int, list[int]] = {int(i): [] for i in ids}
@@ -129,7 +173,7 @@ class Batch:
         return mates
 
     def people(self, ids: Collection[int]) -> dict[int, PersonState]:
-        rows = self.db.execute("SELECT id, faces, total FROM people WHERE id = ANY(%s)", (list(ids),))
+        rows = self.db.execute("SELECT id, faces, total FROM people WHERE id = ANY(%s)", (list(ids),), binary=True)
         return {r[0]: PersonState(r[0], r[1], decode_total(r[2], self.dim)) for r in rows}
 
     def rejections(self, ids: Collection[int]) -> dict[int, set[int]]:
@@ -149,30 +193,31 @@ class Batch:
                 (self.gallery_id, len(started)),
             ).fetchall()
             given = dict(zip(started, sorted(int(r[0]) for r in rows)))
-        if placement.people:
-            db.execute(
-                "UPDATE people p SET faces = n.faces, total = n.total, updated = now() "
-                "FROM unnest(%s::bigint[], %s::int[], %s::bytea[]) AS n(id, faces, total) WHERE p.id = n.id",
-                (
-                    [given.get(p, p) for p in placement.people],
-                    [s.count for s in placement.people.values()],
-                    [encode_total(s.total) for s in placement.people.values()],
-                ),
-            )
         faces = list(placement.faces)
         people = [given.get(p, p) if p is not None else None for p in placement.faces.values()]
-        db.execute(
-            "UPDATE people_faces pf SET person_id = n.person, placed = true "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) WHERE pf.face_id = n.id",
-            (faces, people),
-        )
-        db.execute(  # faces that joined a named person become its subject's (identify finds them)
-            "UPDATE faces f SET subject_id = p.subject_id FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) "
-            "JOIN people p ON p.id = n.person WHERE f.id = n.id AND p.subject_id IS NOT NULL",
-            (faces, people),
-        )
         detail = {"faces": len(faces), "grouped": sum(p is not None for p in people), "people_started": len(given)}
-        self.store._record(db, audit.PEOPLE_PLACE, self.gallery, detail=detail)
+        with db.pipeline():  # the writes go out together: one round trip
+            if placement.people:
+                db.execute(
+                    "UPDATE people p SET faces = n.faces, total = n.total, updated = now() "
+                    "FROM unnest(%s::bigint[], %s::int[], %s::bytea[]) AS n(id, faces, total) WHERE p.id = n.id",
+                    (
+                        [given.get(p, p) for p in placement.people],
+                        [s.count for s in placement.people.values()],
+                        [encode_total(s.total) for s in placement.people.values()],
+                    ),
+                )
+            db.execute(
+                "UPDATE people_faces pf SET person_id = n.person, placed = true "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) WHERE pf.face_id = n.id",
+                (faces, people),
+            )
+            db.execute(  # faces that joined a named person become its subject's (identify finds them)
+                "UPDATE faces f SET subject_id = p.subject_id FROM unnest(%s::bigint[], %s::bigint[]) AS n(id, person) "
+                "JOIN people p ON p.id = n.person WHERE f.id = n.id AND p.subject_id IS NOT NULL",
+                (faces, people),
+            )
+            self.store._record(db, audit.PEOPLE_PLACE, self.gallery, detail=detail)
         return given
 
 

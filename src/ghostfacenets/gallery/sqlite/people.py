@@ -18,6 +18,7 @@ from .. import audit, base
 from ..base import ConflictError, GalleryError, ModelId, NotFoundError
 from ..people import (
     AddedPhotos,
+    BatchView,
     ExactNeighbours,
     FaceState,
     PeopleSummary,
@@ -30,6 +31,7 @@ from ..people import (
     check_settings,
     decode_total,
     encode_total,
+    read_view,
 )
 from .connection import Connected
 
@@ -336,6 +338,9 @@ class _Batch:
                             bool(r[6]))
             for r in rows
         }  # fmt: skip
+
+    def view(self, ids: Sequence[int], k: int, min_similarity: float) -> BatchView:
+        return read_view(self, ids, k, min_similarity)
 
     def neighbours(self, ids: Sequence[int], k: int, min_similarity: float) -> dict[int, list[tuple[int, float]]]:
         return _vectors(self.db, self.gallery_id, self.dim).neighbours(ids, k, min_similarity)
