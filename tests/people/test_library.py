@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ghostfacenets.gallery import GalleryError, NotFoundError, open_store
-from ghostfacenets.gallery.people import PhotoFaces, UnlabelledFace
+from ghostfacenets.gallery.people import PhotoFaces, UnlabelledFace, read_view
 from ghostfacenets.people import PeopleLibrary
 from ghostfacenets.people import library as library_module
 from ghostfacenets.people.grouping import partition
@@ -209,6 +209,44 @@ def test_postgres_index_and_bulk_neighbours_group_as_the_reference(
         monkeypatch.setattr(library_module, "BULK_PENDING", 10)
         library.cluster(full=True)
         assert _groups(library, ids) == expected
+
+
+def test_one_statement_view_reads_what_the_batch_methods_read(pg_url: str) -> None:
+    """PostgreSQL's one-statement view of a batch (through the HNSW index) holds what the batch's methods read one
+    after another (read_view), with named and pinned faces, a rejection and faces of shared photos in the gallery."""
+    embeddings, quality, per_photo, _ = _library_data(9)
+    photos = _photos(embeddings, quality, per_photo, "v")
+    with open_store(pg_url, exact_limit=0) as store:
+        library = PeopleLibrary(store, "view", model=MODEL, settings=SETTINGS)
+        library.add(photos[:40])
+        named, other = library.people()[:2]
+        library.name(named.id, "Ann")
+        library.reject(library.faces(other.id)[0].id, other.id)
+        library.add(photos[40:], place=False)
+        with store.people_batch("view") as batch:
+            ids = batch.pending(1000)
+            one = batch.view(ids, SETTINGS.neighbours, SETTINGS.link)
+            each = read_view(batch, ids, SETTINGS.neighbours, SETTINGS.link)
+    assert len(ids) > 20 and any(each.rejected.values()) and any(m for m in each.mates.values())
+    assert {f: [o for o, _ in near] for f, near in one.near.items()} == {
+        f: [o for o, _ in near] for f, near in each.near.items()
+    }
+    for face, near in each.near.items():
+        np.testing.assert_allclose([s for _, s in one.near[face]], [s for _, s in near], atol=1e-6)
+    seen = set(ids) | {o for near in each.near.values() for o, _ in near}
+    assert {f: sorted(one.mates[f]) for f in seen} == {f: sorted(each.mates[f]) for f in seen}
+    assert {f: one.rejected.get(f, set()) for f in seen} == {f: each.rejected.get(f, set()) for f in seen}
+    for face, state in each.states.items():
+        mine = one.states[face]
+        assert (mine.photo, mine.quality, mine.person, mine.pinned, mine.placed) == (
+            state.photo, state.quality, state.person, state.pinned, state.placed
+        )  # fmt: skip
+        if face in seen:
+            np.testing.assert_array_equal(mine.embedding, state.embedding)
+    assert one.persons.keys() == each.persons.keys() and len(each.persons) >= 2
+    for person, state in each.persons.items():
+        assert one.persons[person].count == state.count
+        np.testing.assert_array_equal(one.persons[person].total, state.total)
 
 
 def test_bad_photos_are_refused_whole(store) -> None:  # type: ignore[no-untyped-def]

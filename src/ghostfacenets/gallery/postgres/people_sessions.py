@@ -65,22 +65,24 @@ def refresh_people(db: Any, people: Collection[int]) -> None:
 
 
 # What a grouping batch decides on (BatchView), in one statement through the HNSW index: the batch's faces (q), their
-# nearest earlier faces of the gallery and the pinned later ones (near), those at least %(min)s alike with the batch
-# (seen), the other faces of seen faces' photos (mates), then one row per face of seen and mates: its state (the
+# nearest earlier faces of the gallery and the pinned later ones at least %(min)s alike (near), the batch's faces and
+# those (seen), the other faces of seen faces' photos (mates), then one row per face of seen and mates: its state (the
 # embedding for seen ones), for the batch's faces their neighbours best first, for seen faces their mates and
 # rejections, and the first row of each person carries the person's sum.
 VIEW_SQL = """
 WITH q AS MATERIALIZED (SELECT id, embedding FROM faces WHERE id = ANY(%(ids)s)),
 near AS MATERIALIZED (
-    SELECT q.id AS face, n.id AS other, 1 - n.distance AS similarity FROM q CROSS JOIN LATERAL (
-        SELECT f.id, f.embedding::{typed} <=> q.embedding::{typed} AS distance FROM faces f
-        WHERE f.gallery_id = %(g)s AND f.dim = {dim} AND f.photo_id IS NOT NULL AND f.id < q.id
-        ORDER BY f.embedding::{typed} <=> q.embedding::{typed} LIMIT %(k)s) n
-    UNION ALL
-    SELECT q.id, f.id, 1 - (f.embedding::{typed} <=> q.embedding::{typed}) FROM q
-    JOIN people_faces pf ON pf.gallery_id = %(g)s AND pf.pinned AND pf.face_id > q.id JOIN faces f ON f.id = pf.face_id
+    SELECT * FROM (
+        SELECT q.id AS face, n.id AS other, 1 - n.distance AS similarity FROM q CROSS JOIN LATERAL (
+            SELECT f.id, f.embedding::{typed} <=> q.embedding::{typed} AS distance FROM faces f
+            WHERE f.gallery_id = %(g)s AND f.dim = {dim} AND f.photo_id IS NOT NULL AND f.id < q.id
+            ORDER BY f.embedding::{typed} <=> q.embedding::{typed} LIMIT %(k)s) n
+        UNION ALL
+        SELECT q.id, f.id, 1 - (f.embedding::{typed} <=> q.embedding::{typed}) FROM q JOIN people_faces pf
+        ON pf.gallery_id = %(g)s AND pf.pinned AND pf.face_id > q.id JOIN faces f ON f.id = pf.face_id
+    ) found WHERE similarity >= %(min)s
 ),
-seen AS MATERIALIZED (SELECT id FROM q UNION SELECT other FROM near WHERE similarity >= %(min)s),
+seen AS MATERIALIZED (SELECT id FROM q UNION SELECT other FROM near),
 wanted AS MATERIALIZED (
     SELECT id, true AS seen FROM seen
     UNION
@@ -88,16 +90,17 @@ wanted AS MATERIALIZED (
     WHERE m.id NOT IN (SELECT id FROM seen)
 )
 SELECT f.id, f.photo_id, pf.quality, CASE WHEN w.seen THEN f.embedding::vector END, pf.person_id, pf.pinned,
-    pf.placed,
-    CASE WHEN f.id = ANY(%(ids)s) THEN ARRAY(SELECT n.other FROM near n WHERE n.face = f.id
-        AND n.similarity >= %(min)s ORDER BY n.similarity DESC, n.other) END,
-    CASE WHEN f.id = ANY(%(ids)s) THEN ARRAY(SELECT n.similarity FROM near n WHERE n.face = f.id
-        AND n.similarity >= %(min)s ORDER BY n.similarity DESC, n.other) END,
+    pf.placed, nb.others, nb.similarities,
     CASE WHEN w.seen THEN ARRAY(SELECT m.id FROM faces m WHERE m.photo_id = f.photo_id AND m.id <> f.id) END,
     CASE WHEN w.seen THEN ARRAY(SELECT r.person_id FROM people_rejections r WHERE r.face_id = f.id) END,
     p.faces, CASE WHEN row_number() OVER (PARTITION BY pf.person_id ORDER BY f.id) = 1 THEN p.total END
 FROM wanted w JOIN faces f ON f.id = w.id JOIN people_faces pf ON pf.face_id = w.id
 LEFT JOIN people p ON p.id = pf.person_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(n.other ORDER BY n.similarity DESC, n.other) AS others,
+        array_agg(n.similarity ORDER BY n.similarity DESC, n.other) AS similarities
+    FROM near n WHERE n.face = f.id
+) nb ON true
 """
 
 
