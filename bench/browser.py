@@ -15,8 +15,10 @@ agreement with float32 means something only then (an untrained model's embedding
     python bench/browser.py --litert-js     # also LiteRT.js (@litertjs/core from npm) on the model's .tflite export
 
 With ``--litert-js`` the same rounds also time LiteRT.js (``npm pack @litertjs/core@2.5.3`` and its wasm-utils,
-fetched into the work folder, served to the page by Playwright; its WASM/XNNPACK CPU path) on the ``.tflite`` export
-of the same weights, beside onnxruntime-web: the measurement behind the choice of runtime (docs/browser.md).
+fetched into the work folder, served to the page by Playwright; its WASM/XNNPACK CPU path, the single-threaded build
+in the 1-thread page and the threaded one in the 2-thread page) on the ``.tflite`` export of the same weights, beside
+onnxruntime-web: the measurement behind the choice of runtime (docs/browser.md). ``bench/browser_kernels.py`` shows
+where onnxruntime-web's time goes, operator by operator.
 """
 
 from __future__ import annotations
@@ -203,8 +205,12 @@ def litert_files(work: Path) -> dict[str, Path]:
     return out
 
 
+ISOLATED = {"Cross-Origin-Embedder-Policy": "require-corp", "Cross-Origin-Resource-Policy": "same-origin"}
+
+
 def serve_litert(page: Any, folders: dict[str, Path], tflite: Path) -> None:
-    """Answer /litert-bench/... from the unpacked packages (the bare import of wasm-utils made relative)."""
+    """Answer /litert-bench/... from the unpacked packages (the bare import of wasm-utils made relative), with the
+    headers a worker of a cross-origin isolated page needs."""
 
     def answer(route: Any) -> None:
         path = route.request.url.split("/litert-bench/", 1)[1]
@@ -216,7 +222,11 @@ def serve_litert(page: Any, folders: dict[str, Path], tflite: Path) -> None:
         if rest.endswith(".js"):
             body = body.replace(b'from "@litertjs/wasm-utils"', b'from "/litert-bench/wasm-utils/dist/index.js"')
         types = {".js": "text/javascript", ".wasm": "application/wasm"}
-        route.fulfill(body=body, content_type=types.get(Path(rest).suffix, "application/octet-stream"))
+        route.fulfill(
+            body=body,
+            content_type=types.get(Path(rest).suffix, "application/octet-stream"),
+            headers=ISOLATED,  # the threaded build's workers load this script: without these it never starts
+        )
 
     page.route("**/litert-bench/**", answer)
 
@@ -304,14 +314,14 @@ def main() -> None:
                 got = page.evaluate(BROWSER_SETUP, [threads, photos])
                 pages[threads] = page
                 print(f"browser page with {got} thread(s) ready", file=sys.stderr)
-                if tflite is not None and threads == 1:  # LiteRT.js's threaded build did not start here (it hung)
+                if tflite is not None:
                     serve_litert(page, litert, tflite)
                     page.evaluate(LITERT_SETUP, threads)
             for r in range(args.rounds):
                 mine = {name: median_ms(f, args.repeats) for name, f in native.items()}
                 for threads, page in pages.items():
                     timed = page.evaluate(BROWSER_TIMES, args.repeats)
-                    if tflite is not None and threads == 1:
+                    if tflite is not None:
                         mine[f"embed litert.js browser {threads}t"] = page.evaluate(LITERT_TIMES, args.repeats)
                     raw = timed.pop("raw embedding")
                     agreement.append(cosine(raw, reference))
@@ -323,6 +333,7 @@ def main() -> None:
                 for t in (1, 2):
                     pairs = {
                         f"embed browser {t}t / executorch": ("embed browser", "embed executorch"),
+                        f"embed litert.js {t}t / executorch": ("embed litert.js browser", "embed executorch"),
                         f"embed litert.js {t}t / onnxruntime-web {t}t": (
                             "embed litert.js browser",
                             f"embed browser {t}t",
