@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the tests' helpers: the service as a process, Chromium with Playwright
+sys.path.insert(0, str(ROOT))  # the tests' helpers (the service, Chromium) and bench/pipeline.py's machine()
+
+from bench.pipeline import machine  # noqa: E402
 
 from tests.helpers.browser import chromium  # noqa: E402
 from tests.helpers.models import randomized  # noqa: E402
@@ -172,7 +174,9 @@ def main() -> None:
         if browser_ms >= 0.2:  # operators of weight in the browser; the native default's total only (NCHWc)
             default = f"{medians['native default']:15.2f}" if row.endswith("all operators") else ""
             print(f"{row:32s} {browser_ms:8.2f} {nchw:12.2f} {ratio or 0:6.2f} {default}")
-    result = {"model": args.model, "loadavg_1min": loads, "calls": CALLS, "per_call_ms": table}
+    cpu = machine()
+    result = {"machine": cpu, "model": args.model, "loadavg_1min": loads, "calls": CALLS, "per_call_ms": table}
+    print(f"{cpu['model_name']} (family {cpu['family']}, model {cpu['model']}), {cpu['cores']} cores")
     print(f"load average (1 min): {', '.join(f'{x:.1f}' for x in loads)}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
