@@ -41,7 +41,7 @@ EMBEDDER_INPUT = (1, 3, 112, 112)
 
 BROWSER_PROFILE = """async ([url, dims, calls]) => {
   const g = await import("/web/ghostfacenets.mjs");
-  const ort = (await g.load({threads: 1})).ort;
+  const ort = (await g.load({threads: 1})).runtime.ort;
   const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
   const options = {executionProviders: ["wasm"], graphOptimizationLevel: "all", enableProfiling: true};
   const session = await ort.InferenceSession.create(bytes, options);

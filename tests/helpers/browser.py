@@ -44,3 +44,31 @@ def screenshot(page: Any, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / name), full_page=True, quality=85)
+
+
+FIRST_VISIT = """async () => {
+  const t = performance.now();
+  const g = await import("/web/ghostfacenets.mjs");
+  await g.load();
+  return performance.now() - t;
+}"""
+
+
+def first_visit(browser: Any, url: str) -> dict[str, Any]:
+    """The page at ``url`` loading the browser module's model: time and bytes over the wire (compressed, as Chromium
+    received them) in a fresh profile, then again from its caches."""
+    context = browser.new_context()
+    out = {}
+    for visit in ("cold", "cached"):
+        page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        received: list[float] = []
+        cdp.on("Network.loadingFinished", lambda event, into=received: into.append(event["encodedDataLength"]))
+        page.goto(url + "/")
+        ms = page.evaluate(FIRST_VISIT)
+        page.wait_for_timeout(200)
+        out[visit] = {"ms": round(ms), "bytes": int(sum(received)), "requests": len(received)}
+        page.close()
+    context.close()
+    return out

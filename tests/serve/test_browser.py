@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers.browser import chromium
+from tests.helpers import require_module
+from tests.helpers.browser import chromium, first_visit
 from tests.helpers.photos import photo
 from tests.helpers.service import RunningService, create_key, start_service
 
@@ -117,29 +118,42 @@ def test_browser_pipeline_equals_python(browser: Any, on_device: OnDevice) -> No
     page.close()
 
 
+@pytest.fixture(scope="module")
+def onnx_default(onnx_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """A service of the ONNX model with the default web weights (int8): browsers get onnxruntime-web."""
+    folder = tmp_path_factory.mktemp("onnx-default")
+    service = start_service(onnx_model, folder / "gallery.sqlite", folder / "serve.log")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("runtime", ["litert.js", "onnxruntime-web"])
 def test_int8_weights_by_default_keep_embeddings_in_a_phone_download(
-    browser: Any, served: Served, on_device: OnDevice, tmp_path: Path
+    runtime: str, request: pytest.FixtureRequest, browser: Any, on_device: OnDevice, tmp_path: Path
 ) -> None:
-    """By default browsers get the embedder with int8 weights: a third of the bytes, the first visit's download
-    (runtime, detector, embedder, compressed) under 10 MB, and in Chromium the same embeddings as Python with the
-    served file (cosine >= 0.9999) and within cosine 0.999 of the service's float32 model."""
+    """By default browsers get the embedder with int8 weights, with either runtime (LiteRT.js for the .safetensors
+    service, onnxruntime-web for the ONNX one): a third of the bytes; a first visit (runtime, detector, embedder,
+    compressed, as Chromium counts them) under 10 MB and a second one of a few kB; in Chromium the same embeddings
+    as Python with the served file (cosine >= 0.9999) and within cosine 0.999 of the service's float32 model."""
     from ghostfacenets import FaceRecognizer
 
-    with served.service.client() as http:
-        manifest = http.get("/web/manifest.json").json()
-        assert manifest["embedder"]["weights"] == "int8"
-        served_file = tmp_path / "embedder.int8.onnx"
+    if runtime == "litert.js":
+        require_module("litert_torch", "mobile")
+    service = request.getfixturevalue("served").service if runtime == "litert.js" else None
+    service = service or request.getfixturevalue("onnx_default")
+    with service.client() as http:
+        manifest = http.get("/web/manifest.json", timeout=600).json()
+        assert manifest["runtime"]["name"] == runtime and manifest["embedder"]["weights"] == "int8"
+        served_file = tmp_path / f"embedder.int8{Path(manifest['embedder']['url']).suffix}"
         served_file.write_bytes(http.get(f"/web/{manifest['embedder']['url']}").content)
-        urls = [manifest["runtime"][k] for k in ("module", "glue", "wasm")]
-        urls += [manifest[part]["url"] for part in ("detector", "embedder")]
-        download = sum(
-            int(http.get(f"/web/{url}", headers={"Accept-Encoding": "gzip"}).headers["content-length"]) for url in urls
-        )
     assert served_file.stat().st_size < 0.35 * on_device.onnx.stat().st_size
-    assert download < 10_000_000, download
+    visits = first_visit(browser, service.url)
+    assert visits["cold"]["bytes"] < 10_000_000 and visits["cached"]["bytes"] < 100_000, visits
     names = ["img2.jpg", "img10.jpg", "img17.jpg"]
     page = browser.new_page()
-    page.goto(served.service.url + "/")
+    page.goto(service.url + "/")
     found = _browser_faces(page, names)["faces"]
     page.close()
     same_file = FaceRecognizer(str(served_file), threshold=0.3)
@@ -362,13 +376,14 @@ def test_module_files_are_served_for_browsers(on_device: OnDevice) -> None:
 
 @pytest.mark.slow  # an ONNX export (10-40 s on 2 cores)
 def test_a_service_model_that_is_not_onnx_is_exported_for_browsers(model_file: Path) -> None:
-    """A service run with a .safetensors model gives browsers the ONNX export of the same weights: its embeddings
-    equal the package's (cosine >= 0.9999); a .pte model has no form a browser runs (one clear line)."""
+    """Without LiteRT's converter, a service run with a .safetensors model gives browsers the ONNX export of the
+    same weights: its embeddings equal the package's (cosine >= 0.9999); a .pte model has no form a browser runs
+    (one clear line)."""
     import onnxruntime as ort
 
     from ghostfacenets import FaceRecognizer
     from ghostfacenets.data.transforms import to_array
-    from ghostfacenets.serve.web import DeviceFilesError, embedder_onnx
+    from ghostfacenets.serve.web import DeviceFilesError, embedder_onnx, runtime_for
 
     crops = np.random.default_rng(1).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
     session = ort.InferenceSession(embedder_onnx(str(model_file)), providers=["CPUExecutionProvider"])
@@ -378,4 +393,4 @@ def test_a_service_model_that_is_not_onnx_is_exported_for_browsers(model_file: P
     expected = FaceRecognizer(model_file, threshold=0.3).embed_aligned(crops)
     assert np.min(np.sum(browser_side * expected, axis=1)) >= 0.9999
     with pytest.raises(DeviceFilesError, match="browsers cannot run"):
-        embedder_onnx("model.pte")
+        runtime_for("model.pte")

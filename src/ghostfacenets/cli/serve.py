@@ -60,7 +60,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         choices=("int8", "float32"),
         default="int8",
         help="the embedder the page's on-device mode downloads: int8 weights computed in float32, a third of the "
-        "bytes (default), or float32, the service's own file (docs/browser.md)",
+        "bytes (default), or float32, the service's model as it is or converted (docs/browser.md)",
     )
     add_liveness_options(p, service=True)
     limits = p.add_argument_group("limits")

@@ -1,13 +1,17 @@
-"""What the on-device exports (LiteRT, ExecuTorch) share: their metadata and the check of int8 calibration faces."""
+"""What the on-device exports (LiteRT, ExecuTorch) share: their metadata, the check of int8 calibration faces and
+the cache of conversions."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,28 @@ from ..models.ghostfacenet import GhostFaceNet
 
 # Calibration runs the observed model on batches of this many faces.
 CALIBRATION_BATCH = 32
+# Conversions kept in memory for a process that meets the same key again after its cache folder changed.
+_CONVERTED: dict[str, bytes] = {}
+
+
+def cached_conversion(folder: str, stem: str, key: list[Any], build: Callable[[], bytes]) -> Path:
+    """The file that ``build`` makes, kept in the package cache (``GHOSTFACENETS_HOME/folder``) under a hash of
+    ``key`` and the torch and package versions: converting takes tens of seconds, loading milliseconds. ``stem``
+    names the file (its suffix included) before the hash."""
+    from .. import __version__
+    from ..files import atomic_write
+    from ..hub import cache_dir
+
+    digest = hashlib.sha256(json.dumps([*key, __version__, torch.__version__]).encode()).hexdigest()[:32]
+    name, _, suffix = stem.partition(".")
+    path = cache_dir() / folder / f"{name}-{digest}.{suffix}"
+    if not path.is_file():
+        if digest not in _CONVERTED:
+            _CONVERTED[digest] = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            f.write(_CONVERTED[digest])
+    return path
 
 
 @contextlib.contextmanager

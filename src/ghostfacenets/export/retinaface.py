@@ -1,35 +1,31 @@
 """RetinaFace-MobileNet0.25 for other runtimes: the ExecuTorch programs the package's detector runs (cached on disk
-like the GhostFaceNet's) and the detector of the device pipeline files.
+like the GhostFaceNet's), the detector of the device pipeline files and the browser module's LiteRT detector.
 
-Every program here has one fixed square input of ``side`` pixels (a multiple of 32): NHWC float32 **RGB minus**
-:data:`RGB_MEAN` (the training mean, RGB order) with the photo at the top left and zeros elsewhere, and the photo's
-area; the network's activations beyond that area (rounded up to multiples of 32) are zeroed before every 3x3
-convolution (:func:`~ghostfacenets.models.retinaface.area_masks`), so that for any photo that fits, the program
-computes exactly what the network computes on the photo alone padded to multiples of 32, as onnxruntime runs it. The
-network's BGR order is folded into its first convolution.
+Every program here has fixed inputs of multiples of 32 pixels (one square side, or for the browser one shape per
+signature): NHWC float32 **RGB minus** :data:`RGB_MEAN` (the training mean, RGB order) with the photo at the top
+left and zeros elsewhere, and the photo's area; the network's activations beyond that area (rounded up to multiples
+of 32) are zeroed before every 3x3 convolution (:func:`~ghostfacenets.models.retinaface.area_masks`), so that for any
+photo that fits, the program computes exactly what the network computes on the photo alone padded to multiples of
+32, as onnxruntime runs it. The network's BGR order is folded into its first convolution.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import GhostFaceNetsError
-from ..files import atomic_write
 from ..models.retinaface import BGR_MEAN, VARIANCES, RetinaFace, anchor_grid, area_masks, load_retinaface
-from .mobile import quiet_lowering
+from .mobile import cached_conversion, import_quietly, quiet_lowering
 
 RGB_MEAN = BGR_MEAN[::-1]  # (123, 117, 104)
 STRIDE = 32  # input sides are multiples of this
-# Programs kept in memory for a process that meets the same side again after its cache folder changed.
-_LOWERED: dict[str, bytes] = {}
 
 
 def padded(side: int) -> int:
@@ -37,17 +33,15 @@ def padded(side: int) -> int:
     return -(-side // STRIDE) * STRIDE
 
 
-class SquareRetinaFace(nn.Module):
-    """RetinaFace for one square input: (``image`` NHWC float32 (1, side, side, 3) RGB minus :data:`RGB_MEAN`, the
-    photo at the top left; ``area`` float32 (1, 2) the height and width of its area, multiples of 32) -> ``loc``
-    (1, A, 4), ``conf`` (1, A, 2), ``landmarks`` (1, A, 10) for the anchors of the whole square, those inside the
-    area equal to what :class:`~ghostfacenets.models.retinaface.RetinaFace` gives for the area alone."""
+class MaskedRetinaFace(nn.Module):
+    """RetinaFace for inputs larger than the photo: (``image`` NHWC float32 (1, H, W, 3), H and W multiples of 32,
+    RGB minus :data:`RGB_MEAN` with the photo at the top left; ``area`` float32 (1, 2) the height and width of its
+    area, multiples of 32) -> ``loc`` (1, A, 4), ``conf`` (1, A, 2), ``landmarks`` (1, A, 10) for the anchors of the
+    whole input, those inside the area equal to what :class:`~ghostfacenets.models.retinaface.RetinaFace` gives
+    for the area alone. Exported, each input size is its own program (or signature)."""
 
-    def __init__(self, side: int, model: RetinaFace | None = None) -> None:
+    def __init__(self, model: RetinaFace | None = None) -> None:
         super().__init__()
-        if side % STRIDE or side < STRIDE:
-            raise GhostFaceNetsError(f"the detector side must be a positive multiple of {STRIDE}, got {side}")
-        self.side = side
         self.net = copy.deepcopy(model) if model is not None else load_retinaface()
         first = self.net.fx.blocks[0][0][0]
         assert isinstance(first, nn.Conv2d)
@@ -55,8 +49,19 @@ class SquareRetinaFace(nn.Module):
             first.weight.copy_(first.weight.flip(1))
         self.net.eval()
 
-    def forward(self, x: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.net(x.permute(0, 3, 1, 2), area_masks(area[0, 0], area[0, 1], self.side))
+    def forward(self, image: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        masks = area_masks(area[0, 0], area[0, 1], (image.shape[1], image.shape[2]))
+        return self.net(image.permute(0, 3, 1, 2), masks)
+
+
+class SquareRetinaFace(MaskedRetinaFace):
+    """:class:`MaskedRetinaFace` for a square input of ``side`` pixels."""
+
+    def __init__(self, side: int, model: RetinaFace | None = None) -> None:
+        if side % STRIDE or side < STRIDE:
+            raise GhostFaceNetsError(f"the detector side must be a positive multiple of {STRIDE}, got {side}")
+        super().__init__(model)
+        self.side = side
 
 
 def area_anchors(side: int, height: int, width: int) -> np.ndarray:
@@ -161,19 +166,33 @@ def quantized_detector(module: SquareRetinaFace, calibration: list[tuple[np.ndar
 
 def cached_detector_program(side: int) -> Path:
     """The float32 detector program for ``side`` (:class:`SquareRetinaFace`), lowered once and kept in the package
-    cache (``GHOSTFACENETS_HOME/executorch``, keyed by the side and the ExecuTorch, torch and package versions):
-    lowering takes tens of seconds, loading milliseconds."""
-    from .. import __version__
-    from ..hub import cache_dir
+    cache (keyed by the side and the ExecuTorch version)."""
+    key = ["retinaface-mnet0.25-square", side, version("executorch")]
+    return cached_conversion("executorch", "retinaface.pte", key, lambda: executorch_detector_bytes(side))
 
-    key = hashlib.sha256(
-        json.dumps(["retinaface-mnet0.25-square", side, __version__, torch.__version__, version("executorch")]).encode()
-    ).hexdigest()[:32]
-    path = cache_dir() / "executorch" / f"retinaface-{key}.pte"
-    if not path.is_file():
-        if key not in _LOWERED:
-            _LOWERED[key] = executorch_detector_bytes(side)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            f.write(_LOWERED[key])
-    return path
+
+def signature_name(height: int, width: int) -> str:
+    """The LiteRT detector's signature for an input of ``height`` x ``width``."""
+    return f"{height}x{width}"
+
+
+@quiet_lowering()
+def litert_detector_bytes(shapes: tuple[tuple[int, int], ...]) -> bytes:
+    """The float32 ``.tflite`` of :class:`MaskedRetinaFace` with one signature per input shape (the weights stored
+    once): inputs ``image`` and ``area``, outputs ``loc``, ``conf``, ``landmarks`` as the module gives them."""
+    litert_torch = import_quietly("litert_torch")
+    module = MaskedRetinaFace().eval()
+    converter: Any = litert_torch
+    for height, width in shapes:
+        if min(height, width) < STRIDE or height % STRIDE or width % STRIDE:
+            raise GhostFaceNetsError(f"detector inputs must be multiples of {STRIDE} pixels, got {height}x{width}")
+        sample = (torch.zeros(1, height, width, 3), torch.tensor([[height, width]], dtype=torch.float32))
+        converter = converter.signature(signature_name(height, width), module, sample)
+    return bytes(converter.convert().model_content())
+
+
+def cached_litert_detector(shapes: tuple[tuple[int, int], ...]) -> Path:
+    """:func:`litert_detector_bytes`, converted once and kept in the package cache (keyed by the shapes and the
+    litert-torch version)."""
+    key = ["retinaface-mnet0.25-masked", shapes, version("litert-torch")]
+    return cached_conversion("litert", "retinaface.tflite", key, lambda: litert_detector_bytes(shapes))

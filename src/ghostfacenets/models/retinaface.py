@@ -165,14 +165,14 @@ def _heads(values: int, channels: int = 64, anchors: int = 2) -> nn.ModuleList:
     return nn.ModuleList(nn.Conv2d(channels, anchors * values, 1) for _ in range(len(STRIDES)))
 
 
-def area_masks(height: torch.Tensor, width: torch.Tensor, side: int) -> Masks:
-    """The masks of the network's levels for a ``side`` x ``side`` input whose top-left ``height`` x ``width``
-    pixels (tensors holding multiples of 32) are the photo's area."""
+def area_masks(height: torch.Tensor, width: torch.Tensor, size: int | tuple[int, int]) -> Masks:
+    """The masks of the network's levels for an input of ``size`` (a side, or rows and columns) whose top-left
+    ``height`` x ``width`` pixels (tensors holding multiples of 32) are the photo's area."""
+    input_rows, input_columns = (size, size) if isinstance(size, int) else size
     masks = {}
     for stride in (1, 2, 4, 8, 16, 32):
-        steps = torch.arange(side // stride, dtype=torch.float32)
-        rows = (steps < height / stride).to(torch.float32)
-        columns = (steps < width / stride).to(torch.float32)
+        rows = (torch.arange(input_rows // stride, dtype=torch.float32) < height / stride).to(torch.float32)
+        columns = (torch.arange(input_columns // stride, dtype=torch.float32) < width / stride).to(torch.float32)
         masks[stride] = (rows[:, None] * columns[None, :])[None, None]
     return masks
 

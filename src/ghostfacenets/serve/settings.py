@@ -56,8 +56,8 @@ class ServiceSettings:
     ``det_size``: the detection size; ``det_fast_size``: requests that use one face per
     image (verify, enrol, identify) detect at this size first (0: always ``det_size``); ``det_backend``: the
     detector's runtime (:mod:`ghostfacenets.inference.detection`). ``web_weights``: the embedder the browser module
-    downloads, "int8" (weights stored in int8, computed in float32: a third of the bytes) or "float32" (the file the
-    service runs, bit for bit; docs/browser.md).
+    downloads, "int8" (weights stored in int8, computed in float32: a third of the bytes) or "float32" (the service's
+    model file as it is, or its float32 conversion; docs/browser.md).
     """
 
     model: str = DEFAULT_MODEL

@@ -1,5 +1,6 @@
 // GhostFaceNets in the browser: detect (RetinaFace-MobileNet0.25), align (ArcFace 5-point template) and embed
-// (a GhostFaceNet) on the user's device with onnxruntime-web, so that photos never leave it.
+// (a GhostFaceNet) on the user's device with LiteRT.js or onnxruntime-web (the manifest names the runtime and the
+// files), so that photos never leave it.
 //
 //   import { load } from "https://faces.example.com/web/ghostfacenets.mjs";
 //   const model = await load();                       // the files named by /web/manifest.json beside this module
@@ -199,6 +200,7 @@ const ANCHOR_SIZES = [
 ];
 const VARIANCES = [0.1, 0.2];
 const BGR_MEAN = [104, 117, 123];
+const RGB_MEAN = [123, 117, 104];
 
 /** Anchors (cx, cy, w, h) for an input of height x width, in the network's output order. */
 export function retinafaceAnchors(height, width) {
@@ -215,19 +217,21 @@ export function retinafaceAnchors(height, width) {
   return anchors;
 }
 
+/** An RGB image shrunk (INTER_AREA) so that its longer side is at most maxSize, never enlarged: {pixels, w, h,
+ * scale: the (x, y) scales of the shrinking}. */
+function shrinkForDetection(image, maxSize) {
+  const { width, height } = image;
+  const factor = Math.min(1, maxSize / Math.max(height, width));
+  if (factor >= 1) return { pixels: image.data, w: width, h: height, scale: [1, 1] };
+  const w = Math.max(1, roundHalfEven(width * factor));
+  const h = Math.max(1, roundHalfEven(height * factor));
+  return { pixels: resizeArea(image, w, h), w, h, scale: [w / width, h / height] };
+}
+
 /** The detector's input for an RGB image: shrunk (INTER_AREA) so that its longer side is at most maxSize, BGR minus
  * the mean, padded to a multiple of 32, NCHW float32; with the (x, y) scales of the shrinking. */
 export function detectorInput(image, maxSize) {
-  const { width, height } = image;
-  const scale = Math.min(1, maxSize / Math.max(height, width));
-  let pixels = image.data;
-  let w = width;
-  let h = height;
-  if (scale < 1) {
-    w = Math.max(1, roundHalfEven(width * scale));
-    h = Math.max(1, roundHalfEven(height * scale));
-    pixels = resizeArea(image, w, h);
-  }
+  const { pixels, w, h, scale } = shrinkForDetection(image, maxSize);
   const ph = Math.ceil(h / 32) * 32;
   const pw = Math.ceil(w / 32) * 32;
   const tensor = new Float32Array(3 * ph * pw);
@@ -241,7 +245,47 @@ export function detectorInput(image, maxSize) {
       tensor[2 * plane + d] = pixels[s] - red;
     }
   }
-  return { tensor, dims: [1, 3, ph, pw], scale: [w / width, h / height] };
+  return { tensor, dims: [1, 3, ph, pw], scale };
+}
+
+/** The masked detector's input (the LiteRT file): the shrunk photo RGB minus the mean at the top left of the
+ * smallest of the file's inputs ([height, width]) that holds it padded to 32, zeros elsewhere, NHWC float32; with
+ * the area (the padded photo), the input's shape and the scales. dims are the area's, as detectorInput's. */
+export function maskedDetectorInput(image, maxSize, inputs) {
+  const { pixels, w, h, scale } = shrinkForDetection(image, maxSize);
+  const ph = Math.ceil(h / 32) * 32;
+  const pw = Math.ceil(w / 32) * 32;
+  const fitting = inputs.filter(([H, W]) => H >= ph && W >= pw).sort((a, b) => a[0] * a[1] - b[0] * b[1]);
+  if (!fitting.length) throw new FaceError(`no detector input holds a ${pw}x${ph} photo`, "INTERNAL");
+  const [H, W] = fitting[0];
+  const tensor = new Float32Array(H * W * 3);
+  const [red, green, blue] = RGB_MEAN;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0, s = y * w * 3, d = y * W * 3; x < w; x++, s += 3, d += 3) {
+      tensor[d] = pixels[s] - red;
+      tensor[d + 1] = pixels[s + 1] - green;
+      tensor[d + 2] = pixels[s + 2] - blue;
+    }
+  }
+  return { tensor, shape: [H, W], area: [ph, pw], dims: [1, 3, ph, pw], scale };
+}
+
+/** Where the anchors of the top-left area (ph x pw) of an input of height x width lie among the input's anchors, as
+ * runs [first, count] in the area's anchor order (what the network gives for the area alone): one run per row of
+ * each level, a single run when the area is the whole input. */
+export function areaAnchors([height, width], [ph, pw]) {
+  if (ph === height && pw === width) {
+    const total = STRIDES.reduce((n, stride) => n + 2 * (height / stride) * (width / stride), 0);
+    return [[0, total]];
+  }
+  const runs = [];
+  let offset = 0;
+  for (const stride of STRIDES) {
+    const cells = width / stride;
+    for (let r = 0; r < ph / stride; r++) runs.push([offset + 2 * r * cells, 2 * (pw / stride)]);
+    offset += 2 * (height / stride) * cells;
+  }
+  return runs;
 }
 
 function iou(a, b) {
@@ -412,9 +456,11 @@ export function alignFace(image, landmarks, size = INPUT_SIZE) {
 }
 
 // ------------------------------------------------------------------------------------------------ embeddings
-/** (pixel - mean) / std of RGB crops into one NCHW float32 batch; with flip, each crop followed by its mirror. */
-export function embedderInput(crops, size, mean, std, flip) {
+/** (pixel - mean) / std of RGB crops into one float32 batch (layout NCHW or NHWC); with flip, each crop followed by
+ * its mirror. */
+export function embedderInput(crops, size, mean, std, flip, layout = "NCHW") {
   const per = 3 * size * size;
+  const nhwc = layout === "NHWC";
   const count = crops.length * (flip ? 2 : 1);
   const tensor = new Float32Array(count * per);
   crops.forEach((crop, n) => {
@@ -424,13 +470,14 @@ export function embedderInput(crops, size, mean, std, flip) {
       for (let y = 0; y < size; y++) {
         for (let x = 0; x < size; x++) {
           const s = (y * size + (mirror ? size - 1 - x : x)) * 3;
-          const d = base + y * size + x;
-          for (let c = 0; c < 3; c++) tensor[d + c * size * size] = f32(f32(crop[s + c] - mean) / std);
+          const d = base + (nhwc ? (y * size + x) * 3 : y * size + x);
+          const step = nhwc ? 1 : size * size;
+          for (let c = 0; c < 3; c++) tensor[d + c * step] = f32(f32(crop[s + c] - mean) / std);
         }
       }
     });
   });
-  return { tensor, dims: [count, 3, size, size] };
+  return { tensor, dims: nhwc ? [count, size, size, 3] : [count, 3, size, size] };
 }
 
 /** Cosine similarity of two embeddings (L2-normalised here, whatever their scale). */
@@ -477,10 +524,145 @@ async function openCache(urls, enabled) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------ runtimes
+/** onnxruntime-web: the package's RetinaFace ONNX at any size padded to 32, an ONNX embedder taking a batch. */
+class OnnxRuntime {
+  static async load(manifest, at, cache, options, threads) {
+    const urls = [manifest.runtime.wasm, manifest.detector.url, manifest.embedder.url].map(at);
+    const [ort, wasm, detectorBytes, embedderBytes] = await Promise.all([
+      import(at(manifest.runtime.module)),
+      ...urls.map((url) => cachedBytes(url, cache, options.onProgress)),
+    ]);
+    ort.env.wasm.numThreads = threads;
+    ort.env.wasm.wasmPaths = { mjs: at(manifest.runtime.glue) };
+    ort.env.wasm.wasmBinary = wasm;
+    ort.env.logLevel = "error";
+    const sessionOptions = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+    const detector = await ort.InferenceSession.create(detectorBytes, sessionOptions);
+    // int8 weights (manifest "weights": "int8") are turned into float32 once, when the session is made, instead of
+    // by their DequantizeLinear nodes on every call (onnxruntime keeps those by default, for int8 kernels to fuse)
+    const embedderOptions =
+      manifest.embedder.weights === "int8"
+        ? { ...sessionOptions, extra: { session: { disable_quant_qdq: "1" } } }
+        : sessionOptions;
+    const embedder = await ort.InferenceSession.create(embedderBytes, embedderOptions);
+    return new OnnxRuntime(ort, manifest, detector, embedder, threads);
+  }
+
+  constructor(ort, manifest, detector, embedder, threads) {
+    Object.assign(this, { ort, manifest, detector, embedder, threads, name: "onnxruntime-web" });
+  }
+
+  /** The detector's outputs for the photo shrunk to maxSize: {input, outputs: {loc, conf, landmarks}}. */
+  async detect(image, maxSize) {
+    const config = this.manifest.detector;
+    const input = detectorInput(image, maxSize);
+    const feeds = { [config.input]: new this.ort.Tensor("float32", input.tensor, input.dims) };
+    const results = await this.detector.run(feeds);
+    const [loc, conf, landmarks] = config.outputs.map((name) => results[name].data);
+    return { input, outputs: { loc, conf, landmarks } };
+  }
+
+  /** The raw embeddings (count x dim, Float32Array) of aligned crops, each followed by its mirror with flip. */
+  async embed(crops, flip) {
+    const config = this.manifest.embedder;
+    const input = embedderInput(crops, config.input.size, config.input.mean, config.input.std, flip);
+    const feeds = { [config.input.name]: new this.ort.Tensor("float32", input.tensor, input.dims) };
+    return (await this.embedder.run(feeds))[config.output].data;
+  }
+}
+
+/** LiteRT.js (XNNPACK in WebAssembly): the masked RetinaFace .tflite with one signature per input shape, and a
+ * .tflite embedder of batch 1. */
+class LiteRtRuntime {
+  static async load(manifest, at, cache, options, threads) {
+    const urls = [manifest.detector.url, manifest.embedder.url].map(at);
+    const moduleUrl = at(manifest.runtime.module);
+    const [lt, detectorBytes, embedderBytes] = await Promise.all([
+      import(moduleUrl),
+      ...urls.map((url) => cachedBytes(url, cache, options.onProgress)),
+    ]);
+    // its threaded build needs relaxed SIMD as well as cross-origin isolation; one LiteRT per page
+    const threaded = threads > 1 && (await lt.supportsFeature("relaxedSimd"));
+    if (!lt.getGlobalLiteRtPromise()) lt.loadLiteRt(new URL("./", moduleUrl).href, { threads: threaded });
+    await lt.getGlobalLiteRtPromise();
+    const compile = { accelerator: "wasm", cpuOptions: { numThreads: threaded ? threads : 1 } };
+    const detector = await lt.loadAndCompile(detectorBytes, compile);
+    const embedder = await lt.loadAndCompile(embedderBytes, compile);
+    return new LiteRtRuntime(lt, manifest, detector, embedder, threaded ? threads : 1);
+  }
+
+  constructor(lt, manifest, detector, embedder, threads) {
+    Object.assign(this, { lt, manifest, detector, embedder, threads, name: "litert.js" });
+    this.areas = new Map(); // "H,W,ph,pw" -> the runs of the area's anchors (areaAnchors)
+  }
+
+  async _run(model, tensors, signature) {
+    const inputs = tensors.map(([data, shape]) => new this.lt.Tensor(data, shape));
+    try {
+      const outputs = signature ? await model.run(signature, inputs) : await model.run(inputs);
+      try {
+        // copied: the tensors' memory is LiteRT's, freed below
+        return outputs.map((t) => ({ shape: Array.from(t.type.layout.dimensions), data: t.toTypedArray().slice() }));
+      } finally {
+        for (const t of outputs) t.delete();
+      }
+    } finally {
+      for (const t of inputs) t.delete();
+    }
+  }
+
+  async detect(image, maxSize) {
+    const input = maskedDetectorInput(image, maxSize, this.manifest.detector.inputs);
+    const [H, W] = input.shape;
+    const outputs = await this._run(
+      this.detector,
+      [
+        [input.tensor, [1, H, W, 3]],
+        [Float32Array.from(input.area), [1, 2]],
+      ],
+      `${H}x${W}`,
+    );
+    const key = [...input.shape, ...input.area].join(",");
+    if (!this.areas.has(key)) this.areas.set(key, areaAnchors(input.shape, input.area));
+    const runs = this.areas.get(key);
+    const count = runs.reduce((n, [, length]) => n + length, 0);
+    const pick = (values) => {
+      const { data } = outputs.find((o) => o.shape[o.shape.length - 1] === values);
+      if (runs.length === 1) return data;
+      const out = new Float32Array(count * values);
+      let at = 0;
+      for (const [first, length] of runs) {
+        out.set(data.subarray(first * values, (first + length) * values), at);
+        at += length * values;
+      }
+      return out;
+    };
+    return { input, outputs: { loc: pick(4), conf: pick(2), landmarks: pick(10) } };
+  }
+
+  async embed(crops, flip) {
+    const config = this.manifest.embedder;
+    const size = config.input.size;
+    const input = embedderInput(crops, size, config.input.mean, config.input.std, flip, "NHWC");
+    const per = size * size * 3;
+    const dim = this.manifest.model.embedding_dim;
+    const out = new Float32Array(input.dims[0] * dim);
+    for (let i = 0; i < input.dims[0]; i++) {
+      const crop = input.tensor.subarray(i * per, (i + 1) * per);
+      const [output] = await this._run(this.embedder, [[crop, [1, size, size, 3]]]); // batch 1
+      out.set(output.data, i * dim);
+    }
+    return out;
+  }
+}
+
+const RUNTIMES = { "onnxruntime-web": OnnxRuntime, "litert.js": LiteRtRuntime };
+
 /** The detector, the embedder and their metadata, loaded from a manifest (default: manifest.json beside this
  * module). Options: manifest (URL); threads (default: 2 when the page is cross-origin isolated, else 1); cache
- * (default true: keep the runtime and model files in Cache Storage, so that later visits download nothing);
- * onProgress({url, bytes, cached}). */
+ * (default true: keep the model files (and onnxruntime-web's runtime) in Cache Storage, so that later visits
+ * download nothing); onProgress({url, bytes, cached}). */
 export async function load(options = {}) {
   const manifestUrl = new URL(options.manifest || "manifest.json", import.meta.url);
   const response = await fetch(manifestUrl, { credentials: "same-origin" });
@@ -489,39 +671,23 @@ export async function load(options = {}) {
     throw new FaceError(problem.detail || `${manifestUrl}: HTTP ${response.status}`, problem.code || "NETWORK");
   }
   const manifest = await response.json();
+  const Runtime = RUNTIMES[manifest.runtime.name];
+  if (!Runtime) throw new FaceError(`unknown runtime ${manifest.runtime.name} in ${manifestUrl}`, "INTERNAL");
   const at = (path) => new URL(path, manifestUrl).href;
-  const urls = [manifest.runtime.wasm, manifest.detector.url, manifest.embedder.url].map(at);
-  const cache = await openCache(urls, options.cache ?? true);
-  const [ort, wasm, detectorBytes, embedderBytes] = await Promise.all([
-    import(at(manifest.runtime.module)),
-    ...urls.map((url) => cachedBytes(url, cache, options.onProgress)),
-  ]);
+  const kept = [manifest.runtime.wasm, manifest.detector.url, manifest.embedder.url].filter(Boolean).map(at);
+  const cache = await openCache(kept, options.cache ?? true);
   const isolated = typeof crossOriginIsolated !== "undefined" && crossOriginIsolated;
   const cores = (typeof navigator !== "undefined" && navigator.hardwareConcurrency) || 1;
-  const threads = options.threads ?? Math.min(2, cores);
-  ort.env.wasm.numThreads = isolated ? threads : 1; // WebAssembly threads need cross-origin isolation
-  ort.env.wasm.wasmPaths = { mjs: at(manifest.runtime.glue) };
-  ort.env.wasm.wasmBinary = wasm;
-  ort.env.logLevel = "error";
-  const sessionOptions = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
-  const detector = await ort.InferenceSession.create(detectorBytes, sessionOptions);
-  // int8 weights (manifest "weights": "int8") are turned into float32 once, when the session is made, instead of
-  // by their DequantizeLinear nodes on every call (onnxruntime keeps those by default, for int8 kernels to fuse)
-  const embedderOptions =
-    manifest.embedder.weights === "int8"
-      ? { ...sessionOptions, extra: { session: { disable_quant_qdq: "1" } } }
-      : sessionOptions;
-  const embedder = await ort.InferenceSession.create(embedderBytes, embedderOptions);
-  return new FaceModel(ort, manifest, detector, embedder, ort.env.wasm.numThreads);
+  const threads = isolated ? (options.threads ?? Math.min(2, cores)) : 1; // WebAssembly threads need isolation
+  const runtime = await Runtime.load(manifest, at, cache, options, threads);
+  return new FaceModel(runtime, manifest);
 }
 
 export class FaceModel {
-  constructor(ort, manifest, detector, embedder, threads) {
-    this.ort = ort;
+  constructor(runtime, manifest) {
+    this.runtime = runtime;
     this.manifest = manifest;
-    this.detector = detector;
-    this.embedder = embedder;
-    this.threads = threads;
+    this.threads = runtime.threads;
   }
 
   /** What the service calls the embedding space: {name, sha256, embedding_dim, flip}; send it with embeddings. */
@@ -554,11 +720,7 @@ export class FaceModel {
 
   async _detectAt(image, maxSize) {
     const config = this.manifest.detector;
-    const input = detectorInput(image, maxSize);
-    const feeds = { [config.input]: new this.ort.Tensor("float32", input.tensor, input.dims) };
-    const results = await this.detector.run(feeds);
-    const [locName, confName, landmarkName] = config.outputs;
-    const outputs = { loc: results[locName].data, conf: results[confName].data, landmarks: results[landmarkName].data };
+    const { input, outputs } = await this.runtime.detect(image, maxSize);
     return decodeDetections(outputs, input, image, {
       scoreThreshold: config.score_threshold,
       nmsThreshold: config.nms_threshold,
@@ -570,12 +732,8 @@ export class FaceModel {
    * the manifest applied (embedding of the crop plus that of its mirror). */
   async embedCrops(crops) {
     if (!crops.length) return [];
-    const config = this.manifest.embedder;
-    const size = config.input.size;
     const flip = this.manifest.model.flip;
-    const input = embedderInput(crops, size, config.input.mean, config.input.std, flip);
-    const feeds = { [config.input.name]: new this.ort.Tensor("float32", input.tensor, input.dims) };
-    const output = (await this.embedder.run(feeds))[config.output].data;
+    const output = await this.runtime.embed(crops, flip);
     const dim = this.manifest.model.embedding_dim;
     return crops.map((_, n) => {
       const embedding = new Float32Array(dim);

@@ -77,3 +77,9 @@ async def hashed_file(request: Request, name: str) -> Response:
     if name in ("ghostfacenets.mjs", "manifest.json"):
         raise ApiError("NOT_FOUND", f"no file {name!r} under /web/files")
     return await _file(request, name)
+
+
+@router.api_route("/files/{folder}/{name}", methods=["GET", "HEAD"])
+async def runtime_file(request: Request, folder: str, name: str) -> Response:
+    """A file of a runtime that finds its parts by their names beside it (LiteRT.js), in a content-named folder."""
+    return await _file(request, f"{folder}/{name}")

@@ -28,7 +28,7 @@ async function loadModel() {
     const { load } = await import("/web/ghostfacenets.mjs");
     const loaded = await load();
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    status.textContent = `On-device model ready (${loaded.model.name}, onnxruntime-web, ${loaded.threads} ` +
+    status.textContent = `On-device model ready (${loaded.model.name}, ${loaded.runtime.name}, ${loaded.threads} ` +
       `thread${loaded.threads > 1 ? "s" : ""}, ${seconds} s).`;
     model = loaded;
     return loaded;
