@@ -21,17 +21,21 @@ _databases = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def _programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder of lowered ExecuTorch programs for the whole session (programs are keyed by their content, and
-    lowering one takes tens of seconds), shared by every test's cache and the processes tests start."""
-    return tmp_path_factory.mktemp("executorch_programs")
+def _programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One folder of lowered ExecuTorch programs and one of converted LiteRT files for the whole session (keyed by
+    their content; converting one takes tens of seconds), shared by every test's cache and the processes tests
+    start."""
+    return {folder: tmp_path_factory.mktemp(f"{folder}_programs") for folder in ("executorch", "litert")}
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _programs: Path) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _programs: dict[str, Path]
+) -> None:
     """Never touch the user's weight cache or the network from tests."""
     home = tmp_path_factory.mktemp("ghostfacenets_home")
-    (home / "executorch").symlink_to(_programs, target_is_directory=True)
+    for folder, shared in _programs.items():
+        (home / folder).symlink_to(shared, target_is_directory=True)
     monkeypatch.setenv("GHOSTFACENETS_HOME", str(home))
     monkeypatch.delenv("GHOSTFACENETS_BASE_URL", raising=False)
 

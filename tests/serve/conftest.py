@@ -87,3 +87,28 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "gallery.sqlite")
     return str(request.getfixturevalue("pg_url"))
+
+
+@dataclass
+class LiteRtService:
+    """A service whose browsers get LiteRT.js: ``service`` and its ``admin`` key."""
+
+    service: RunningService
+    admin: str
+
+
+@pytest.fixture(scope="module")
+def litert_device(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteRtService]:
+    """The .safetensors model's service with float32 web weights: the browser module runs LiteRT.js with the float32
+    .tflite of the service's model (the mobile extra)."""
+    require_module("litert_torch", "mobile")
+    folder = tmp_path_factory.mktemp("litert-on-device")
+    db = folder / "gallery.sqlite"
+    admin = str(create_key(db, "admin")["key"])
+    service = start_service(model_file, db, folder / "serve.log", "--web-weights", "float32")
+    try:
+        with service.client() as http:  # the service converts the model once, on the first request (tens of seconds)
+            assert http.get("/web/manifest.json", timeout=600).status_code == 200
+        yield LiteRtService(service, admin)
+    finally:
+        service.stop()

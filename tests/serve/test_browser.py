@@ -71,7 +71,8 @@ def _poll(page: Any, expression: str, timeout_s: float = 120.0) -> Any:
         if value:
             return value
         page.wait_for_timeout(100)
-    raise AssertionError(f"timed out waiting for {expression}")
+    status = page.evaluate("document.querySelector('#on-device-status').textContent")
+    raise AssertionError(f"timed out waiting for {expression}: {status}")
 
 
 _BROWSER_FACES = """async ([photos, singleFace]) => {
@@ -220,13 +221,18 @@ def test_single_face_fast_path_equals_python_at_its_size(browser: Any, on_device
     assert kept >= 1  # the fast path was taken for at least one photo
 
 
-def test_page_verify_on_device_sends_no_image(browser: Any, on_device: OnDevice, tmp_path: Path) -> None:
-    """Verify, enroll and identify in on-device mode: the answers equal the API's, and not one request carries
-    image bytes (every request body is small JSON of numbers and names). The verify photos are shrunk to 1200 pixels
-    first: the service decodes JPEGs larger than twice its detection size at a reduced size (docs/service.md), the
-    browser always at full size, so only photos the service decodes at full size give both the same numbers."""
+@pytest.mark.parametrize("runtime", ["onnxruntime-web", "litert.js"])
+def test_page_verify_on_device_sends_no_image(
+    runtime: str, request: pytest.FixtureRequest, browser: Any, tmp_path: Path
+) -> None:
+    """Verify, enroll and identify in on-device mode, with either runtime: the answers equal the API's, and not one
+    request carries image bytes (every request body is small JSON of numbers and names). The verify photos are
+    shrunk to 1200 pixels first: the service decodes JPEGs larger than twice its detection size at a reduced size
+    (docs/service.md), the browser always at full size, so only photos the service decodes at full size give both
+    the same numbers."""
     import cv2
 
+    on_device = request.getfixturevalue("on_device" if runtime == "onnxruntime-web" else "litert_device")
     pair = []
     for name in ("img1.jpg", "img2.jpg"):
         image = cv2.imread(str(photo(name)))

@@ -5,7 +5,6 @@ the very .tflite files the browser got, the verify answer of the API, and the fi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,33 +14,15 @@ import pytest
 from tests.helpers import require_module
 from tests.helpers.browser import chromium
 from tests.helpers.photos import photo
-from tests.helpers.service import RunningService, create_key, start_service
+from tests.helpers.service import RunningService
 
+from .conftest import LiteRtService
 from .test_browser import PARITY_PHOTOS, _browser_faces
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _mobile_extra() -> None:
     require_module("litert_torch", "mobile")
-
-
-@dataclass
-class LiteRtService:
-    service: RunningService
-    admin: str
-
-
-@pytest.fixture(scope="module")
-def litert_device(model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiteRtService]:
-    """The service with float32 web weights: the browser's embedder is the float32 .tflite of the service's model."""
-    folder = tmp_path_factory.mktemp("litert-on-device")
-    db = folder / "gallery.sqlite"
-    admin = str(create_key(db, "admin")["key"])
-    service = start_service(model_file, db, folder / "serve.log", "--web-weights", "float32")
-    try:
-        yield LiteRtService(service, admin)
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")
