@@ -149,9 +149,10 @@ def main() -> int:
         if not args.check:
             write(package, contents)
             continue
-        bad += check(package, contents)
-        if not bad:
+        differences = check(package, contents)
+        if not differences:
             print(f"{package.name}@{package.version}: the shipped files equal the registry's")
+        bad += differences
     folders = {package.folder for package in PACKAGES}
     expected = {(p.folder, name) for p in PACKAGES for name in p.files.values()}
     for folder in sorted(folders):

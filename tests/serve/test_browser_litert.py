@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.helpers import require_module
@@ -17,7 +16,7 @@ from tests.helpers.photos import photo
 from tests.helpers.service import RunningService
 
 from .conftest import LiteRtService
-from .test_browser import PARITY_PHOTOS, _browser_faces
+from .test_browser import PARITY_PHOTOS, _browser_faces, assert_same_faces
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,17 +56,7 @@ def test_litert_pipeline_equals_python(browser: Any, litert_device: LiteRtServic
     found = _browser_faces(page, PARITY_PHOTOS)
     page.close()
     assert found["isolated"] and found["threads"] == 2
-    for name in PARITY_PHOTOS:
-        expected = same_file.embed_faces(photo(name))
-        got = found["faces"][name]
-        assert len(got) == len(expected) > 0, name
-        for mine, theirs in zip(got, expected):
-            assert theirs.face is not None
-            assert np.abs(np.array(mine["landmarks"]) - theirs.face.landmarks).max() <= 0.5, name
-            assert np.abs(np.array(mine["box"]) - theirs.face.box).max() <= 0.5, name
-            assert mine["score"] == pytest.approx(theirs.face.score, abs=1e-3)
-            cosine = float(np.dot(mine["embedding"], theirs.embedding))
-            assert cosine >= 0.9999, (name, cosine)
+    assert_same_faces(found["faces"], same_file)
 
 
 def test_litert_files_are_served_for_browsers(litert_device: LiteRtService, tmp_path: Path) -> None:
