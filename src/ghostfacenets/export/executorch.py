@@ -34,6 +34,7 @@ from ..models.fuse import fuse_model
 from ..models.ghostfacenet import GhostFaceNet
 from .mobile import (
     CALIBRATION_BATCH,
+    cached_conversion,
     check_calibration,
     import_quietly,
     mobile_metadata,
@@ -42,12 +43,6 @@ from .mobile import (
 )
 
 METADATA_METHOD = "ghostfacenets_metadata"
-# The last few programs lowered by :func:`cached_program`, by key, for a process that meets the same weights again
-# after its cache folder changed.
-_LOWERED: dict[str, bytes] = {}
-_LOWERED_KEPT = 4
-# Programs kept in the cache folder (about 16 MB each for the 1.3-wide models).
-_CACHED_KEPT = 16
 PRECISIONS = ("float32", "int8")
 _ANNOTATION = "quantization_annotation"
 _PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
@@ -427,33 +422,12 @@ def program_metadata(program: Program, label: str) -> dict[str, Any] | None:
 def cached_program(model: GhostFaceNet, max_batch: int = 1) -> Path:
     """A float32 ``.pte`` program of ``model``'s current weights for batches up to ``max_batch``, lowered once and
     kept in the package cache (``GHOSTFACENETS_HOME/executorch``, keyed by the weights, the architecture and the
-    ExecuTorch, torch and package versions; the 16 newest are kept): lowering takes tens of seconds, loading
-    milliseconds."""
+    ExecuTorch version; :func:`~ghostfacenets.export.mobile.cached_conversion`): lowering takes tens of seconds,
+    loading milliseconds."""
     _require()
-    import hashlib
-
-    from .. import __version__
-    from ..hub import cache_dir
-
     if not isinstance(model, GhostFaceNet):
         raise ExecuTorchError(f"ExecuTorch export expects a GhostFaceNet, got {type(model).__name__}")
-    digest = hashlib.sha256(
-        json.dumps([model.config.to_dict(), max_batch, __version__, torch.__version__, version("executorch")]).encode()
+    key = ["embedder", model.config.to_dict(), max_batch, version("executorch")]
+    return cached_conversion(
+        "executorch", "embedder.pte", key, lambda: executorch_bytes(model, max_batch=max_batch), weights=model
     )
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    key = digest.hexdigest()[:32]
-    path = cache_dir() / "executorch" / f"{key}.pte"
-    if not path.is_file():
-        if key not in _LOWERED:
-            _LOWERED[key] = executorch_bytes(model, max_batch=max_batch)
-            while len(_LOWERED) > _LOWERED_KEPT:
-                _LOWERED.pop(next(iter(_LOWERED)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            f.write(_LOWERED[key])
-        kept = sorted(path.parent.glob("*.pte"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in kept[_CACHED_KEPT:]:  # the least recently written
-            old.unlink(missing_ok=True)
-    return path

@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,27 +23,38 @@ from ..models.ghostfacenet import GhostFaceNet
 
 # Calibration runs the observed model on batches of this many faces.
 CALIBRATION_BATCH = 32
-# Conversions kept in memory for a process that meets the same key again after its cache folder changed.
-_CONVERTED: dict[str, bytes] = {}
+# Files of one kind (one stem in one folder) that the package cache keeps, the most recently written.
+CACHE_KEPT = 16
+_CONVERTING = threading.Lock()
 
 
-def cached_conversion(folder: str, stem: str, key: list[Any], build: Callable[[], bytes]) -> Path:
+def cached_conversion(
+    folder: str, stem: str, key: list[Any], build: Callable[[], bytes], weights: torch.nn.Module | None = None
+) -> Path:
     """The file that ``build`` makes, kept in the package cache (``GHOSTFACENETS_HOME/folder``) under a hash of
-    ``key`` and the torch and package versions: converting takes tens of seconds, loading milliseconds. ``stem``
-    names the file (its suffix included) before the hash."""
+    ``key``, ``weights``' tensors and the torch and package versions: converting takes tens of seconds, loading
+    milliseconds. ``stem`` names the file (its suffix included) before the hash; the :data:`CACHE_KEPT` newest files
+    of a stem stay. Threads asking at once wait for one conversion."""
     from .. import __version__
     from ..files import atomic_write
     from ..hub import cache_dir
 
-    digest = hashlib.sha256(json.dumps([*key, __version__, torch.__version__]).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps([*key, __version__, torch.__version__], sort_keys=True).encode())
+    if weights is not None:
+        for name, tensor in weights.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     name, _, suffix = stem.partition(".")
-    path = cache_dir() / folder / f"{name}-{digest}.{suffix}"
-    if not path.is_file():
-        if digest not in _CONVERTED:
-            _CONVERTED[digest] = build()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            f.write(_CONVERTED[digest])
+    path = cache_dir() / folder / f"{name}-{digest.hexdigest()[:32]}.{suffix}"
+    with _CONVERTING:
+        if not path.is_file():
+            data = build()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, "wb") as f:
+                f.write(data)
+            kind = sorted(path.parent.glob(f"{name}-*.{suffix}"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in kind[CACHE_KEPT:]:  # the least recently written
+                old.unlink(missing_ok=True)
     return path
 
 

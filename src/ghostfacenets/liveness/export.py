@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import threading
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -31,10 +30,6 @@ INPUT_NAMES = ("patch_2_7", "patch_4_0")
 OUTPUT_NAME = "probabilities"
 METHOD = "forward"
 METADATA_METHOD = "ghostfacenets_metadata"
-# Programs lowered in this process, by weights: lowering takes tens of seconds, and a process meets the same weights
-# again (the runtime and an export, the tests).
-_LOWERED: dict[str, bytes] = {}
-_LOWERING = threading.Lock()
 
 
 class LivenessExportError(GhostFaceNetsError):
@@ -145,13 +140,11 @@ def executorch_bytes(model: MiniFASNetFusion, metadata: dict[str, Any] | None = 
 
 
 def executorch_program(model: MiniFASNetFusion) -> bytes:
-    """The ``.pte`` program of ``model`` with its metadata, lowered once per weights and versions: kept in this
-    process and in the package cache (``GHOSTFACENETS_HOME/executorch``), since lowering takes tens of seconds and
-    loading milliseconds. What ``export --liveness OUT.pte`` writes and the "executorch" backend runs."""
-    import hashlib
-
+    """The ``.pte`` program of ``model`` with its metadata, lowered once per weights and versions and kept in the
+    package cache (``GHOSTFACENETS_HOME/executorch``), since lowering takes tens of seconds and loading
+    milliseconds. What ``export --liveness OUT.pte`` writes and the "executorch" backend runs."""
     from ..export.executorch import _require
-    from ..hub import cache_dir
+    from ..export.mobile import cached_conversion
 
     _require()
     meta = export_metadata(
@@ -163,19 +156,8 @@ def executorch_program(model: MiniFASNetFusion) -> bytes:
         method=METHOD,
         exporter=f"executorch {version('executorch')}",
     )
-    digest = hashlib.sha256(json.dumps([meta, torch.__version__], sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    key = digest.hexdigest()[:32]
-    path = cache_dir() / "executorch" / f"liveness-{key}.pte"
-    with _LOWERING:  # threads asking at once wait for one lowering
-        if key not in _LOWERED:
-            _LOWERED[key] = path.read_bytes() if path.is_file() else executorch_bytes(model, meta)
-        if not path.is_file():
-            with atomic_write(path, "wb") as f:
-                f.write(_LOWERED[key])
-        return _LOWERED[key]
+    path = cached_conversion("executorch", "liveness.pte", [meta], lambda: executorch_bytes(model, meta), weights=model)
+    return path.read_bytes()
 
 
 def export_liveness_executorch(model: MiniFASNetFusion, path: str | Path) -> Path:
