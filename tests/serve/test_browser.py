@@ -371,10 +371,14 @@ def test_module_files_are_served_for_browsers(on_device: OnDevice) -> None:
             model = http.get(f"/web/{manifest[part]['url']}")
             assert len(model.content) == manifest[part]["bytes"]
         assert manifest["embedder"]["bytes"] == on_device.onnx.stat().st_size
-        module = http.get("/web/ghostfacenets.mjs")
-        assert module.headers["cache-control"] == "no-cache" and module.headers["etag"]
-        again = http.get("/web/ghostfacenets.mjs", headers={"If-None-Match": module.headers["etag"]})
-        assert again.status_code == 304
+        for name in ("ghostfacenets.mjs", "image.mjs", "detection.mjs", "runtimes.mjs"):  # the module and its parts
+            module = http.get(f"/web/{name}")
+            assert module.headers["content-type"].startswith("text/javascript")
+            assert module.headers["cache-control"] == "no-cache" and module.headers["etag"]
+            again = http.get(f"/web/{name}", headers={"If-None-Match": module.headers["etag"]})
+            assert again.status_code == 304
+        assert http.get(f"/web/{manifest['runtime']['module'].removeprefix('files/')}").json()["code"] == "NOT_FOUND"
+        assert http.get("/web/files/runtimes.mjs").json()["code"] == "NOT_FOUND"
         assert http.get("/web/files/nothing.wasm").json()["code"] == "NOT_FOUND"
         page = http.get("/")
         api = http.get("/healthz")

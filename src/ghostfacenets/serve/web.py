@@ -30,7 +30,8 @@ RUNTIME = WEB / "vendor" / "onnxruntime-web"
 RUNTIME_VERSION = "1.31.1"
 LITERT = WEB / "vendor" / "litertjs"
 LITERT_VERSION = "2.5.3"
-MODULE = "ghostfacenets.mjs"
+# The browser module and its parts, served beside it under /web (they import each other by relative URLs).
+MODULES = ("ghostfacenets.mjs", "image.mjs", "detection.mjs", "runtimes.mjs")
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 # The single-face fast path (selfies, ID photos, enrolment): detect at this size first, and at the full size only
@@ -223,9 +224,9 @@ class WebFiles:
             "detector": detector,
             "embedder": embedder,
         }
-        module = WebFile.make(MODULE, (WEB / MODULE).read_bytes(), immutable=False)
+        modules = [WebFile.make(name, (WEB / name).read_bytes(), immutable=False) for name in MODULES]
         listing = WebFile.make("manifest.json", json.dumps(manifest, indent=1).encode(), immutable=False)
-        return {f.name: f for f in [*files, module, listing]}
+        return {f.name: f for f in [*files, *modules, listing]}
 
     def _embedder_weights(self, served: bytes, compress: Callable[[bytes], bytes]) -> tuple[str, bytes]:
         """The embedder as browsers get it: with int8 weights (``web_weights``, the default) unless it has none in

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..auth import service
 from ..problems import ApiError
-from ..web import IMMUTABLE, REVALIDATE, DeviceFilesError, WebFile, WebFiles
+from ..web import IMMUTABLE, MODULES, REVALIDATE, DeviceFilesError, WebFile, WebFiles
 
 router = APIRouter(prefix="/web", tags=["browser"], include_in_schema=False)
 
@@ -62,9 +62,12 @@ async def _file(request: Request, name: str) -> Response:
     return send(request, found)
 
 
-@router.api_route("/ghostfacenets.mjs", methods=["GET", "HEAD"])
-async def module(request: Request) -> Response:
-    return await _file(request, "ghostfacenets.mjs")
+@router.api_route("/{name}.mjs", methods=["GET", "HEAD"])
+async def module(request: Request, name: str) -> Response:
+    """The browser module (``ghostfacenets.mjs``) or one of its parts."""
+    if f"{name}.mjs" not in MODULES:
+        raise ApiError("NOT_FOUND", f"no module {name}.mjs under /web")
+    return await _file(request, f"{name}.mjs")
 
 
 @router.api_route("/manifest.json", methods=["GET", "HEAD"])
@@ -74,7 +77,7 @@ async def manifest(request: Request) -> Response:
 
 @router.api_route("/files/{name}", methods=["GET", "HEAD"])
 async def hashed_file(request: Request, name: str) -> Response:
-    if name in ("ghostfacenets.mjs", "manifest.json"):
+    if name in (*MODULES, "manifest.json"):
         raise ApiError("NOT_FOUND", f"no file {name!r} under /web/files")
     return await _file(request, name)
 
