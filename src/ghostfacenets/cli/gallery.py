@@ -169,7 +169,7 @@ def _add_identify(p: argparse.ArgumentParser) -> None:
 
 def _run_identify(args: argparse.Namespace) -> int:
     from ..gallery import open_store
-    from ..pipeline.recognizer import NoFaceError
+    from ..pipeline.results import NoFaceError
 
     if args.k < 1:
         raise GhostFaceNetsError("-k must be at least 1")

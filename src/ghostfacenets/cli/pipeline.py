@@ -180,7 +180,7 @@ def _face_record(record: Any) -> dict[str, Any]:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from ..pipeline.recognizer import NoFaceError
+    from ..pipeline.results import NoFaceError
 
     recognizer = _recognizer(args)
     if args.all:
@@ -247,7 +247,7 @@ def _run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..files import atomic_write
-    from ..pipeline.recognizer import NoFaceError
+    from ..pipeline.results import NoFaceError
 
     recognizer = _recognizer(args)
     rows: list[dict[str, Any]] = []

@@ -97,7 +97,7 @@ def default_settings(recognizer: FaceRecognizer | None) -> GroupingSettings:
     calibrated at FAR 1e-2, else at its decision threshold (given, calibrated at 1e-3, or the fallback)."""
     if recognizer is None:
         return GroupingSettings()
-    from ..pipeline.recognizer import ThresholdError
+    from ..pipeline.results import ThresholdError
 
     try:
         threshold = recognizer.threshold(far=SETTINGS_FAR)

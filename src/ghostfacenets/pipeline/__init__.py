@@ -3,7 +3,8 @@
 from ..data.align import align_face, estimate_transform
 from ..gallery import ModelId
 from .detect import DETECTORS, Face, FaceDetector, RetinaFaceDetector, create_detector
-from .recognizer import FaceRecognizer, Identification, Match, NoFaceError, Threshold, Verification
+from .recognizer import FaceRecognizer
+from .results import Identification, Match, NoFaceError, Threshold, Verification
 
 __all__ = [
     "DETECTORS",

@@ -86,7 +86,7 @@ def as_api_error(exc: GhostFaceNetsError, store_location: str | None = None) -> 
     names the store (``LOCATION: ...``: a driver error, a closed or damaged database) is the database failing, 503
     ``UNAVAILABLE``, told without the location; one that does not is a refused input, 422 ``VALIDATION``."""
     from ..liveness.checker import SpoofSuspectedError
-    from ..pipeline.recognizer import NoFaceError
+    from ..pipeline.results import NoFaceError
 
     detail = str(exc)
     prefix = f"{store_location}: " if store_location else None

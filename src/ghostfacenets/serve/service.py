@@ -28,7 +28,8 @@ from ..data.align import estimate_transform
 from ..gallery.base import GalleryStore, ModelId
 from ..liveness.checker import LivenessChecker, LivenessResult
 from ..pipeline.detect import Face
-from ..pipeline.recognizer import FaceRecognizer, Threshold
+from ..pipeline.recognizer import FaceRecognizer
+from ..pipeline.results import Threshold
 from .batching import EmbeddingQueue
 from .decoding import (
     DeadlineExceeded,

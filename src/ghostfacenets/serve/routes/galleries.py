@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from ...data.images import encode_png
 from ...gallery.base import GALLERY_NAME as _GALLERY_NAME
 from ...gallery.base import MAX_METADATA_BYTES, ApiKey, GalleryInfo, NewFace, StoredFace, Subject
-from ...pipeline.recognizer import Threshold
+from ...pipeline.results import Threshold
 from ..auth import Key, Reader, Service, SubjectReader, Writer, check_admin, check_gallery
 from ..images import openapi_body, read_images
 from ..problems import ApiError
