@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 PRIVATE_MODE = 0o600  # every file the package writes: faces, embeddings, models and keys are nobody else's business
 VERSION_KEY = "ghostfacenets_version"  # the key of the writing package's version in every file format with room
@@ -20,6 +21,14 @@ def written_by() -> dict[str, str]:
     from . import __version__
 
     return {VERSION_KEY: __version__}
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value of a file; None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

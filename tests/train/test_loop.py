@@ -24,7 +24,9 @@ from ghostfacenets.train import loop
 from ghostfacenets.train.checkpoint import CheckpointError, list_checkpoints
 from ghostfacenets.train.config import load_config
 from ghostfacenets.train.distributed import DistributedContext
-from ghostfacenets.train.loop import Trainer, clip_gradients, parameter_groups, prepare_validation, train
+from ghostfacenets.train.loop import Trainer, train
+from ghostfacenets.train.optim import clip_gradients, parameter_groups
+from ghostfacenets.train.validation import prepare_validation
 from tests.helpers import shared_path
 
 TINY = [

@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import (
-    FolderSource,
     TrainDataset,
     TrainSampler,
     collate,
@@ -32,11 +31,10 @@ from ..data.datasets import (
     parse_synthetic,
     steps_per_epoch,
 )
-from ..data.images import ResizeMode
 from ..data.transforms import to_tensor
 from ..errors import GhostFaceNetsError
 from ..export.onnx import onnx_available
-from ..files import VERSION_KEY, written_by
+from ..files import read_json, written_by
 from ..losses import PartialFC, ScaleSchedule, margin_from_name
 from ..models.ghostfacenet import GhostFaceNet
 from .checkpoint import (
@@ -53,7 +51,9 @@ from .checkpoint import (
 from .config import TrainConfig
 from .distributed import DistributedContext, init_distributed
 from .logging import MetricsLog, console
+from .optim import clip_gradients, parameter_groups
 from .schedule import LRSchedule
+from .validation import prepare_validation
 
 LICENSE_NOTE = "Weights trained with ghostfacenets; the terms of the training data bind them."
 
@@ -70,32 +70,6 @@ class TrainResult:
     best_value: float | None = None
     validation: dict[str, dict[str, Any]] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on convolution and linear weights only, not on BN, PReLU or biases (the official recipe)."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for module in model.modules():
-        for name, parameter in module.named_parameters(recurse=False):
-            is_kernel = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
-            (decay if is_kernel else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def clip_gradients(
-    parameters: list[nn.Parameter], centres: nn.Parameter, max_norm: float, context: DistributedContext
-) -> torch.Tensor:
-    """Scale all gradients so that their global norm (backbone plus every rank's centre shard) is at most
-    ``max_norm``; returns the norm before clipping."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    squared = sum((g.float().pow(2).sum() for g in grads), torch.zeros((), device=centres.device))
-    shard = context.sum(centres.grad.float().pow(2).sum()) if centres.grad is not None else 0.0
-    total = torch.sqrt(squared + shard)
-    factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    for grad in grads + ([centres.grad] if centres.grad is not None else []):
-        grad.mul_(factor.to(grad.dtype))
-    return total
 
 
 def model_from_config(config: TrainConfig) -> GhostFaceNet:
@@ -141,82 +115,6 @@ def check_data_paths(config: TrainConfig) -> None:
             where = "" if path.is_absolute() else f" (relative to the working directory, {Path.cwd()})"
             about = f"; the config: {config.description}" if config.description else ""
             raise GhostFaceNetsError(f"{key}: {value}: no such file or folder{where}{about}")
-
-
-def _read_json(path: Path) -> Any:
-    """The JSON value of a file; None when it is missing or not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def prepare_validation(config: TrainConfig, output: Path, context: DistributedContext) -> list[Path]:
-    """``.bin`` files to validate on; identity folders are turned into a ``.bin`` of seeded pairs under
-    ``output/val`` (by rank 0; kept while ``val_identities``, ``val_pairs``, the size and resize mode stay the same,
-    as ``<name>.json`` beside it records). Checks ``train.best_metric`` against the set names first, on every rank."""
-    from ..files import atomic_write
-
-    entries = [Path(entry) for entry in config.data.val]
-    for path in entries:
-        if not (path.is_file() or path.is_dir()):
-            raise GhostFaceNetsError(f"data.val: {path} is neither a .bin file nor an identity folder")
-    names = [path.stem if path.is_file() else path.name for path in entries]  # the keys of the results
-    if len(set(names)) < len(names):
-        raise GhostFaceNetsError(f"data.val: two validation sets have the same name ({', '.join(names)})")
-    metric = config.train.best_metric
-    if names and metric != "mean" and metric not in names:
-        raise GhostFaceNetsError(
-            f"train.best_metric {metric!r} is neither a validation set ({', '.join(names)}) nor 'mean'"
-        )
-    paths = []
-    for path in entries:
-        if path.is_file():
-            paths.append(path)
-            continue
-        target = output / "val" / f"{path.name}.bin"
-        data = config.data
-        made_with = {
-            "folder": str(path.resolve()),
-            "identities": data.val_identities,
-            "pairs": data.val_pairs,
-            "size": config.model.input_size,
-            "resize": data.resize,
-            "seed": 0,
-        }
-        record = target.with_suffix(".json")
-        written = _read_json(record)
-        if isinstance(written, dict):
-            written.pop(VERSION_KEY, None)  # the pairs do not depend on the version that wrote them
-        if context.is_main and not (target.exists() and written == made_with):
-            write_pairs_bin(
-                path, target, data.val_identities, data.val_pairs, config.model.input_size, data.resize
-            )  # pairs of seed 0 whatever train.seed: comparable runs
-            with atomic_write(record, "w") as f:
-                json.dump({**made_with, **written_by()}, f)
-        paths.append(target)
-    context.barrier()
-    return paths
-
-
-def write_pairs_bin(
-    folder: str | Path,
-    target: str | Path,
-    identities: list[str] | None,
-    pairs: int | None,
-    size: int,
-    resize: ResizeMode,
-    seed: int = 0,
-) -> tuple[int, int]:
-    """A verification ``.bin`` of pairs of an identity folder's images (fitted to ``size``); (pairs, same pairs)."""
-    from ..data.verification_bin import write_verification_bin
-    from ..evaluate.pairs import make_pairs
-
-    source = FolderSource(folder, identities, size, resize)
-    images = [source.load(i)[0] for i in range(len(source))]
-    index, issame = make_pairs(np.asarray(source.labels), pairs, seed)
-    write_verification_bin(target, [images[i] for i in index.reshape(-1)], issame)
-    return len(issame), int(np.sum(issame))
 
 
 def _format(value: float | None) -> str:
@@ -426,7 +324,7 @@ class Trainer:
                 self.best_value = None
                 if self.context.is_main:
                     console(f"{best} was written after step {self.step}; the next validation replaces it")
-        earlier = _read_json(self.output / "damaged_images.json") if self.context.is_main else None
+        earlier = read_json(self.output / "damaged_images.json") if self.context.is_main else None
         if isinstance(earlier, dict):  # {"ghostfacenets_version", "damaged"}; ghostfacenets 0.1 wrote the bare list
             earlier = earlier.get("damaged")
         if isinstance(earlier, list):  # found before the interruption
