@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ def model_metadata(model: GhostFaceNet, extra: dict[str, Any] | None = None) -> 
     meta.update({k: v for k, v in base.items() if k != "preprocessing"})
     meta.setdefault("license", UNKNOWN_LICENSE)
     return meta
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes, values), leaving out BatchNorm's
+    ``num_batches_tracked`` counters, which do not change the output: equal iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.endswith("num_batches_tracked"):
+            continue
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_model(model: GhostFaceNet, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:

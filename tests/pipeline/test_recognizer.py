@@ -16,8 +16,9 @@ import torch
 from ghostfacenets.data.images import ImageError, load_image
 from ghostfacenets.errors import GhostFaceNetsError
 from ghostfacenets.gallery import open_store
+from ghostfacenets.model_io import weights_fingerprint
 from ghostfacenets.pipeline import FaceRecognizer, NoFaceError, RetinaFaceDetector, align_face
-from ghostfacenets.pipeline.recognizer import FALLBACK_THRESHOLD, weights_fingerprint
+from ghostfacenets.pipeline.recognizer import FALLBACK_THRESHOLD
 from ghostfacenets.pipeline.results import ThresholdError
 from tests.helpers import require_module
 from tests.helpers.photos import photo

@@ -38,12 +38,10 @@ def cached_conversion(
     from .. import __version__
     from ..files import atomic_write
     from ..hub import cache_dir
+    from ..model_io import weights_fingerprint
 
-    digest = hashlib.sha256(json.dumps([*key, __version__, torch.__version__], sort_keys=True).encode())
-    if weights is not None:
-        for name, tensor in weights.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    fingerprint = weights_fingerprint(weights) if weights is not None else None
+    digest = hashlib.sha256(json.dumps([*key, fingerprint, __version__, torch.__version__], sort_keys=True).encode())
     name, _, suffix = stem.partition(".")
     path = cache_dir() / folder / f"{name}-{digest.hexdigest()[:32]}.{suffix}"
     with _CONVERTING:

@@ -30,6 +30,7 @@ from ..gallery import (
 from ..gallery.base import check_model
 from ..inference import FILE_RUNTIMES, embed_images, load_embedder, resolve_device
 from ..liveness.checker import LivenessChecker, LivenessResult
+from ..model_io import weights_fingerprint
 from .detect import Face, FaceDetector, create_detector
 from .results import FaceEmbedding, Identification, Match, NoFaceError, Threshold, ThresholdError, Verification
 
@@ -58,19 +59,6 @@ class _Loaded:
     metadata: dict[str, Any] = field(default_factory=dict)
     model_name: str = "model"
     fingerprint: str = ""
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over a model's state dict (names, dtypes, shapes, values), leaving out BatchNorm's
-    ``num_batches_tracked`` counters, which do not change the output: equal iff the weights are equal."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if name.endswith("num_batches_tracked"):
-            continue
-        data = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def image_sha256(source: ImageSource) -> str:
